@@ -1,0 +1,19 @@
+"""sbrtplan: automatic stereotactic body radiotherapy (SBRT) treatment planning.
+
+Layers (lower never imports higher)::
+
+    case  <-  beams  <-  io, dose_engine  <-  optimizer  <-  workflow / cli
+    case  <-  protocols, evaluation
+
+See README.md for the command line and ``sbrtplan.plan`` for the Python API.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (GeometryError, InputError, OptimizationError, ProtocolError, SbrtplanError,
+                     StructureError)
+
+__all__ = ["__version__", "SbrtplanError", "InputError", "StructureError", "ProtocolError",
+           "GeometryError", "OptimizationError"]

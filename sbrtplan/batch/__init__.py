@@ -1,0 +1,1 @@
+"""sbrtplan.batch (under construction)."""

@@ -1,0 +1,1 @@
+"""sbrtplan.dose_engine (under construction)."""

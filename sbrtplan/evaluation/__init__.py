@@ -1,0 +1,1 @@
+"""sbrtplan.evaluation (under construction)."""

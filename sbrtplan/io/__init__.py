@@ -1,0 +1,1 @@
+"""sbrtplan.io (under construction)."""

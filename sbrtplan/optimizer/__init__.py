@@ -1,0 +1,1 @@
+"""sbrtplan.optimizer (under construction)."""

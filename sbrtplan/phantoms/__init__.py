@@ -1,0 +1,1 @@
+"""sbrtplan.phantoms (under construction)."""

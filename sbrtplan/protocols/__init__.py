@@ -1,0 +1,1 @@
+"""sbrtplan.protocols (under construction)."""

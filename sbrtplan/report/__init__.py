@@ -1,0 +1,1 @@
+"""sbrtplan.report (under construction)."""
