@@ -48,7 +48,29 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "Rectum": ("rectum",),
     "Pancreas": ("pancreas",),
     "Spleen": ("spleen",),
-    "Couch": ("couch", "couchsurface", "couchinterior", "table", "tabletop"),
+    "Couch": ("couch", "table", "tabletop"),
+    "CouchSurface": ("couchsurface", "couchouter", "couchshell"),
+    "CouchInterior": ("couchinterior", "couchinner", "couchcore"),
+    # Added for the built-in phantoms and common SBRT structure sets.
+    "Bone": ("bone", "bones", "skeleton"),
+    "Bowel": ("bowel", "bowelbag", "bowelspace", "bowelcavity"),
+    "Brain": ("brain",),
+    "Carina": ("carina",),
+    "Chiasm": ("chiasm", "opticchiasm", "opticchiasma"),
+    "Femur_Head_L": ("femurheadl", "femoralheadl", "lfemoralhead", "leftfemoralhead"),
+    "Femur_Head_R": ("femurheadr", "femoralheadr", "rfemoralhead", "rightfemoralhead"),
+    "Gallbladder": ("gallbladder", "gb"),
+    "Larynx": ("larynx",),
+    "Liver-GTV": ("livergtv", "livergtvs", "normalliver", "liverminusgtv", "livernormal"),
+    "OpticNrv_L": ("opticnrvl", "opticnervel", "lopticnerve", "leftopticnerve"),
+    "OpticNrv_R": ("opticnrvr", "opticnerver", "ropticnerve", "rightopticnerve"),
+    "Penis": ("penis",),
+    "Prostate": ("prostate",),
+    "Ribs_L": ("ribsl", "ribl", "lrib", "lribs", "leftribs", "leftrib"),
+    "Ribs_R": ("ribsr", "ribr", "rrib", "rribs", "rightribs", "rightrib"),
+    "Stomach_Duodenum": ("stomachduodenum",),
+    "Trachea_Bronchus": ("tracheabronchus",),
+    "VB": ("vb", "vertebralbody", "vertebralbodies", "vertebra", "vertebrae"),
 }
 
 _LOOKUP: dict[str, str] = {}
@@ -59,6 +81,11 @@ for _canon, _alist in _ALIASES.items():
 _LEFT = re.compile(r"\b(left|lt|lft|l)\b")
 _RIGHT = re.compile(r"\b(right|rt|r)\b")
 _TARGET = re.compile(r"^\s*(gtv|ctv|itv|ptv)(.*)$", re.IGNORECASE)
+# "<organ> - <target>" (e.g. "heart-ptv", "Lungs-GTV", "liver minus gtv").
+_MINUS_TARGET = re.compile(r"^(.*?\S)\s*(?:-|\bminus\b)\s*((?:gtv|ctv|itv|ptv)\w*)\s*$", re.IGNORECASE)
+# One "PRV" token, optionally glued to its margin ("PRV05", "prv5mm", "PRV 3 mm", "PRV_2").
+_PRV_TOKEN = re.compile(r"(?:^|(?<=[\s_\-+]))prv(?:[\s_\-]*(\d+(?:\.\d+)?)\s*(?:mm)?)?(?=$|[\s_\-+])",
+                        re.IGNORECASE)
 
 
 def _simplify(name: str) -> str:
@@ -73,6 +100,14 @@ def _simplify(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", s) + side
 
 
+def _format_margin(text: str | None) -> str:
+    """TG-263 PRV margin suffix: two-digit mm ("05"), as written when fractional."""
+    if not text:
+        return ""
+    value = float(text)
+    return f"{int(value):02d}" if value == int(value) else f"{value:g}"
+
+
 def normalize_name(name: str) -> str:
     """TG-263 name for ``name`` (unchanged when the alias table does not know it).
 
@@ -80,12 +115,34 @@ def normalize_name(name: str) -> str:
     --------
     >>> normalize_name("SPINALCORD"), normalize_name("lt lung"), normalize_name("ptv_41.4")
     ('SpinalCord', 'Lung_L', 'PTV_41.4')
+
+    PRVs keep their margin in mm on two digits, and "organ minus target"
+    structures are written the TG-263 way:
+
+    >>> normalize_name("prv cord"), normalize_name("cord PRV 5mm"), normalize_name("heart-ptv")
+    ('SpinalCord_PRV', 'SpinalCord_PRV05', 'Heart-PTV')
     """
     m = _TARGET.match(name)
     if m:
         rest = m.group(2).strip()
         sep = "_" if re.match(r"^[\s_\-]", m.group(2)) else ""
         return m.group(1).upper() + sep + re.sub(r"^[\s_\-]+", "", rest)
+    prv = _PRV_TOKEN.search(name)
+    if prv:
+        organ = (name[:prv.start()] + " " + name[prv.end():]).strip(" _-+")
+        margin = prv.group(1)
+        if margin is None:  # "PRV cord 3mm": the margin written after the organ
+            mm = re.search(r"[\s_\-+]*(\d+(?:\.\d+)?)\s*mm$", organ, re.IGNORECASE)
+            if mm:
+                margin, organ = mm.group(1), organ[:mm.start()].strip(" _-+")
+        canon = normalize_name(organ) if organ else ""
+        if canon in _ALIASES:
+            return canon + "_PRV" + _format_margin(margin)
+    minus = _MINUS_TARGET.match(name)
+    if minus:
+        canon = normalize_name(minus.group(1))
+        if canon in _ALIASES:
+            return canon + "-" + normalize_name(minus.group(2))
     key = _simplify(name)
     if key in _LOOKUP:
         return _LOOKUP[key]
@@ -100,6 +157,8 @@ def infer_role(name: str, dicom_type: str | None = None) -> StructureRole:
     if t == "EXTERNAL":
         return StructureRole.EXTERNAL
     n = name.strip().upper()
+    if n.endswith("!"):  # optimisation-only copies such as the spine "PTV!"
+        return StructureRole.CONTROL
     for prefix in ("GTV", "CTV", "ITV", "PTV"):
         if n.startswith(prefix):
             return StructureRole[prefix]
@@ -107,11 +166,11 @@ def infer_role(name: str, dicom_type: str | None = None) -> StructureRole:
         return StructureRole.PRV
     if name == "External":
         return StructureRole.EXTERNAL
-    if name == "Couch" or t in ("SUPPORT", "FIXATION"):
+    if name.startswith("Couch") or t in ("SUPPORT", "FIXATION"):
         return StructureRole.SUPPORT
     if t in ("GTV", "CTV", "PTV"):
         return StructureRole[t]
-    if t in ("ORGAN", "AVOIDANCE") or name in _ALIASES:
+    if t in ("ORGAN", "AVOIDANCE") or name in _ALIASES or name.split("-", 1)[0] in _ALIASES:
         return StructureRole.OAR
     if t == "CONTROL" or n.startswith("Z") or n.startswith("RING"):
         return StructureRole.CONTROL

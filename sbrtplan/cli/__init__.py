@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import SbrtplanError
 
 # Order is the order of ``sbrtplan --help``.
-COMMANDS = ["demo", "info"]
+COMMANDS = ["demo", "info", "evaluate", "protocols"]
 
 
 def build_parser() -> argparse.ArgumentParser:

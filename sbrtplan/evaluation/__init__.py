@@ -1,1 +1,28 @@
-"""sbrtplan.evaluation (under construction)."""
+"""Plan evaluation on any dose: DVH, conformity indices, protocol compliance, re-irradiation.
+
+Depends only on ``sbrtplan.case`` and ``sbrtplan.protocols``; works on any dose
+(ours, a clinical RTDOSE) on any grid.
+
+Public API
+----------
+DVH, Refinement, DoseField, compute_dvh,
+isodose_volume_cc, d2cm_gy, plan_indices, PlanIndices,
+evaluate_plan, PlanReport, GoalResult, Status, TargetMetrics, StructureMetrics, CoverageVerdict, PriorCourse,
+cumulative_eqd2, check_reirradiation, ReirradiationResult,
+format_report, metrics_dict, write_metrics, SCHEMA_VERSION,
+parse_name_map, rename_structures
+"""
+
+from .compliance import (CoverageVerdict, GoalResult, PlanReport, PriorCourse, Status, StructureMetrics,
+                         TargetMetrics, evaluate_plan)
+from .conformity import PlanIndices, d2cm_gy, isodose_volume_cc, plan_indices
+from .dvh import DVH, DoseField, Refinement, compute_dvh
+from .matching import parse_name_map, rename_structures
+from .reirradiation import ReirradiationResult, check_reirradiation, cumulative_eqd2
+from .report import SCHEMA_VERSION, format_report, metrics_dict, write_metrics
+
+__all__ = ["DVH", "Refinement", "DoseField", "compute_dvh", "isodose_volume_cc", "d2cm_gy", "plan_indices",
+           "PlanIndices", "evaluate_plan", "PlanReport", "GoalResult", "Status", "TargetMetrics", "StructureMetrics",
+           "CoverageVerdict", "PriorCourse", "cumulative_eqd2", "check_reirradiation", "ReirradiationResult",
+           "format_report", "metrics_dict", "write_metrics", "SCHEMA_VERSION", "parse_name_map",
+           "rename_structures"]

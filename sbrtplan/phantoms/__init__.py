@@ -1,1 +1,65 @@
-"""sbrtplan.phantoms (under construction)."""
+"""Built-in analytic phantoms, generated deterministically by code.
+
+Public API
+----------
+make_phantom(name, spacing_mm=None) -> Case
+PHANTOMS : dict of name -> one-line description
+
+Every phantom is a :class:`sbrtplan.case.Case` in DICOM patient coordinates
+(LPS, mm, head-first supine, origin near the patient centre) with CT numbers
+chosen so that the default HU->density table gives the intended relative
+electron densities, TG-263 structure names, and deterministic DICOM UIDs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .._log import get_logger, timed
+from ..case import Case
+from ..errors import InputError
+from . import cshape, liver, lung_slab, spine
+
+log = get_logger(__name__)
+
+_MODULES = {"spine": spine, "liver": liver, "lung_slab": lung_slab, "cshape": cshape}
+
+PHANTOMS: dict[str, str] = {name: mod.DESCRIPTION for name, mod in _MODULES.items()}
+
+# Finer than 0.5 mm the grids get large for no benefit; coarser than 5 mm the
+# anatomy (a 10 mm cord) is no longer resolved.
+_SPACING_RANGE_MM = (0.5, 5.0)
+
+
+def make_phantom(name: str, spacing_mm: float | None = None) -> Case:
+    """Build the phantom ``name`` on an isotropic grid.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`PHANTOMS` (``spine``, ``liver``, ``lung_slab``, ``cshape``);
+        case-insensitive, ``-`` and ``_`` are interchangeable.
+    spacing_mm : float, optional
+        Voxel size in mm (default: the phantom's own, 2 mm).
+
+    Returns
+    -------
+    Case
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in _MODULES:
+        raise InputError(f"unknown phantom {name!r}; available: {', '.join(_MODULES)}")
+    mod = _MODULES[key]
+    spacing = mod.DEFAULT_SPACING_MM if spacing_mm is None else spacing_mm
+    try:
+        spacing = float(spacing)
+    except (TypeError, ValueError):
+        raise InputError(f"phantom '{key}': spacing_mm must be a number in mm, got {spacing_mm!r}") from None
+    lo, hi = _SPACING_RANGE_MM
+    if not (math.isfinite(spacing) and lo <= spacing <= hi):
+        raise InputError(f"phantom '{key}': spacing_mm must be between {lo:g} and {hi:g} mm, got {spacing_mm!r}")
+    with timed(f"build phantom '{key}' at {spacing:g} mm", log):
+        return mod.build(spacing)
+
+
+__all__ = ["make_phantom", "PHANTOMS"]

@@ -1,0 +1,358 @@
+"""Commissioning: fit the Gaussian pencil-beam model to water-tank scans.
+
+:func:`commission` reads PTW ``.mcc`` files (PDDs and in-/cross-plane
+profiles of square fields), fits the model of :mod:`sbrtplan.dose_engine.model`
+by bounded non-linear least squares (``scipy.optimize.least_squares``) and
+returns the model with a :class:`CommissioningReport` of the agreement:
+
+* PDD: largest local difference beyond the measured d_max (both curves
+  normalised to their maximum) and the largest distance-to-agreement in the
+  build-up region (from 0.5 mm depth: the reading labelled depth 0 of a
+  diode is not the surface dose; its difference is reported separately);
+* profiles: 1-D gamma pass rate, 2 % / 2 mm, global (2 % of the profile
+  maximum), points below 10 % of the maximum excluded (both profiles
+  normalised on the central axis);
+* output ratios of every field to the reference field (10 x 10 cm when
+  measured) at the depth closest to 100 mm.
+
+What is fitted: the three photon components (weight, attenuation, build-up,
+width at the surface and its growth with depth), the contamination term,
+head scatter, source widths and the horn.  What is not: the heterogeneity
+scaling lengths and exponents (no water scan can see them; defaults in
+:data:`DEFAULT_SCALING`, chosen against Monte Carlo lung-slab data, see
+``machines/README.md``) and the absolute calibration (mcc readings are
+uncalibrated; the calibration block keeps the user's reference dose).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._log import get_logger
+from ..errors import InputError
+from .mcc import CurveType, Scan, read_mcc
+from .model import BeamModel, Calibration, GaussianModel, KernelComponent, ModelKind
+from .pencil import pack_gaussian, water_points
+
+log = get_logger(__name__)
+
+# (name, scaling_length_mm, scaling_exponent) per photon component; see module docstring.
+DEFAULT_SCALING = (("primary", 10.0, 1.0), ("near_scatter", 10.0, 1.0), ("far_scatter", 60.0, 0.5))
+
+# Parameter vector: name, initial value, lower bound, upper bound.
+_PARAMS = [
+    ("w1", 0.6, 0.0, 5.0), ("mu1", 0.005, 0.001, 0.02), ("b1", 0.3, 0.02, 5.0), ("s10", 0.3, 0.05, 0.5),
+    ("s11", 0.002, 0.0, 0.02),
+    ("w2", 0.25, 0.0, 5.0), ("mu2", 0.004, 0.001, 0.02), ("b2", 0.1, 0.01, 5.0), ("s20", 3.0, 2.0, 6.0),
+    ("s21", 0.03, 0.0, 0.2),
+    ("w3", 0.15, 0.0, 5.0), ("mu3", 0.003, 0.0005, 0.02), ("b3", 0.05, 0.005, 5.0), ("s30", 30.0, 8.0, 200.0),
+    ("s31", 0.1, 0.0, 0.5),
+    ("we", 0.1, 0.0, 2.0), ("le", 5.0, 0.5, 50.0), ("se", 40.0, 2.0, 200.0),
+    ("wh", 0.08, 0.03, 0.2), ("sh", 30.0, 20.0, 80.0),
+    ("sx", 1.5, 0.05, 6.0), ("sy", 0.8, 0.05, 6.0), ("h2", 0.03, -0.5, 0.5), ("h4", 0.0, -0.5, 0.5),
+]
+_NAMES = [p[0] for p in _PARAMS]
+
+
+@dataclass
+class CurveAgreement:
+    """Agreement of one measured curve with the model."""
+
+    label: str
+    source: str
+    metric: str
+    value: float
+    limit: float
+    passed: bool
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class CommissioningReport:
+    """Per-curve agreement of a commissioned model with the measurements."""
+
+    curves: list[CurveAgreement]
+    output_ratios: list[dict]
+    fit_seconds: float
+    model_summary: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.curves) and all(r["passed"] for r in self.output_ratios)
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, "fit_seconds": round(self.fit_seconds, 2),
+                "curves": [{"label": c.label, "source": c.source, "metric": c.metric, "value": round(c.value, 4),
+                            "limit": c.limit, "passed": c.passed, **{k: round(v, 4) for k, v in c.extra.items()}}
+                           for c in self.curves],
+                "output_ratios": self.output_ratios}
+
+    def table(self) -> str:
+        lines = [f"{'curve':<30} {'metric':<34} {'value':>8} {'limit':>7}  result"]
+        for c in self.curves:
+            lines.append(f"{c.label:<30} {c.metric:<34} {c.value:8.2f} {c.limit:7.1f}  "
+                         f"{'pass' if c.passed else 'FAIL'}")
+        for r in self.output_ratios:
+            lines.append(f"{'output ratio ' + r['label']:<30} {'model vs measured (%)':<34} "
+                         f"{r['difference_percent']:8.2f} {r['limit_percent']:7.1f}  "
+                         f"{'pass' if r['passed'] else 'FAIL'}   (model {r['model']:.4f}, measured "
+                         f"{r['measured']:.4f})")
+        lines.append(f"overall: {'PASS' if self.passed else 'FAIL'} (fit {self.fit_seconds:.1f} s)")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ helpers
+def _model_from_vector(vec: np.ndarray, name: str, base: BeamModel | None, scaling=DEFAULT_SCALING) -> BeamModel:
+    p = dict(zip(_NAMES, (float(v) for v in vec)))
+    comps = []
+    for k, (cname, length, expo) in enumerate(scaling, start=1):
+        comps.append(KernelComponent(cname, p[f"w{k}"], p[f"mu{k}"], p[f"b{k}"], p[f"s{k}0"], p[f"s{k}1"],
+                                     length, expo))
+    g = GaussianModel(components=comps, contamination_weight=p["we"], contamination_decay_mm=p["le"],
+                      contamination_sigma_mm=p["se"], head_scatter_fraction=p["wh"], head_scatter_sigma_mm=p["sh"],
+                      source_sigma_x_mm=p["sx"], source_sigma_y_mm=p["sy"], horn_h2=p["h2"], horn_h4=p["h4"])
+    kw = {}
+    if base is not None:
+        kw = dict(mlc_leaf_width_mm=base.mlc_leaf_width_mm, mlc_transmission=base.mlc_transmission,
+                  jaw_transmission=base.jaw_transmission, calibration=base.calibration, sad_mm=base.sad_mm)
+    return BeamModel(name=name, kind=ModelKind.GAUSSIAN, gaussian=g, **kw)
+
+
+def _eval(gp, fx, fy, ssd, depth, x, y):
+    d = np.ascontiguousarray(depth, dtype=np.float64)
+    out = np.empty(d.shape)
+    water_points(gp, -fx / 2, fx / 2, -fy / 2, fy / 2, float(ssd), d,
+                 np.ascontiguousarray(np.broadcast_to(x, d.shape), dtype=np.float64),
+                 np.ascontiguousarray(np.broadcast_to(y, d.shape), dtype=np.float64), out)
+    return out
+
+
+def _profile_xy(scan: Scan, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if scan.curve is CurveType.CROSSPLANE:
+        return pos, np.zeros_like(pos)
+    return np.zeros_like(pos), pos
+
+
+def gamma_1d(x_meas: np.ndarray, d_meas: np.ndarray, x_calc: np.ndarray, d_calc: np.ndarray,
+             dose_pct: float = 2.0, dta_mm: float = 2.0, threshold_pct: float = 10.0) -> tuple[float, float]:
+    """Global 1-D gamma: (pass fraction, max gamma) of measured points above the threshold.
+
+    The dose criterion is ``dose_pct`` of the measured maximum; the calculated
+    curve is searched on its own (finely sampled) points.
+    """
+    norm = float(np.max(d_meas))
+    sel = d_meas >= threshold_pct / 100.0 * norm
+    xm, dm = x_meas[sel], d_meas[sel]
+    dx = (x_calc[None, :] - xm[:, None]) / dta_mm
+    dd = (d_calc[None, :] - dm[:, None]) / (dose_pct / 100.0 * norm)
+    g = np.sqrt(dx * dx + dd * dd).min(axis=1)
+    return float(np.mean(g <= 1.0)), float(g.max()) if g.size else 0.0
+
+
+def _measured_output_ratios(scans: list[Scan], ref_depth: float = 100.0) -> tuple[list[dict], float, float]:
+    """Measured central-axis readings per field at the profile depth closest to ``ref_depth``."""
+    fields = sorted({(s.field_x_mm, s.field_y_mm, s.ssd_mm) for s in scans})
+    prof_depths = sorted({s.depth_mm for s in scans if s.is_profile})
+    depth = min(prof_depths, key=lambda d: abs(d - ref_depth)) if prof_depths else ref_depth
+    readings = {}
+    for f in fields:
+        vals = [float(np.interp(0.0, s.positions_mm, s.values)) for s in scans
+                if s.is_profile and (s.field_x_mm, s.field_y_mm, s.ssd_mm) == f and s.depth_mm == depth]
+        pdds = [float(np.interp(depth, s.positions_mm, s.values)) for s in scans
+                if not s.is_profile and (s.field_x_mm, s.field_y_mm, s.ssd_mm) == f]
+        readings[f] = (np.mean(vals) if vals else np.nan, np.mean(pdds) if pdds else np.nan)
+    ssds = {f[2] for f in fields}
+    out = []
+    if len(fields) < 2 or len(ssds) != 1:
+        return out, depth, fields[0][2] if fields else 1000.0
+    ref = min(fields, key=lambda f: abs(f[0] - 100.0) + abs(f[1] - 100.0))
+    for f in fields:
+        if f == ref:
+            continue
+        est = []
+        for i in (0, 1):
+            a, b = readings[f][i], readings[ref][i]
+            if np.isfinite(a) and np.isfinite(b) and b > 0:
+                est.append(a / b)
+        if est:
+            out.append({"field": f, "reference": ref, "from_profiles": est[0] if len(est) > 1 else None,
+                        "from_pdd": est[-1], "measured": float(np.mean(est))})
+    return out, depth, ref[2]
+
+
+# ------------------------------------------------------------------- public
+def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None = None,
+               pdd_tolerance_pct: float = 2.0, buildup_dta_mm: float = 2.0, gamma_pass_pct: float = 95.0,
+               output_tolerance_pct: float = 1.5, max_evaluations: int = 4000,
+               initial: np.ndarray | None = None) -> tuple[BeamModel, CommissioningReport]:
+    """Fit a Gaussian beam model to PTW ``.mcc`` scans and report the agreement.
+
+    Parameters
+    ----------
+    mcc_paths : iterable of paths
+        Files holding PDDs and profiles of one energy and SSD.
+    name : str
+        Name of the resulting model.
+    base : BeamModel, optional
+        Supplies SAD, MLC/jaw transmission and calibration (default: the
+        shipped generic model's values when available).
+    pdd_tolerance_pct, buildup_dta_mm, gamma_pass_pct, output_tolerance_pct : float
+        Pass limits used in the report.
+    max_evaluations : int
+        Cap on model evaluations in the least-squares fit.
+    initial : array, optional
+        Starting parameter vector (defaults to a generic 6 MV guess).
+
+    Returns
+    -------
+    (BeamModel, CommissioningReport)
+    """
+    from scipy.optimize import least_squares
+
+    paths = [Path(p) for p in mcc_paths]
+    if not paths:
+        raise InputError("commission: give at least one .mcc file")
+    scans: list[Scan] = []
+    for p in paths:
+        scans.extend(read_mcc(p))
+    if not any(s.curve is CurveType.PDD for s in scans):
+        raise InputError(f"commission: no PDD scan in {', '.join(str(p) for p in paths)}")
+    if not any(s.is_profile for s in scans):
+        raise InputError(f"commission: no profile scan in {', '.join(str(p) for p in paths)}")
+    if base is None:
+        try:
+            from .model import default_beam_model
+            base = default_beam_model()
+        except Exception:  # first commissioning, nothing shipped yet
+            base = None
+    ratios, ref_depth, ref_ssd = _measured_output_ratios(scans)
+    template = _model_from_vector(np.array([p[1] for p in _PARAMS]), name, base)
+    gp_template = pack_gaussian(template, scale=1.0)
+
+    # pre-compute the sample points of every curve
+    curves = []
+    for s in scans:
+        pos = s.positions_mm
+        if s.curve is CurveType.PDD:
+            sel = (pos >= 0.0) & (pos <= 300.0)
+            z = pos[sel]
+            meas = s.values[sel] / np.interp(100.0, pos, s.values)
+            weight = np.where(z < 15.0, 1.5, 3.0) / np.maximum(meas, 0.05)
+            curves.append((s, z, np.zeros_like(z), np.zeros_like(z), meas, weight, True))
+        else:
+            x, y = _profile_xy(s, pos)
+            meas = s.values / np.interp(0.0, pos, s.values)
+            curves.append((s, np.full_like(pos, s.depth_mm), x, y, meas, np.ones_like(pos), False))
+
+    def packed(vec):
+        gp = gp_template.copy()
+        p = dict(zip(_NAMES, vec))
+        gp[1], gp[2], gp[4], gp[5], gp[6] = p["sx"] ** 2, p["sy"] ** 2, p["we"], p["le"], p["se"]
+        gp[7], gp[8], gp[9], gp[10] = p["wh"], p["sh"], p["h2"], p["h4"]
+        for k in range(3):
+            o = 12 + 8 * k
+            gp[o:o + 5] = (p[f"w{k + 1}"], p[f"mu{k + 1}"], p[f"b{k + 1}"], p[f"s{k + 1}0"], p[f"s{k + 1}1"])
+        return gp
+
+    def residuals(vec):
+        gp = packed(vec)
+        res = []
+        for s, z, x, y, meas, w, is_pdd in curves:
+            mod = _eval(gp, s.field_x_mm, s.field_y_mm, s.ssd_mm, z, x, y)
+            if is_pdd:
+                norm = _eval(gp, s.field_x_mm, s.field_y_mm, s.ssd_mm, np.array([100.0]), 0.0, 0.0)[0]
+            else:
+                norm = _eval(gp, s.field_x_mm, s.field_y_mm, s.ssd_mm, z[:1], 0.0, 0.0)[0]
+            res.append(w * (mod / norm - meas))
+        for r in ratios:
+            (fx, fy, ssd), (rx, ry, _) = r["field"], r["reference"]
+            a = _eval(gp, fx, fy, ssd, np.array([ref_depth]), 0.0, 0.0)[0]
+            b = _eval(gp, rx, ry, ssd, np.array([ref_depth]), 0.0, 0.0)[0]
+            res.append(np.array([30.0 * (a / b / r["measured"] - 1.0)]))
+        return np.concatenate(res)
+
+    x0 = np.array([p[1] for p in _PARAMS]) if initial is None else np.asarray(initial, float)
+    lb = np.array([p[2] for p in _PARAMS])
+    ub = np.array([p[3] for p in _PARAMS])
+    x0 = np.clip(x0, lb + 1e-9 * (ub - lb), ub - 1e-9 * (ub - lb))
+    t0 = time.perf_counter()
+    log.info("commissioning: fitting %d parameters to %d curves", len(x0), len(curves))
+    fit = least_squares(residuals, x0, bounds=(lb, ub), x_scale="jac", max_nfev=max_evaluations)
+    dt = time.perf_counter() - t0
+    log.info("commissioning fit: %s after %d evaluations, cost %.4g, %.1f s", fit.message, fit.nfev, fit.cost, dt)
+    model = _model_from_vector(fit.x, name, base)
+    model.description = f"Gaussian pencil beam fitted to {', '.join(p.name for p in paths)}"
+    model.provenance = {"commissioned_from": [p.name for p in paths], "fit_cost": float(fit.cost),
+                        "fit_evaluations": int(fit.nfev), "parameters": dict(zip(_NAMES, map(float, fit.x)))}
+    report = evaluate_model(model, scans, pdd_tolerance_pct, buildup_dta_mm, gamma_pass_pct, output_tolerance_pct)
+    report.fit_seconds = dt
+    model.provenance["agreement"] = report.as_dict()
+    return model, report
+
+
+def evaluate_model(model: BeamModel, scans: list[Scan], pdd_tolerance_pct: float = 2.0,
+                   buildup_dta_mm: float = 2.0, gamma_pass_pct: float = 95.0,
+                   output_tolerance_pct: float = 1.5) -> CommissioningReport:
+    """Compare a Gaussian model with measured scans (the metrics of :func:`commission`)."""
+    gp = pack_gaussian(model, scale=1.0)
+    rows: list[CurveAgreement] = []
+    for s in scans:
+        if s.curve is CurveType.PDD:
+            z = s.positions_mm
+            meas = s.values / s.values.max()
+            fine = np.arange(0.0, max(z.max(), 60.0) + 0.05, 0.05)
+            mod = _eval(gp, s.field_x_mm, s.field_y_mm, s.ssd_mm, fine, 0.0, 0.0)
+            mod = mod / mod.max()
+            dmax = float(z[np.argmax(s.values)])
+            beyond = z >= dmax
+            local = 100.0 * (np.interp(z[beyond], fine, mod) - meas[beyond]) / meas[beyond]
+            worst = float(np.max(np.abs(local)))
+            rows.append(CurveAgreement(s.label, s.source, "PDD local diff beyond dmax (%)", worst, pdd_tolerance_pct,
+                                       worst <= pdd_tolerance_pct,
+                                       {"at_depth_mm": float(z[beyond][np.argmax(np.abs(local))])}))
+            # The reading at the water surface is excluded: a diode's effective point of measurement is
+            # below its front face, so "depth 0" is not the surface dose.  Its difference is reported.
+            build = (z < dmax) & (z >= 0.5)
+            region = fine <= dmax + 10.0
+            surf = float(100.0 * (mod[0] - meas[0]) / meas[0]) if z[0] < 0.5 else float("nan")
+            dtas = []
+            for zz, mm in zip(z[build], meas[build]):
+                sign = np.sign(mod[region] - mm)
+                cross = np.nonzero(np.diff(sign))[0]
+                if cross.size == 0:
+                    dtas.append(np.inf)
+                    continue
+                # linear interpolation of each crossing position
+                f0, f1 = mod[region][cross], mod[region][cross + 1]
+                zc = fine[cross] + (mm - f0) / np.where(f1 != f0, f1 - f0, 1.0) * 0.05
+                dtas.append(float(np.min(np.abs(zc - zz))))
+            worst_dta = float(max(dtas)) if dtas else 0.0
+            rows.append(CurveAgreement(s.label, s.source, "build-up distance to agreement (mm)", worst_dta,
+                                       buildup_dta_mm, worst_dta <= buildup_dta_mm,
+                                       {"surface_reading_diff_percent": surf}))
+        else:
+            pos = s.positions_mm
+            meas = s.values / np.interp(0.0, pos, s.values)
+            fine = np.arange(pos.min(), pos.max() + 0.1, 0.1)
+            x, y = _profile_xy(s, fine)
+            mod = _eval(gp, s.field_x_mm, s.field_y_mm, s.ssd_mm, np.full_like(fine, s.depth_mm), x, y)
+            mod = mod / _eval(gp, s.field_x_mm, s.field_y_mm, s.ssd_mm, np.array([s.depth_mm]), 0.0, 0.0)[0]
+            rate, gmax = gamma_1d(pos, meas, fine, mod)
+            rows.append(CurveAgreement(s.label, s.source, "gamma 2%/2mm pass rate (%)", 100.0 * rate, gamma_pass_pct,
+                                       100.0 * rate >= gamma_pass_pct, {"max_gamma": gmax}))
+    ratios, depth, _ = _measured_output_ratios(scans)
+    out = []
+    for r in ratios:
+        (fx, fy, ssd), (rx, ry, _) = r["field"], r["reference"]
+        a = _eval(gp, fx, fy, ssd, np.array([depth]), 0.0, 0.0)[0]
+        b = _eval(gp, rx, ry, ssd, np.array([depth]), 0.0, 0.0)[0]
+        diff = 100.0 * (a / b / r["measured"] - 1.0)
+        out.append({"label": f"{fx / 10:g}x{fy / 10:g} / {rx / 10:g}x{ry / 10:g} at {depth:g} mm, SSD {ssd:g}",
+                    "model": float(a / b), "measured": r["measured"], "measured_from_profiles": r["from_profiles"],
+                    "measured_from_pdd": r["from_pdd"], "difference_percent": float(diff),
+                    "limit_percent": output_tolerance_pct, "passed": abs(diff) <= output_tolerance_pct})
+    return CommissioningReport(rows, out, 0.0, model.summary())

@@ -1,0 +1,227 @@
+"""Compliance report: goals on a synthetic case, PRV handling, coverage fallback, metrics.json, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sbrtplan.case import Dose, Grid, Structure
+from sbrtplan.case.names import infer_role
+from sbrtplan.cli import main
+from sbrtplan.errors import StructureError
+from sbrtplan.evaluation import (SCHEMA_VERSION, PriorCourse, Status, evaluate_plan, format_report, metrics_dict,
+                                 parse_name_map, write_metrics)
+
+H = 2.0
+N = 50          # 100 mm cube of 2 mm voxels; voxel centres at even mm from -50 to 48
+
+
+def _coords():
+    g = Grid((N, N, N), (H, H, H), (-50.0, -50.0, -50.0))
+    x, y, z = g.axis_coordinates_mm()
+    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
+    return g, Z, Y, X
+
+
+def _s(name, g, mask):
+    return Structure(name, g, mask, infer_role(name))
+
+
+def spine_case(cord_dose_gy=15.0, ptv_core_gy=28.0, cold_fraction=0.0, gtv_gy=None, prv=True):
+    """Binary-mask spine case: PTV block with a uniform dose, a cord column with a uniform dose.
+
+    The PTV is a 30 x 30 x 30 mm box (15 x 15 x 15 voxels = 27.0 cc) at ``ptv_core_gy``; a slab of
+    ``cold_fraction`` of its voxels (whole x-planes) is at 20 Gy.  The cord (|x|, |y| < 5 mm) and its
+    PRV (|x|, |y| < 7 mm) run along z at ``cord_dose_gy``; the GTV is a 10 mm cube in the PTV.
+    """
+    g, Z, Y, X = _coords()
+    dose = np.zeros(g.shape, np.float32)
+    ptv = (np.abs(X - 30) < 15) & (np.abs(Y) < 15) & (np.abs(Z) < 15)
+    gtv = (np.abs(X - 30) < 5) & (np.abs(Y) < 5) & (np.abs(Z) < 5)
+    cord = (np.abs(X) < 5) & (np.abs(Y) < 5)
+    cord_prv = (np.abs(X) < 7) & (np.abs(Y) < 7)
+    dose[ptv] = ptv_core_gy
+    n_cold = int(round(cold_fraction * 15))
+    if n_cold:
+        xs = np.unique(X[ptv])[:n_cold]
+        dose[ptv & np.isin(X, xs)] = 20.0
+    if gtv_gy is not None:
+        dose[gtv] = gtv_gy
+    dose[cord_prv] = cord_dose_gy
+    structures = {"PTV": _s("PTV", g, ptv), "GTV": _s("GTV", g, gtv), "SpinalCord": _s("SpinalCord", g, cord),
+                  "External": _s("External", g, np.ones(g.shape, bool))}
+    if prv:
+        structures["SpinalCord_PRV02"] = _s("SpinalCord_PRV02", g, cord_prv & ~ptv)
+    return Dose(g, dose, "synthetic"), structures
+
+
+def _rows(report, label):
+    return [r for r in report.goals if r.goal.metric_label == label]
+
+
+def test_spine_goals_on_prv_and_missing_structures():
+    dose, structures = spine_case(cord_dose_gy=15.0)
+    rep = evaluate_plan(dose, structures, "bone_spine", "27/3")
+    cord = [r for r in _rows(rep, "D0.1cc") if r.goal.structure == "cord"][0]
+    assert cord.structure == "SpinalCord_PRV02" and cord.value == pytest.approx(15.0, abs=1e-4)
+    assert cord.limit == 21.9 and cord.status is Status.PASS and cord.unit == "Gy"
+    brain = [r for r in rep.goals if r.goal.structure == "brainstem"]
+    assert brain and all(r.status is Status.NOT_EVALUABLE and r.passed is None for r in brain)
+    assert "not evaluable: structure missing (Brainstem)" in brain[0].note
+    # uniform 28 Gy PTV at Rx 27 Gy: V100 = 100 %, Dmax = 103.7 % Rx
+    dmax = [r for r in rep.goals if r.goal.structure == "ptv" and r.goal.metric_label == "Dmax"][0]
+    assert dmax.value == pytest.approx(100 * 28 / 27, rel=1e-5) and dmax.unit == "%Rx" and dmax.passed
+    assert rep.coverage.status == "primary"
+    ptv = rep.targets["PTV"]
+    assert ptv.volume_cc == pytest.approx(27.0) and ptv.v100_pct == pytest.approx(100.0)
+    assert ptv.indices is not None and ptv.indices.r50 >= 1.0
+
+
+def test_cord_over_limit_fails_and_without_prv_uses_organ():
+    dose, structures = spine_case(cord_dose_gy=23.0, prv=False)
+    rep = evaluate_plan(dose, structures, "bone_spine", "27/3")
+    cord = [r for r in _rows(rep, "D0.1cc") if r.goal.structure == "cord"][0]
+    assert cord.structure == "SpinalCord" and "no PRV structure for SpinalCord" in cord.note
+    assert cord.status is Status.FAIL and cord.value == pytest.approx(23.0, abs=1e-4)
+    assert rep.acceptable is False and "SpinalCord D0.1cc" in rep.as_dict()["summary"]["hard_failures"]
+    assert "FAIL (on organ, no PRV)" in format_report(rep)
+
+
+@pytest.mark.parametrize("cold_planes, gtv_gy, v100, verdict", [
+    (1, 30.0, 100 * 14 / 15, "fallback"),            # 93.3 %: primary fails, fallback met, GTV D98 30 Gy
+    (2, 30.0, 100 * 13 / 15, "failed"),              # 86.7 % < 90 %
+    (1, 20.0, 100 * (14 * 225 - 125) / 3375, "failed"),   # 89.6 % and GTV D98 20 Gy < 21 Gy
+])
+def test_spine_coverage_fallback(cold_planes, gtv_gy, v100, verdict):
+    # ``cold_planes`` of the PTV's 15 x-planes (225 voxels each) at 20 Gy; the GTV (125 voxels) at gtv_gy
+    dose, structures = spine_case(cord_dose_gy=10.0, cold_fraction=cold_planes / 15, gtv_gy=gtv_gy)
+    rep = evaluate_plan(dose, structures, "bone_spine", "27/3")
+    prim = [r for r in _rows(rep, "V100%Rx") if not r.goal.fallback][0]
+    # 0.01 %: the linear interpolation inside the voxel that crosses 27 Gy adds at most 1/8 voxel
+    assert prim.value == pytest.approx(v100, abs=0.01) and prim.status is Status.FAIL
+    fb = [r for r in _rows(rep, "V100%Rx") if r.goal.fallback][0]
+    assert fb.passed is (v100 >= 90)
+    gtv = [r for r in _rows(rep, "D98%") if r.goal.fallback][0]
+    assert gtv.value == pytest.approx(gtv_gy, abs=1e-4) and gtv.limit == 21
+    assert rep.coverage.status == verdict
+    assert rep.acceptable is (verdict == "fallback")
+    # non-spine bone never reduces coverage: the same plan fails
+    rep2 = evaluate_plan(dose, structures, "bone_nonspine", "27/3")
+    assert rep2.coverage.status == "failed"
+
+
+def liver_case():
+    """Liver = x < 20 mm (35 x 50 x 50 voxels = 700 cc); 20 Gy for x >= -10 mm, 5 Gy below; PTV at 45 Gy."""
+    g, Z, Y, X = _coords()
+    liver = X < 20
+    gtv = (np.abs(X - 4) < 6) & (np.abs(Y) < 6) & (np.abs(Z) < 6)
+    ptv = (np.abs(X - 4) < 10) & (np.abs(Y) < 10) & (np.abs(Z) < 10)
+    dose = np.where(X >= -10, 20.0, 5.0).astype(np.float32)
+    dose[ptv] = 45.0
+    structures = {"Liver": _s("Liver", g, liver), "GTV": _s("GTV", g, gtv), "PTV": _s("PTV", g, ptv)}
+    return Dose(g, dose), structures
+
+
+def test_liver_normal_liver_rules_and_bed():
+    dose, structures = liver_case()
+    vox = H ** 3 / 1000
+    gtv_cc = structures["GTV"].mask.sum() * vox
+    ptv_cc = structures["PTV"].mask.sum() * vox
+    assert structures["Liver"].volume_cc == pytest.approx(700.0)
+    rep = evaluate_plan(dose, structures, "liver_hcc", "45/3")
+    normal = 700.0 - gtv_cc
+    # normal liver = liver - GTV; below 15 Gy: the 20 x-planes at x <= -12 mm = 400 cc, less a third of
+    # one voxel (0.0027 cc) from the linear interpolation within the voxel that crosses 15 Gy
+    spared = [r for r in rep.goals if r.goal.metric_label == "Vol<15Gy"][0]
+    assert spared.structure == "Liver-GTV" and spared.value == pytest.approx(400.0 - vox / 3, rel=1e-9)
+    assert spared.status is Status.FAIL                        # < 700 cc functional reserve
+    v15 = [r for r in rep.goals if r.goal.metric_label == "V15Gy"][0]
+    assert v15.value == pytest.approx(100 * (normal - spared.value) / normal, rel=1e-9)
+    mean = [r for r in rep.goals if r.goal.structure == "liver" and r.goal.metric_label == "Dmean"][0]
+    # 400 cc at 5 Gy, the other 300 cc at 20 Gy except the PTV at 45 Gy; the GTV is not normal liver
+    expected = (400 * 5 + (300 - ptv_cc) * 20 + (ptv_cc - gtv_cc) * 45) / normal
+    assert mean.value == pytest.approx(expected, rel=1e-6) and mean.status is Status.PASS   # 11.6 Gy < 15 Gy
+    bed = [r for r in rep.goals if r.goal.metric_label == "BED_Rx"][0]
+    assert bed.value == pytest.approx(112.5) and bed.status is Status.PASS
+    assert [r for r in rep.goals if r.goal.structure == "stomach"][0].note.startswith("not evaluable")
+    # 40 Gy / 5 fx: BED10 72 Gy fails the HCC rule and the plan is not acceptable on that alone
+    rep5 = evaluate_plan(dose, structures, "liver_hcc", "40/5")
+    bed5 = [r for r in rep5.goals if r.goal.metric_label == "BED_Rx"][0]
+    assert bed5.value == pytest.approx(72.0) and bed5.status is Status.FAIL and rep5.acceptable is False
+
+
+def test_name_map_target_choice_and_reirradiation():
+    dose, structures = spine_case(cord_dose_gy=15.0)
+    cord = structures.pop("SpinalCord")
+    structures["Myelon planning"] = cord.copy(name="Myelon planning")
+    structures["PTV_boost"] = structures["GTV"].copy(name="PTV_boost")
+    with pytest.raises(StructureError, match="choose one with --target"):
+        evaluate_plan(dose, structures, "bone_spine", "27/3")
+    rep = evaluate_plan(dose, structures, "bone_spine", "27/3", target="PTV",
+                        name_map=parse_name_map(["Myelon planning=SpinalCord"]))
+    assert "SpinalCord" in rep.structures
+    with pytest.raises(StructureError, match="--map names not found"):
+        evaluate_plan(dose, structures, "bone_spine", "27/3", target="PTV", name_map={"Kord": "SpinalCord"})
+    prior = PriorCourse(Dose(dose.grid, np.full(dose.grid.shape, 10.0, np.float32)), fractions=5,
+                        interval_months=4.0)
+    rep = evaluate_plan(dose, structures, "bone_spine", "27/3", target="PTV",
+                        name_map={"Myelon planning": "SpinalCord"}, prior=prior)
+    r = [x for x in rep.reirradiation if x.structure == "SpinalCord"][0]
+    # 10 Gy / 5 fx -> EQD2 (a/b 2.5) 10 (1 + 2/2.5) / 1.8 = 10 Gy, discounted 10 %; new 15 Gy / 3 fx:
+    # 15 (1 + 5/2.5) / 1.8 = 25 Gy -> 34 Gy cumulative < 50 Gy
+    assert r.cumulative_eqd2_d01_gy == pytest.approx(0.9 * 10 + 25, rel=1e-5) and r.passed
+
+
+def test_metrics_json_layout(tmp_path):
+    dose, structures = spine_case(cord_dose_gy=11.0)
+    rep = evaluate_plan(dose, structures, "bone_spine", "27/3", plan_timings={"optimisation": 1.5})
+    out = tmp_path / "metrics.json"
+    write_metrics(out, rep)
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert data["prescription"] == {"dose_gy": 27.0, "fractions": 3, "dose_per_fraction_gy": 9.0, "target": "PTV",
+                                    "bed10_gy": 51.3}
+    t = data["targets"]["PTV"]
+    for key in ("volume_cc", "D98_gy", "D95_gy", "D50_gy", "D2_gy", "Dmax_gy", "V100_pct", "V90_pct", "CI_rtog",
+                "CI_paddick", "GI", "R50", "D2cm_pct", "rtog_class"):
+        assert key in t, key
+    assert t["Dmax_gy"] == pytest.approx(28.0) and t["rtog_class"] in ("none", "minor", "major")
+    assert data["targets"]["GTV"]["CI_rtog"] is None          # indices only for the prescription target
+    s = data["structures"]["SpinalCord"]
+    assert set(s) >= {"volume_cc", "mean_gy", "max_gy", "D0.035cc_gy"} and s["max_gy"] == pytest.approx(11.0)
+    g = data["goals"][0]
+    assert set(g) >= {"structure", "metric", "limit", "value", "priority", "passed"}
+    missing = [x for x in data["goals"] if x["status"] == "not_evaluable"]
+    assert missing and all(x["passed"] is None and x["value"] is None for x in missing)
+    assert data["timings_s"]["optimisation"] == 1.5 and "evaluation.total" in data["timings_s"]
+    assert data["coverage"]["status"] == "primary" and data["summary"]["acceptable"] is True
+    assert metrics_dict(rep)["schema_version"] == SCHEMA_VERSION
+    assert not list(tmp_path.glob(".tmp-*"))                   # atomic write leaves no temporary file
+
+
+def test_terminal_table_is_aligned():
+    dose, structures = spine_case()
+    text = format_report(evaluate_plan(dose, structures, "bone_spine", "27/3"))
+    lines = text.splitlines()
+    i = lines.index("Goals")
+    header, rule = lines[i + 1], lines[i + 2]
+    # every column starts where the header's column starts
+    starts = [k for k in range(len(rule)) if rule[k] == "-" and (k == 0 or rule[k - 1] == " ")]
+    assert len(starts) == 6
+    for row in lines[i + 3:]:
+        if not row:
+            break
+        assert row[starts[1] - 2:starts[1]] == "  "
+    assert "not evaluable: structure missing" in text and "PASS" in text
+
+
+def test_cli_protocols(capsys):
+    assert main(["protocols"]) == 0
+    out = capsys.readouterr().out
+    assert "bone_spine" in out and "24 Gy / 1 fx" in out and "24-60 Gy in 3-10 fx" in out
+    assert main(["protocols", "bone_spine", "--scheme", "50/10"]) == 0
+    out = capsys.readouterr().out
+    assert "[converted from 5 fx]" in out and "cord (PRV)" in out
+    assert main(["protocols", "bone_spine", "--scheme", "50/10", "--refuse-conversion"]) == 2
+    err = capsys.readouterr().err
+    assert "conversion is refused" in err and len(err.strip().splitlines()) == 1
