@@ -395,7 +395,15 @@ def resample_case(case: Case, spacing_mm, region: Structure | tuple | None = Non
     if not np.isfinite(margin_mm) or margin_mm < 0:
         raise InputError(f"resample_case: margin_mm must be a non-negative number, got {margin_mm!r}")
     lo, hi = _region_box(case, region, float(margin_mm))
-    grid = case.grid.with_spacing(np.broadcast_to(spacing, 3), lo, hi)
+    step = np.broadcast_to(spacing, 3).astype(float)
+    if lo is not None:
+        # Round the region up to whole voxels (centred) so that the dose grid
+        # covers all of it: Grid.with_spacing rounds down, which would shave
+        # up to a voxel off a body outline.  The CT bounds still clip it.
+        n = np.ceil((hi - lo) / step - 1e-6)
+        pad = 0.5 * (n * step - (hi - lo))
+        lo, hi = lo - pad, hi + pad
+    grid = case.grid.with_spacing(step, lo, hi)
     total = 2 + len(case.structures)
     done = 0
 

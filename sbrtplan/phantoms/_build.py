@@ -151,7 +151,6 @@ def elliptic_arc_tube(semi_xy, z_mm: float, radius: float, angle_range_deg, cent
     a0, a1 = np.deg2rad(angle_range_deg)
     slope = slope_mm_per_deg * 180.0 / np.pi
     ref = np.deg2rad(reference_deg)
-    zs = [z_mm + slope * (a - ref) for a in (a0, a1)]
 
     def fn(x, y, z):
         u, v = (x - cx) / ax, (y - cy) / ay
@@ -164,8 +163,13 @@ def elliptic_arc_tube(semi_xy, z_mm: float, radius: float, angle_range_deg, cent
         pz = z_mm + slope * (phi_c - ref)
         return (x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2 <= radius * radius
 
-    return Shape(fn, (cx - ax - radius, cy - ay - radius, min(zs) - radius),
-                 (cx + ax + radius, cy + ay + radius, max(zs) + radius))
+    # Tight box from a dense sampling of the arc (plus the tube radius and a
+    # margin for the sampling's chord error), so the rib is evaluated only
+    # around itself rather than over the whole body ellipse.
+    phis = np.linspace(a0, a1, 361)
+    arc = np.stack([cx + ax * np.cos(phis), cy + ay * np.sin(phis), z_mm + slope * (phis - ref)], axis=1)
+    pad = radius + 1.0
+    return Shape(fn, tuple(arc.min(axis=0) - pad), tuple(arc.max(axis=0) + pad))
 
 
 # --------------------------------------------------------------------- canvas
@@ -202,33 +206,48 @@ class Canvas:
             out.append(slice(i0, i1))
         return tuple(out)
 
-    def mask(self, shape: Shape | list[Shape]) -> np.ndarray:
-        """Voxels whose centre lies in ``shape`` (or in any of a list of
-        disjoint parts, each evaluated on its own small box)."""
-        if isinstance(shape, list):
-            return np.logical_or.reduce([self.mask(p) for p in shape])
-        out = np.zeros(self.grid.shape, dtype=bool)
-        sl = self._slices(shape)
-        if sl is not None:
-            z = self.z[sl[0]][:, None, None]
-            y = self.y[sl[1]][None, :, None]
-            x = self.x[sl[2]][None, None, :]
-            out[sl] = shape.evaluate(x, y, z)
-        return out
-
-    def fraction(self, shape: Shape | list[Shape]) -> np.ndarray:
-        """Occupancy from 2 x 2 x 2 sub-points per voxel (multiples of 1/8)."""
-        if isinstance(shape, list):
-            return np.minimum(np.add.reduce([self.fraction(p) for p in shape]), 1.0)
-        out = np.zeros(self.grid.shape, dtype=np.float32)
+    def _mask_block(self, shape: Shape) -> tuple[tuple[slice, ...] | None, np.ndarray | None]:
         sl = self._slices(shape)
         if sl is None:
-            return out
+            return None, None
+        z = self.z[sl[0]][:, None, None]
+        y = self.y[sl[1]][None, :, None]
+        x = self.x[sl[2]][None, None, :]
+        return sl, shape.evaluate(x, y, z)
+
+    def _fraction_block(self, shape: Shape) -> tuple[tuple[slice, ...] | None, np.ndarray | None]:
+        sl = self._slices(shape)
+        if sl is None:
+            return None, None
         q = 0.25 * self.spacing_mm
         sub = [(c[s][:, None] + np.array([-q, q])[None, :]).ravel() for c, s in zip((self.z, self.y, self.x), sl)]
         vals = shape.evaluate(sub[2][None, None, :], sub[1][None, :, None], sub[0][:, None, None])
         nz, ny, nx = (s.stop - s.start for s in sl)
-        out[sl] = vals.reshape(nz, 2, ny, 2, nx, 2).mean(axis=(1, 3, 5), dtype=np.float32)
+        return sl, vals.reshape(nz, 2, ny, 2, nx, 2).mean(axis=(1, 3, 5), dtype=np.float32)
+
+    def mask(self, shape: Shape | list[Shape]) -> np.ndarray:
+        """Voxels whose centre lies in ``shape`` (or in any of a list of
+        parts, each evaluated on its own small box)."""
+        out = np.zeros(self.grid.shape, dtype=bool)
+        for part in (shape if isinstance(shape, list) else [shape]):
+            sl, block = self._mask_block(part)
+            if sl is not None:
+                out[sl] |= block
+        return out
+
+    def fraction(self, shape: Shape | list[Shape]) -> np.ndarray:
+        """Occupancy from 2 x 2 x 2 sub-points per voxel (multiples of 1/8).
+
+        A list is treated as disjoint parts (occupancies add, capped at 1),
+        each evaluated on its own box so that a dozen ribs stay cheap.
+        """
+        out = np.zeros(self.grid.shape, dtype=np.float32)
+        for part in (shape if isinstance(shape, list) else [shape]):
+            sl, block = self._fraction_block(part)
+            if sl is not None:
+                out[sl] += block
+        if isinstance(shape, list):
+            np.minimum(out, 1.0, out=out)
         return out
 
     def structure(self, name: str, shape: Shape | list[Shape], role: StructureRole, with_fraction: bool = True,

@@ -14,7 +14,7 @@ thorax at the level of the treated vertebra; HFS):
   1.5 mm anterior of the canal's centre (1.5 mm of CSF in front of it).
 * Oesophagus anterior to the spine, descending aorta (GreatVes) to its left,
   heart anteriorly, both lungs (RED 0.25) inside the rib cage.
-* Target: a lytic lesion (GTV, ellipsoid 34 x 22 x 24 mm, 9.4 cc, RED 1.07)
+* Target: a lytic lesion (GTV, ellipsoid 37 x 22 x 24 mm, 10.2 cc, RED 1.07)
   in the posterior half of the treated vertebral body, 3 mm from the cord
   (the standard's minimum GTV-cord distance).  By the bone-metastasis
   standard: CTV = GTV + 5 mm restricted to the bone of that vertebra, PTV =
@@ -46,7 +46,7 @@ CANAL_CENTER, CANAL_RADIUS = (0.0, 66.0), 8.0
 # The cord lies 1.5 mm anterior in the canal, so the PTV (2 mm into the canal)
 # and the cord PRV (2 mm around the cord) overlap over about 2.5 mm.
 CORD_CENTER, CORD_RADIUS = (0.0, 64.5), 5.0
-GTV_CENTER, GTV_SEMI = (0.0, 45.5, 0.0), (17.0, 11.0, 12.0)
+GTV_CENTER, GTV_SEMI = (0.0, 45.5, 0.0), (18.5, 11.0, 12.0)
 CTV_MARGIN_MM, PTV_MARGIN_MM = 5.0, 2.0
 PRV_MARGIN_MM = PTV_MARGIN_MM  # bone standard: PRV margin = CTV->PTV margin
 ESO_CENTER, ESO_RADIUS = (6.0, 8.0), 9.0

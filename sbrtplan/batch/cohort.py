@@ -1,0 +1,134 @@
+"""Cohort description: which cases, which protocol and schemes, which options.
+
+A cohort file is YAML::
+
+    protocol: bone_spine           # default for every case
+    schemes: [27/3, 30/3]          # one plan per case x scheme
+    technique: imrt                # imrt | vmat
+    beams: 7                       # IMRT beam count (optional)
+    grid_mm: 2.0                   # dose grid (optional)
+    output: cohort-out             # relative to the cohort file
+    cases:
+      - name: patient01
+        case: phantom:spine        # a DICOM folder, a matRad .mat, an OpenKBP folder or phantom:NAME
+      - name: patient02
+        case: ../data/p02          # relative paths are relative to the cohort file
+        rtstruct: ../data/p02/rs.dcm
+        target: PTV_27
+        protocol: bone_spine       # per-case override of protocol / schemes / options
+
+Only the keys listed here are accepted; a typo is an error, not a silently
+ignored option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import InputError
+
+_TOP_KEYS = {"protocol", "schemes", "technique", "beams", "grid_mm", "output", "cases", "allow_missing",
+             "conditions"}
+_CASE_KEYS = {"name", "case", "rtstruct", "target", "protocol", "schemes", "technique", "beams", "grid_mm",
+              "allow_missing", "conditions"}
+
+
+@dataclass(frozen=True)
+class CohortTask:
+    """One plan of the cohort: one case with one scheme."""
+
+    case_name: str
+    case_spec: str
+    scheme: str
+    protocol: str
+    technique: str = "imrt"
+    rtstruct: str | None = None
+    target: str | None = None
+    n_beams: int | None = None
+    grid_mm: float = 2.0
+    allow_missing: bool = False
+    conditions: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Folder name of this task's outputs (``patient01/27-3``)."""
+        return f"{self.case_name}/{self.scheme.replace('/', '-')}"
+
+
+@dataclass
+class Cohort:
+    """A parsed cohort file."""
+
+    path: Path
+    output_dir: Path
+    tasks: list[CohortTask] = field(default_factory=list)
+
+
+def _resolve(base: Path, spec: str) -> str:
+    if spec.startswith("phantom:"):
+        return spec
+    p = Path(spec)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_cohort(path: str | Path, output_dir: str | Path | None = None) -> Cohort:
+    """Read and validate a cohort YAML file.
+
+    Parameters
+    ----------
+    path : str or Path
+    output_dir : str or Path, optional
+        Overrides the file's ``output`` key.
+
+    Returns
+    -------
+    Cohort
+    """
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"cohort file {path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"cohort file {path}: not valid YAML ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("cases"), list) or not doc["cases"]:
+        raise InputError(f"cohort file {path}: expected a mapping with a non-empty 'cases' list")
+    unknown = set(doc) - _TOP_KEYS
+    if unknown:
+        raise InputError(f"cohort file {path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    base = path.parent.resolve()
+    out = Path(output_dir) if output_dir is not None else base / str(doc.get("output", "cohort-out"))
+    tasks: list[CohortTask] = []
+    names: set[str] = set()
+    for i, entry in enumerate(doc["cases"]):
+        where = f"cohort file {path}, case #{i + 1}"
+        if not isinstance(entry, dict) or "case" not in entry:
+            raise InputError(f"{where}: expected a mapping with at least 'case'")
+        bad = set(entry) - _CASE_KEYS
+        if bad:
+            raise InputError(f"{where}: unknown key(s) {sorted(bad)}; allowed: {sorted(_CASE_KEYS)}")
+        merged = {k: v for k, v in doc.items() if k not in ("cases", "output")}
+        merged.update(entry)
+        name = str(entry.get("name") or Path(str(entry["case"])).stem.replace("phantom:", ""))
+        if name in names:
+            raise InputError(f"{where}: duplicate case name '{name}'")
+        names.add(name)
+        if "protocol" not in merged:
+            raise InputError(f"{where}: no protocol (give 'protocol' at the top or for the case)")
+        schemes = merged.get("schemes")
+        if isinstance(schemes, str):
+            schemes = [s.strip() for s in schemes.split(",")]
+        if not schemes:
+            raise InputError(f"{where}: no fractionation scheme (give 'schemes', e.g. [27/3])")
+        for scheme in schemes:
+            tasks.append(CohortTask(
+                case_name=name, case_spec=_resolve(base, str(merged["case"])), scheme=str(scheme),
+                protocol=str(merged["protocol"]), technique=str(merged.get("technique", "imrt")).lower(),
+                rtstruct=_resolve(base, str(merged["rtstruct"])) if merged.get("rtstruct") else None,
+                target=merged.get("target"), n_beams=merged.get("beams"),
+                grid_mm=float(merged.get("grid_mm", 2.0)), allow_missing=bool(merged.get("allow_missing", False)),
+                conditions=tuple(merged.get("conditions", ()) or ())))
+    return Cohort(path=path, output_dir=out, tasks=tasks)
