@@ -10,9 +10,11 @@ isodose_volume_cc, d2cm_gy, plan_indices, PlanIndices,
 evaluate_plan, PlanReport, GoalResult, Status, TargetMetrics, StructureMetrics, CoverageVerdict, PriorCourse,
 cumulative_eqd2, check_reirradiation, ReirradiationResult,
 format_report, metrics_dict, write_metrics, SCHEMA_VERSION,
-parse_name_map, rename_structures
+parse_name_map, rename_structures,
+compare_reports, ComparisonTable, ComparisonRow
 """
 
+from .compare import ComparisonRow, ComparisonTable, compare_reports
 from .compliance import (CoverageVerdict, GoalResult, PlanReport, PriorCourse, Status, StructureMetrics,
                          TargetMetrics, evaluate_plan)
 from .conformity import PlanIndices, d2cm_gy, isodose_volume_cc, plan_indices
@@ -25,4 +27,4 @@ __all__ = ["DVH", "Refinement", "DoseField", "compute_dvh", "isodose_volume_cc",
            "PlanIndices", "evaluate_plan", "PlanReport", "GoalResult", "Status", "TargetMetrics", "StructureMetrics",
            "CoverageVerdict", "PriorCourse", "cumulative_eqd2", "check_reirradiation", "ReirradiationResult",
            "format_report", "metrics_dict", "write_metrics", "SCHEMA_VERSION", "parse_name_map",
-           "rename_structures"]
+           "rename_structures", "compare_reports", "ComparisonTable", "ComparisonRow"]
