@@ -8,7 +8,7 @@ import pytest
 from sbrtplan.case import Dose, Grid, Structure
 from sbrtplan.case.names import infer_role
 from sbrtplan.cli import main
-from sbrtplan.errors import StructureError
+from sbrtplan.errors import InputError, StructureError
 from sbrtplan.evaluation import (SCHEMA_VERSION, PriorCourse, Status, evaluate_plan, format_report, metrics_dict,
                                  parse_name_map, write_metrics)
 
@@ -225,3 +225,80 @@ def test_cli_protocols(capsys):
     assert main(["protocols", "bone_spine", "--scheme", "50/10", "--refuse-conversion"]) == 2
     err = capsys.readouterr().err
     assert "conversion is refused" in err and len(err.strip().splitlines()) == 1
+
+
+def test_radiobiology_per_structure_and_icru91_items():
+    # cord PRV at 11 Gy, cord (alpha/beta 2 Gy, bone standard) split into two halves at 10 and 20 Gy along z
+    dose, structures = spine_case(cord_dose_gy=11.0)
+    g = dose.grid
+    d = dose.dose_gy.copy()
+    cord = structures["SpinalCord"].mask
+    z = np.broadcast_to(g.axis_coordinates_mm()[2][:, None, None], g.shape)
+    d[cord & (z < 0)] = 10.0
+    d[cord & (z >= 0)] = 20.0
+    rep = evaluate_plan(Dose(g, d), structures, "bone_spine", "27/3")
+    m = metrics_dict(rep)
+    rb = m["structures"]["SpinalCord"]["radiobiology"]
+    assert rb["alpha_beta_gy"] == 2.0 and rb["fractions"] == 3
+    # EQD2 = D (1 + D/(3 ab)) / (1 + 2/ab): 20 Gy -> 20 (1 + 20/6) / 2 = 43.33 Gy; 10 Gy -> 13.33 Gy
+    e = lambda x: x * (1 + x / 6.0) / 2.0  # noqa: E731
+    assert rb["eqd2_gy"]["max"] == pytest.approx(e(20.0), abs=1e-3)
+    # the mean EQD2 is the mean of the per-voxel EQD2 (28.33 Gy), not the EQD2 of the mean dose (26.25 Gy)
+    assert rb["eqd2_gy"]["mean"] == pytest.approx(0.5 * (e(10.0) + e(20.0)), rel=1e-4)
+    assert rb["bed_gy"]["D0.1cc"] == pytest.approx(2 * e(20.0), abs=1e-3)
+    # PRVs take the organ's alpha/beta; other organs the protocol's 2.5 Gy; targets 10 Gy (BED10 of 28 Gy / 3 fx
+    # = 28 (1 + 28/30) = 54.13 Gy)
+    assert m["structures"]["SpinalCord_PRV02"]["radiobiology"]["alpha_beta_gy"] == 2.0
+    assert m["structures"]["External"]["radiobiology"]["alpha_beta_gy"] == 2.5
+    ptv = m["targets"]["PTV"]
+    assert ptv["radiobiology"]["alpha_beta_gy"] == 10.0
+    assert ptv["radiobiology"]["bed_gy"]["D95"] == pytest.approx(28 * (1 + 28 / 30), abs=1e-3)
+    # ICRU 91: D98/D95/D50/D2 as % Rx (uniform 28 Gy for Rx 27 Gy: 103.7 %), HI 0 for a uniform dose
+    assert ptv["D95_pct_rx"] == pytest.approx(100 * 28 / 27, abs=1e-3) and ptv["HI"] == pytest.approx(0.0, abs=1e-6)
+    text = format_report(rep)
+    assert "ICRU 91 report: Rx 27 Gy in 3 fx (9 Gy/fx)" in text and "103.7" in text
+
+
+def test_hi_and_out_of_table_conformality_flag():
+    # HI (ICRU 83) = (D2 - D98) / D50. The 15 x-planes of the spine PTV: three at 33 Gy, nine at 28 Gy, three at
+    # 20 Gy (20 / 60 / 20 % of the volume), each block inside the PTV so the hottest / coldest 2 % lie in the
+    # middle of a block: D2 = 33, D98 = 20, D50 = 28 -> HI = 13 / 28 = 0.464
+    dose, structures = spine_case(cord_dose_gy=10.0)
+    g, Z, Y, X = _coords()
+    d = dose.dose_gy.copy()
+    ptv = structures["PTV"].mask
+    xs = np.unique(X[ptv])
+    d[ptv & np.isin(X, xs[1:4])] = 33.0
+    d[ptv & np.isin(X, xs[11:14])] = 20.0
+    t = metrics_dict(evaluate_plan(Dose(g, d), structures, "bone_spine", "27/3"))["targets"]["PTV"]
+    # 1e-3: D98 and D50 are voxel-centre values; D2 comes from trilinear sub-samples of the middle hot plane
+    assert t["HI"] == pytest.approx(13.0 / 28.0, abs=1e-3)
+
+    # a 1 cc PTV (5 x 5 x 5 voxels) lies below the RTOG table's 1.8 cc: nearest row and an explicit flag
+    small = (np.abs(X) < 5) & (np.abs(Y) < 5) & (np.abs(Z) < 5)
+    rep = evaluate_plan(Dose(g, np.where(small, 31.0, 0.0).astype(np.float32)), {"PTV": _s("PTV", g, small)},
+                        "bone_spine", "30/3")
+    t = metrics_dict(rep)["targets"]["PTV"]
+    assert t["volume_cc"] == pytest.approx(1.0)
+    assert t["rtog"]["in_table_range"] is False and t["rtog_class"] in ("none", "minor", "major")
+    r50 = [r for r in rep.goals if r.goal.metric_label == "R50"][0]
+    assert r50.limit == 5.9 and "outside the table's 1.8-163 cc range" in r50.as_dict()["note"]
+    assert "(out of table)" in format_report(rep)
+
+
+def test_prior_course_as_array_and_per_fraction_dose():
+    dose, structures = spine_case(cord_dose_gy=5.0)
+    per_fx = Dose(dose.grid, dose.dose_gy / 3.0, "per fraction", per_fraction=True)
+    prior = PriorCourse(np.full(dose.grid.shape, 20.0, np.float32), fractions=5, interval_months=2.0)
+    rep = evaluate_plan(per_fx, structures, "bone_spine", "27/3", prior=prior)
+    # the per-fraction dose is scaled to the course: cord PRV D0.1cc 5 Gy, PTV Dmax 28 Gy
+    assert rep.structures["SpinalCord_PRV02"].d01_gy == pytest.approx(5.0, abs=1e-4)
+    assert "per-fraction dose multiplied by 3 fractions" in rep.notes
+    cord = [r for r in rep.reirradiation if r.structure == "SpinalCord"][0]
+    # prior 20 Gy / 5 fx (a/b 2.5): 20 (1 + 4/2.5) / 1.8 = 28.89 Gy, no discount at 2 months; new 5 Gy / 3 fx:
+    # 5 (1 + 1.667/2.5) / 1.8 = 4.63 Gy -> 33.52 Gy < 50 Gy
+    assert cord.discount_pct == 0 and cord.cumulative_eqd2_d01_gy == pytest.approx(
+        20 * 2.6 / 1.8 + 5 * (1 + 5 / 7.5) / 1.8, rel=1e-5) and cord.passed
+    with pytest.raises(InputError, match="must be on the structures' grid"):
+        evaluate_plan(dose, structures, "bone_spine", "27/3",
+                      prior=PriorCourse(np.zeros((2, 2, 2)), fractions=5, interval_months=2.0))

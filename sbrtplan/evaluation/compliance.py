@@ -21,7 +21,8 @@ from .. import __version__
 from .._log import Timings, get_logger, timed
 from ..case import Dose, Grid, Structure, StructureRole
 from ..errors import InputError, ProtocolError, StructureError
-from ..protocols import (ApplyTo, Goal, Metric, Priority, Protocol, Scheme, Stage, Unit, bed_gy, load_protocol)
+from ..protocols import (ALPHA_BETA_MICHIGAN_GY, ALPHA_BETA_TUMOUR_GY, ApplyTo, Goal, Metric, Priority, Protocol,
+                         Scheme, Stage, Unit, bed_gy, eqd2_gy, load_protocol)
 from .conformity import PlanIndices, plan_indices
 from .dvh import DVH, DoseField, compute_dvh
 from .matching import RoleMatch, find_prv, match_roles, rename_structures, subtract
@@ -93,6 +94,7 @@ class TargetMetrics:
     v90_pct: float
     rx_gy: float
     indices: PlanIndices | None = None
+    radiobiology: dict | None = None
 
     def as_dict(self) -> dict:
         rx = self.rx_gy
@@ -114,6 +116,8 @@ class TargetMetrics:
             if ix.rtog is not None:
                 out["rtog_class"] = ix.rtog.overall.value
                 out["rtog"] = ix.rtog.as_dict()
+        if self.radiobiology is not None:
+            out["radiobiology"] = self.radiobiology
         return out
 
 
@@ -128,11 +132,15 @@ class StructureMetrics:
     d0035_gy: float
     d01_gy: float
     original_name: str = ""
+    radiobiology: dict | None = None
 
     def as_dict(self) -> dict:
-        return {"role": self.role, "original_name": self.original_name, "volume_cc": _r(self.volume_cc),
-                "mean_gy": _r(self.mean_gy), "max_gy": _r(self.max_gy), "min_gy": _r(self.min_gy),
-                "D0.035cc_gy": _r(self.d0035_gy), "D0.1cc_gy": _r(self.d01_gy)}
+        out = {"role": self.role, "original_name": self.original_name, "volume_cc": _r(self.volume_cc),
+               "mean_gy": _r(self.mean_gy), "max_gy": _r(self.max_gy), "min_gy": _r(self.min_gy),
+               "D0.035cc_gy": _r(self.d0035_gy), "D0.1cc_gy": _r(self.d01_gy)}
+        if self.radiobiology is not None:
+            out["radiobiology"] = self.radiobiology
+        return out
 
 
 @dataclass
@@ -224,9 +232,14 @@ class PlanReport:
 
 @dataclass
 class PriorCourse:
-    """A previous course for re-irradiation checks (dose on the new dose's grid)."""
+    """A previous course for re-irradiation checks.
 
-    dose: Dose
+    ``dose`` is the prior course's total dose: a :class:`Dose` (an RTDOSE on any
+    grid; resampled onto the structures' grid) or an array already on the
+    structures' grid.
+    """
+
+    dose: Dose | np.ndarray
     fractions: int
     interval_months: float
 
@@ -243,6 +256,44 @@ def _resample_to(dose: Dose, grid: Grid) -> Dose:
         src = dose.grid.index_from_patient(grid.patient_from_index(kji)).T
         out[k] = ndimage.map_coordinates(dose.dose_gy, src, order=1, mode="constant", cval=0.0).reshape(jj.shape)
     return Dose(grid, out, description=dose.description + " (resampled)")
+
+
+def _alpha_beta_of(name: str, s: Structure, match: RoleMatch | None, protocol: Protocol | None) -> tuple[float, str]:
+    """alpha/beta (Gy) of a structure and where it comes from.
+
+    The protocol role the structure fills (its PRV: the organ's role) gives the
+    value (cord 2 Gy in the bone standard); other organs take the protocol's
+    conversion value (2.5 Gy, the Michigan table), targets the tumour value
+    (10 Gy).  Without a protocol: 10 Gy for targets, 2.5 Gy otherwise.
+    """
+    if protocol is None or match is None:
+        if s.role.is_target:
+            return ALPHA_BETA_TUMOUR_GY, "tumour default"
+        return ALPHA_BETA_MICHIGAN_GY, "organ default (Michigan table)"
+    low = name.lower()
+    base = low.split("_prv")[0] if "_prv" in low else low
+    for key, found in match.roles.items():
+        spec = protocol.roles.get(key)
+        if spec is None:
+            continue
+        if any(f.name.lower() in (low, base) for f in found):
+            if spec.alpha_beta_gy is not None:
+                return spec.alpha_beta_gy, f"protocol role '{key}'"
+            if spec.is_target:
+                return protocol.tumour_alpha_beta_gy, "protocol tumour value"
+            break
+    if s.role.is_target:
+        return protocol.tumour_alpha_beta_gy, "protocol tumour value"
+    return protocol.conversion_alpha_beta_gy, "protocol organ value"
+
+
+def _radiobiology(dvh: DVH, points: dict[str, float], fractions: int, ab: float, source: str) -> dict:
+    """BED and EQD2 of DVH points and of the mean (mean of the per-voxel values)."""
+    eq = {k: _r(eqd2_gy(v, fractions, ab)) for k, v in points.items()}
+    bd = {k: _r(bed_gy(v, fractions, ab)) for k, v in points.items()}
+    eq["mean"] = _r(dvh.mean_of(lambda d: eqd2_gy(d, fractions, ab)))
+    bd["mean"] = _r(dvh.mean_of(lambda d: bed_gy(d, fractions, ab)))
+    return {"alpha_beta_gy": ab, "alpha_beta_source": source, "fractions": fractions, "eqd2_gy": eq, "bed_gy": bd}
 
 
 def _whole_grid(grid: Grid) -> Structure:
@@ -505,9 +556,14 @@ def evaluate_plan(dose: Dose, structures, protocol: Protocol | str | None = None
                 done += 1
                 continue
             d = ctx.dvh(s)
-            structures_out[name] = StructureMetrics(name, s.role.value, d.volume_cc, d.mean_gy, d.max_gy, d.min_gy,
-                                                    d.d_cc(min(0.035, d.volume_cc)), d.d_cc(min(0.1, d.volume_cc)),
-                                                    s.original_name or name)
+            sm = StructureMetrics(name, s.role.value, d.volume_cc, d.mean_gy, d.max_gy, d.min_gy,
+                                  d.d_cc(min(0.035, d.volume_cc)), d.d_cc(min(0.1, d.volume_cc)),
+                                  s.original_name or name)
+            structures_out[name] = sm
+            ab, ab_src = _alpha_beta_of(name, s, match, protocol)
+            if scheme is not None:
+                sm.radiobiology = _radiobiology(d, {"max": sm.max_gy, "D0.035cc": sm.d0035_gy, "D0.1cc": sm.d01_gy},
+                                                scheme.fractions, ab, ab_src)
             if s.role.is_target or s is tgt:
                 rx = rx_gy if rx_gy else float("nan")
                 targets_out[name] = TargetMetrics(
@@ -515,6 +571,10 @@ def evaluate_plan(dose: Dose, structures, protocol: Protocol | str | None = None
                     d.min_gy, d.mean_gy, d.near_max_gy,
                     d.v_gy_pct(rx) if rx_gy else float("nan"), d.v_gy_pct(0.9 * rx) if rx_gy else float("nan"),
                     rx_gy or 0.0)
+                tm = targets_out[name]
+                if scheme is not None:
+                    tm.radiobiology = _radiobiology(d, {"D98": tm.d98_gy, "D95": tm.d95_gy, "D50": tm.d50_gy,
+                                                        "D2": tm.d2_gy}, scheme.fractions, ab, ab_src)
             done += 1
             if progress:
                 progress(done, total)
@@ -541,9 +601,19 @@ def evaluate_plan(dose: Dose, structures, protocol: Protocol | str | None = None
         if scheme is None:
             raise InputError("a re-irradiation check needs the new course's scheme")
         with timed("re-irradiation check", log, timings):
-            pdose = prior.dose if prior.dose.grid.same_as(sgrid) else _resample_to(prior.dose, sgrid)
-            if pdose is not prior.dose:
+            pdose = prior.dose
+            if not isinstance(pdose, Dose):
+                arr = np.asarray(pdose, dtype=np.float32)
+                if arr.shape != sgrid.shape:
+                    raise InputError(f"prior dose array has shape {arr.shape}; an array must be on the structures' "
+                                     f"grid {sgrid.shape} (give a Dose with its grid to resample it)")
+                pdose = Dose(sgrid, arr, "prior course")
+            if not pdose.grid.same_as(sgrid):
+                pdose = _resample_to(pdose, sgrid)
                 notes.append("prior dose resampled trilinearly onto the structure grid")
+            if prior.fractions < 1 or not (prior.interval_months >= 0):
+                raise InputError(f"prior course: fractions must be >= 1 and the interval >= 0 months, got "
+                                 f"{prior.fractions} fx, {prior.interval_months} months")
             reirr = check_reirradiation(pdose, dose, named, prior.interval_months, prior_fractions=prior.fractions,
                                         new_fractions=scheme.fractions, target=tgt)
     done += 1

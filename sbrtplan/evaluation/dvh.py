@@ -294,6 +294,19 @@ class DVH:
     def median_gy(self) -> float:
         return self.d_pct(50.0)
 
+    def mean_of(self, fn) -> float:
+        """Volume-weighted mean of ``fn(dose)`` over the DVH samples (e.g. the mean EQD2 per voxel).
+
+        ``fn`` must act element-wise on an array of doses (Gy).  With the identity
+        this is the mean dose of the sample set (equal to :attr:`mean_gy` for
+        unrefined structures, within the sub-voxel sampling otherwise).
+        """
+        b = self._body_sorted()
+        if b.dose.size == 0:
+            return float("nan")
+        vol = np.diff(b.cum_cc, prepend=0.0)
+        return float(np.dot(np.asarray(fn(b.dose), dtype=np.float64), vol) / b.cum_cc[-1])
+
     def curve(self, dose_gy: np.ndarray) -> np.ndarray:
         """Cumulative DVH (% of volume) at the doses ``dose_gy``."""
         return np.asarray(self.v_gy_pct(np.asarray(dose_gy, dtype=np.float64)), dtype=np.float64)

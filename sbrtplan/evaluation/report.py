@@ -13,7 +13,7 @@ import math
 from .._log import atomic_output
 from .compliance import GoalResult, PlanReport, Status
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 def _clean(obj):
@@ -118,6 +118,16 @@ def format_report(report: PlanReport, show_sources: bool = False) -> str:
         lines.append("Targets (doses in Gy)")
         lines += _table(["target", "vol cc", "D98", "D95", "D50", "D2", "Dmax", "V100%", "CI", "Paddick", "GI",
                          "R50", "D2cm%", "RTOG"], rows, set(range(1, 13)))
+        lines.append("")
+    if report.targets and report.scheme is not None and report.rx_gy:
+        sch = report.scheme
+        lines.append(f"ICRU 91 report: Rx {sch.total_gy:g} Gy in {sch.fractions} fx ({sch.dose_per_fraction_gy:.4g} Gy/fx)"
+                     f" to {report.target or '-'}; D98/D95/D50/D2 in % Rx")
+        rows = [[name, _fmt(t.volume_cc), _fmt(100 * t.d98_gy / report.rx_gy, 1),
+                 _fmt(100 * t.d95_gy / report.rx_gy, 1), _fmt(100 * t.d50_gy / report.rx_gy, 1),
+                 _fmt(100 * t.d2_gy / report.rx_gy, 1), _fmt(t.indices.hi if t.indices else None, 3)]
+                for name, t in report.targets.items()]
+        lines += _table(["target", "vol cc", "D98%", "D95%", "D50%", "D2%", "HI"], rows, set(range(1, 7)))
         lines.append("")
     if report.structures:
         rows = [[n, s.role, _fmt(s.volume_cc), _fmt(s.mean_gy), _fmt(s.max_gy), _fmt(s.d0035_gy)]
