@@ -1,4 +1,11 @@
-"""``sbrtplan evaluate``: evaluate an RTDOSE against a protocol (compliance table, metrics.json)."""
+"""``sbrtplan evaluate``: evaluate any RTDOSE (ours or a clinical one) against a protocol.
+
+The RTSTRUCT is rasterised directly onto the RTDOSE grid with sub-voxel
+occupancy, so the evaluation does not depend on the CT (a clinical export may
+come with a single CT slice); ``--ct`` adds a check that the dose grid lies on
+the CT.  Without ``--protocol`` only the metrics are computed (DVH points,
+CI/GI/R50/D2cm for ``--target`` at the ``--scheme`` prescription).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,13 @@ def register(sub) -> None:
                        description="Rasterise the RTSTRUCT onto the RTDOSE grid (sub-voxel occupancy), compute DVH "
                                    "metrics, CI/GI/R50/D2cm and every goal of the protocol for the scheme; print a "
                                    "compliance table and optionally write metrics.json.")
-    p.add_argument("--rtdose", required=True, help="RTDOSE file (total dose of the course)")
+    p.add_argument("--rtdose", required=True, help="RTDOSE file (total dose of the course, or per fraction when its "
+                                                  "DoseSummationType says FRACTION)")
     p.add_argument("--rtstruct", required=True, help="RTSTRUCT file")
     p.add_argument("--ct", help="CT folder (optional: checks that the dose grid lies on the CT)")
-    p.add_argument("--protocol", required=True, help="protocol name (see 'sbrtplan protocols') or YAML file")
-    p.add_argument("--scheme", required=True, help="fractionation scheme TOTAL/FRACTIONS, e.g. 27/3")
+    p.add_argument("--protocol", help="protocol name (see 'sbrtplan protocols') or YAML file; without it only the "
+                                      "metrics are computed")
+    p.add_argument("--scheme", help="fractionation scheme TOTAL/FRACTIONS, e.g. 27/3 (required with --protocol)")
     p.add_argument("--target", help="prescription target structure (needed when several PTVs exist)")
     p.add_argument("--condition", action="append", default=[], metavar="NAME",
                    help="declare a protocol condition (e.g. renal_cell); repeatable")
@@ -26,39 +35,68 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _io():
+    """The DICOM readers of ``sbrtplan.io`` (a clear error when they are missing)."""
+    from ..errors import InputError
+
+    try:
+        from .. import io as sio
+        read_rtdose = sio.read_rtdose
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"the RTDOSE reader (sbrtplan.io.read_rtdose) is not available: {exc}") from None
+    read_rtstruct = getattr(sio, "read_rtstruct", None)
+    if read_rtstruct is None:
+        try:
+            from ..io.rtstruct import read_rtstruct
+        except ImportError as exc:
+            raise InputError(f"the RTSTRUCT reader (sbrtplan.io.read_rtstruct) is not available: {exc}") from None
+    return sio, read_rtdose, read_rtstruct
+
+
 def run(args) -> int:
     import sys
+    from pathlib import Path
 
+    import numpy as np
     from tqdm import tqdm
 
     from ..errors import InputError
-    from ..evaluation import (PriorCourse, evaluate_plan, format_report, parse_name_map, write_metrics)
-    from ..protocols import load_protocol
-
-    try:
-        from ..io import read_rtdose, read_rtstruct
-    except ImportError as exc:  # the DICOM readers are part of sbrtplan.io
-        raise InputError(f"the DICOM readers (sbrtplan.io) are not available: {exc}") from None
+    from ..evaluation import PriorCourse, evaluate_plan, format_report, parse_name_map, write_metrics
+    from ..protocols import Scheme, load_protocol
 
     if args.prior_rtdose and (args.prior_fractions is None or args.interval_months is None):
-        raise InputError("--prior-rtdose needs --prior-fractions and --interval-months")
+        raise InputError("--prior-rtdose needs --prior-fractions and --interval-months (the prior course's "
+                         "fraction number and the months since it)")
     if (args.prior_fractions is not None or args.interval_months is not None) and not args.prior_rtdose:
         raise InputError("--prior-fractions / --interval-months need --prior-rtdose")
-    protocol = load_protocol(args.protocol)
-    scheme = protocol.scheme(args.scheme)
+    protocol = load_protocol(args.protocol) if args.protocol else None
+    if protocol is not None and not args.scheme:
+        raise InputError(f"--protocol {protocol.name} needs --scheme TOTAL/FRACTIONS (e.g. 27/3)")
+    scheme = None
+    if args.scheme:
+        scheme = protocol.scheme(args.scheme) if protocol is not None else Scheme.parse(args.scheme)
+    if args.prior_rtdose and scheme is None:
+        raise InputError("a re-irradiation check (--prior-rtdose) needs --scheme of the new course")
     name_map = parse_name_map(args.map)
+    for f, what in ((args.rtdose, "--rtdose"), (args.rtstruct, "--rtstruct"), (args.prior_rtdose, "--prior-rtdose")):
+        if f and not Path(f).is_file():
+            raise InputError(f"{what}: no such file: {f}")
 
+    sio, read_rtdose, read_rtstruct = _io()
     dose = read_rtdose(args.rtdose)
     structures = read_rtstruct(args.rtstruct, dose.grid, occupancy=True)
+    if isinstance(structures, (list, tuple)):
+        structures = {s.name: s for s in structures}
     if args.ct:
-        from ..io import read_ct_series
-
-        ct = read_ct_series(args.ct)
-        ct_grid = ct.grid if hasattr(ct, "grid") else ct[0]
-        lo, hi = ct_grid.bounds_mm()
-        dlo, dhi = dose.grid.bounds_mm()
-        if (dlo < lo - 1.0).any() or (dhi > hi + 1.0).any():
-            print(f"sbrtplan evaluate: warning: the dose grid extends beyond the CT ({args.ct})", file=sys.stderr)
+        load_case = getattr(sio, "load_case", None)
+        if load_case is None:
+            raise InputError("--ct: the CT reader (sbrtplan.io.load_case) is not available")
+        ct_grid = load_case(args.ct).grid
+        lo, hi = ct_grid.bounds_mm() if hasattr(ct_grid, "bounds_mm") else (None, None)
+        if lo is not None:
+            dlo, dhi = dose.grid.bounds_mm()
+            if np.any(np.asarray(dlo) < np.asarray(lo) - 1.0) or np.any(np.asarray(dhi) > np.asarray(hi) + 1.0):
+                print(f"sbrtplan evaluate: warning: the dose grid extends beyond the CT in {args.ct}", file=sys.stderr)
     prior = None
     if args.prior_rtdose:
         prior = PriorCourse(read_rtdose(args.prior_rtdose), int(args.prior_fractions), float(args.interval_months))
