@@ -25,6 +25,7 @@ import pydicom
 import pydicom.uid
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 
 from .. import __version__ as _SBRTPLAN_VERSION
 from .._log import atomic_output, get_logger, timed
@@ -91,6 +92,34 @@ def ds_str(value: float, decimals: int = 6) -> str:
 
 def ds_list(values, decimals: int = 6) -> list[str]:
     return [ds_str(v, decimals) for v in np.asarray(values, float).ravel()]
+
+
+def set_ds_values(dataset: Dataset, keyword: str, values, decimals: int = 3) -> None:
+    """Set a multi-valued DS attribute from many numbers quickly.
+
+    pydicom validates every DS value on assignment, which dominates the time to
+    write contours and MLC positions; the values are formatted here (each at
+    most 16 characters) and stored as an already encoded element.
+    """
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+
+    v = np.asarray(values, float).ravel()
+    if not np.all(np.isfinite(v)):
+        raise InputError(f"cannot write non-finite numbers to the DICOM attribute {keyword}")
+    text = []
+    for x in v.tolist():
+        t = f"{x:.{decimals}f}".rstrip("0").rstrip(".") if decimals > 0 else f"{x:.0f}"
+        if t in ("-0", "", "-"):
+            t = "0"
+        if len(t) > 16:
+            t = ds_str(x, decimals)
+        text.append(t)
+    raw = "\\".join(text).encode("ascii")
+    if len(raw) % 2:
+        raw += b" "
+    tag = Tag(tag_for_keyword(keyword))
+    dataset[tag] = RawDataElement(tag, "DS", len(raw), raw, 0, False, True)
 
 
 def ensure_case_uids(case: Case) -> None:
@@ -197,3 +226,280 @@ def save_dataset(ds: Dataset, path) -> Path:
 def approval_module(ds: Dataset) -> None:
     # Approval module: exports are proposals, a physicist approves them in the TPS.
     ds.ApprovalStatus = "UNAPPROVED"
+
+
+# ----------------------------------------------------------------------------- RT Structure Set
+def _drop_collinear(poly: np.ndarray) -> np.ndarray:
+    """Remove vertices on straight runs of a closed polygon (marching squares emits one per voxel edge)."""
+    if poly.shape[0] <= 4:
+        return poly
+    prev = np.roll(poly, 1, axis=0)
+    nxt = np.roll(poly, -1, axis=0)
+    cross = (poly[:, 0] - prev[:, 0]) * (nxt[:, 1] - poly[:, 1]) - (poly[:, 1] - prev[:, 1]) * (nxt[:, 0] - poly[:, 0])
+    keep = np.abs(cross) > 1e-9
+    return poly[keep] if keep.sum() >= 3 else poly
+
+
+def mask_contours(mask2d: np.ndarray) -> list[np.ndarray]:
+    """Closed outlines of a 2-D mask at the 0.5 level, in (column i, row j) index units.
+
+    Outer boundaries and hole boundaries come out as separate polygons (the
+    even-odd rule rebuilds the mask).  Each polygon lists its vertices once
+    (not repeating the first) and has collinear vertices removed.
+    """
+    import contourpy
+
+    m = np.asarray(mask2d, dtype=bool)
+    if not m.any():
+        return []
+    rows = np.flatnonzero(m.any(axis=1))
+    cols = np.flatnonzero(m.any(axis=0))
+    j0, j1, i0, i1 = rows[0], rows[-1], cols[0], cols[-1]
+    # crop to the bounding box plus a ring of zeros so every outline closes
+    sub = np.zeros((j1 - j0 + 3, i1 - i0 + 3), dtype=np.float64)
+    sub[1:-1, 1:-1] = m[j0:j1 + 1, i0:i1 + 1]
+    gen = contourpy.contour_generator(z=sub, line_type=contourpy.LineType.Separate, corner_mask=False)
+    out = []
+    for line in gen.lines(0.5):
+        pts = np.asarray(line, float)
+        if pts.shape[0] > 1 and np.allclose(pts[0], pts[-1]):
+            pts = pts[:-1]
+        if pts.shape[0] < 3:
+            continue
+        pts = pts + np.array([i0 - 1, j0 - 1], float)
+        out.append(_drop_collinear(pts))
+    return out
+
+
+def write_rtstruct(case: Case, path, *, structures: Sequence[str] | None = None, label: str = "sbrtplan") -> str:
+    """Write the case's structures as a DICOM RT Structure Set.
+
+    Each structure becomes one ROI (numbered 1, 2, ... in the order written)
+    with one ``CLOSED_PLANAR`` contour per outline and CT slice, traced at the
+    0.5 level of the mask (half-way between voxel centres inside and outside),
+    holes as separate contours; its RT ROI Interpreted Type follows its
+    :class:`~sbrtplan.case.StructureRole`.  The structure set refers to the CT
+    series of ``case.patient`` (frame of reference, study, series and one
+    contour image per slice).
+
+    Parameters
+    ----------
+    case : Case
+    path : str or Path
+        Output file.
+    structures : sequence of str, optional
+        Names of the structures to write (default: all, skipping empty ones).
+    label : str
+        StructureSetLabel (at most 16 characters).
+
+    Returns
+    -------
+    str
+        The SOP instance UID (also stored in ``case.metadata['rtstruct_uid']``,
+        with the ROI numbers in ``case.metadata['rtstruct_roi_numbers']`` for
+        :func:`~sbrtplan.io.write_rtplan`).
+    """
+    names = list(case.structures) if structures is None else [case.structure(n).name for n in structures]
+    if not names:
+        raise StructureError(f"RTSTRUCT '{path}': case '{case.name}' has no structures to write")
+    ensure_case_uids(case)
+    p = case.patient
+    g = case.grid
+    iop_ok = np.allclose(np.cross(g.direction[:, 0], g.direction[:, 1]), g.direction[:, 2], atol=1e-4)
+    if not iop_ok:
+        raise InputError(f"case '{case.name}': the slice axis is not the normal of the image plane; "
+                         f"contours cannot be written per slice")
+    with timed(f"write RTSTRUCT {Path(path).name} ({len(names)} structures)", log):
+        ds = new_file_dataset(case, RT_STRUCTURE_SET_STORAGE, "RTSTRUCT", series_description=f"{label} structures",
+                              series_number=int(case.metadata.get("rtstruct_series_number", 2)))
+        ds.InstanceNumber = 1
+        ds.StructureSetLabel = str(label)[:16]
+        ds.StructureSetName = f"{case.name} {label}"[:64]
+        ds.StructureSetDate = ds.InstanceCreationDate
+        ds.StructureSetTime = ds.InstanceCreationTime
+        # Referenced frame of reference -> study -> CT series -> every slice
+        images = []
+        for uid in p.ct_sop_instance_uids:
+            im = Dataset()
+            im.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+            im.ReferencedSOPInstanceUID = uid
+            images.append(im)
+        series = Dataset()
+        series.SeriesInstanceUID = p.series_instance_uid
+        series.ContourImageSequence = DicomSequence(images)
+        study = Dataset()
+        study.ReferencedSOPClassUID = STUDY_COMPONENT_SOP_CLASS
+        study.ReferencedSOPInstanceUID = p.study_instance_uid
+        study.RTReferencedSeriesSequence = DicomSequence([series])
+        rfor = Dataset()
+        rfor.FrameOfReferenceUID = p.frame_of_reference_uid
+        rfor.RTReferencedStudySequence = DicomSequence([study])
+        ds.ReferencedFrameOfReferenceSequence = DicomSequence([rfor])
+
+        rois, contours, observations = [], [], []
+        numbers: dict[str, int] = {}
+        for name in names:
+            s = case.structures[name]
+            if s.is_empty or not s.mask.any():
+                log.warning("RTSTRUCT: structure '%s' is empty and is not written", name)
+                continue
+            number = len(numbers) + 1
+            numbers[name] = number
+            roi = Dataset()
+            roi.ROINumber = number
+            roi.ReferencedFrameOfReferenceUID = p.frame_of_reference_uid
+            roi.ROIName = str(name)[:64]
+            derived = s.role in (StructureRole.PRV, StructureRole.CONTROL) or bool(s.metadata.get("derived"))
+            roi.ROIGenerationAlgorithm = "AUTOMATIC" if derived else ""
+            rois.append(roi)
+
+            items = []
+            for k in np.flatnonzero(s.mask.any(axis=(1, 2))):
+                for poly in mask_contours(s.mask[k]):
+                    kji = np.column_stack([np.full(len(poly), float(k)), poly[:, 1], poly[:, 0]])
+                    xyz = g.patient_from_index(kji)
+                    c = Dataset()
+                    im = Dataset()
+                    im.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+                    im.ReferencedSOPInstanceUID = p.ct_sop_instance_uids[k]
+                    c.ContourImageSequence = DicomSequence([im])
+                    c.ContourGeometricType = "CLOSED_PLANAR"
+                    c.NumberOfContourPoints = len(poly)
+                    c.ContourNumber = len(items) + 1
+                    set_ds_values(c, "ContourData", xyz, 3)
+                    items.append(c)
+            rc = Dataset()
+            color = s.color_rgb or _PALETTE[(number - 1) % len(_PALETTE)]
+            rc.ROIDisplayColor = [int(v) for v in color]
+            rc.ContourSequence = DicomSequence(items)
+            rc.ReferencedROINumber = number
+            contours.append(rc)
+
+            obs = Dataset()
+            obs.ObservationNumber = number
+            obs.ReferencedROINumber = number
+            obs.ROIObservationLabel = str(name)[:16]
+            obs.RTROIInterpretedType = _INTERPRETED_TYPE.get(s.role, "")
+            obs.ROIInterpreter = ""
+            observations.append(obs)
+        if not numbers:
+            raise StructureError(f"RTSTRUCT '{path}': every requested structure of case '{case.name}' is empty")
+        ds.StructureSetROISequence = DicomSequence(rois)
+        ds.ROIContourSequence = DicomSequence(contours)
+        ds.RTROIObservationsSequence = DicomSequence(observations)
+        approval_module(ds)
+        save_dataset(ds, path)
+    case.metadata["rtstruct_uid"] = str(ds.SOPInstanceUID)
+    case.metadata["rtstruct_roi_numbers"] = dict(numbers)
+    log.info("RTSTRUCT %s: %d ROIs", Path(path).name, len(numbers))
+    return str(ds.SOPInstanceUID)
+
+
+# ----------------------------------------------------------------------------- RT Dose
+def write_rtdose(dose: Dose | np.ndarray, grid: Grid, path, *, case: Case, rtplan_uid: str | None = None,
+                 bits_allocated: int = 32) -> str:
+    """Write a 3-D dose as a DICOM RT Dose (whole-plan physical dose in Gy).
+
+    The dose is stored as 32-bit (or 16-bit) unsigned integers times
+    ``DoseGridScaling``, chosen so the maximum nearly fills the range (a
+    precision of about ``max / 4e9``, or ``max / 65000`` with 16 bits), frames
+    along the slice axis of ``grid`` with ``GridFrameOffsetVector`` relative to
+    the first frame.
+
+    Parameters
+    ----------
+    dose : Dose or ndarray
+        Total dose over the course in Gy, shape ``grid.shape``.  A
+        :class:`Dose` marked ``per_fraction`` is written with
+        ``DoseSummationType = FRACTION``.
+    grid : Grid
+        The dose grid (same frame of reference as the case's CT).
+    path : str or Path
+    case : Case
+    rtplan_uid : str, optional
+        SOP instance UID of the plan (default: the last one
+        :func:`~sbrtplan.io.write_rtplan` wrote for ``case``).  Required.
+    bits_allocated : {32, 16}
+        Pixel size.  32 is what planning systems write; 16 suits viewers and
+        validators that do not read 32-bit dose grids.
+
+    Returns
+    -------
+    str
+        The SOP instance UID.
+    """
+    per_fraction = False
+    if isinstance(dose, Dose):
+        if not dose.grid.same_as(grid):
+            raise InputError(f"RTDOSE '{path}': dose '{dose.description}' lives on {dose.grid!r}, not on the "
+                             f"grid given ({grid!r})")
+        per_fraction = dose.per_fraction
+        arr = dose.dose_gy
+    else:
+        arr = np.asarray(dose)
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.shape != grid.shape:
+        raise InputError(f"RTDOSE '{path}': dose array shape {arr.shape} does not match grid {grid.shape} (z, y, x)")
+    if not np.all(np.isfinite(arr)) or arr.min() < 0:
+        raise InputError(f"RTDOSE '{path}': dose must be finite and non-negative (min {np.nanmin(arr):.4g} Gy)")
+    if bits_allocated not in (16, 32):
+        raise InputError(f"RTDOSE '{path}': bits_allocated must be 16 or 32, got {bits_allocated}")
+    rtplan_uid = rtplan_uid or case.metadata.get("rtplan_uid")
+    if not rtplan_uid:
+        raise InputError(f"RTDOSE '{path}': a plan dose must refer to its RTPLAN; pass rtplan_uid "
+                         f"(the value write_rtplan returned)")
+    d = np.asarray(grid.direction, float)
+    normal = np.cross(d[:, 0], d[:, 1])
+    if not np.allclose(normal, d[:, 2], atol=1e-4):
+        raise InputError(f"RTDOSE '{path}': the dose grid's slice axis must be the normal of its image plane")
+    with timed(f"write RTDOSE {Path(path).name}", log):
+        ds = new_file_dataset(case, RT_DOSE_STORAGE, "RTDOSE", series_description="sbrtplan dose",
+                              series_number=int(case.metadata.get("rtdose_series_number", 4)))
+        ds.InstanceNumber = 1
+        ds.ContentDate = ds.InstanceCreationDate
+        ds.ContentTime = ds.InstanceCreationTime
+        # Image Plane + Multi-frame
+        sx, sy, sz = grid.spacing_mm
+        ds.ImagePositionPatient = ds_list(grid.origin_mm, 4)
+        ds.ImageOrientationPatient = ds_list(np.concatenate([d[:, 0], d[:, 1]]), 8)
+        ds.PixelSpacing = [ds_str(sy, 6), ds_str(sx, 6)]
+        ds.SliceThickness = ds_str(sz, 6)
+        ds.NumberOfFrames = grid.nz
+        ds.FrameIncrementPointer = Tag(0x3004, 0x000C)
+        ds.GridFrameOffsetVector = ds_list(np.arange(grid.nz) * sz, 4)
+        # Image Pixel
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = grid.ny
+        ds.Columns = grid.nx
+        ds.BitsAllocated = bits_allocated
+        ds.BitsStored = bits_allocated
+        ds.HighBit = bits_allocated - 1
+        ds.PixelRepresentation = 0
+        # RT Dose: the scaling is parsed back from its DS text so stored values use exactly it
+        top = 4294967295.0 if bits_allocated == 32 else 65535.0
+        dmax = float(arr.max())
+        scale = dmax / (0.93 * top) if dmax > 0 else 1e-6
+        scale_text = f"{scale:.9e}"
+        scale = float(scale_text)
+        ds.DoseGridScaling = scale_text
+        ds.DoseUnits = "GY"
+        ds.DoseType = "PHYSICAL"
+        ds.DoseComment = "sbrtplan pencil-beam dose"
+        ds.TissueHeterogeneityCorrection = "IMAGE"
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = RT_PLAN_STORAGE
+        ref.ReferencedSOPInstanceUID = rtplan_uid
+        if per_fraction:
+            ds.DoseSummationType = "FRACTION"
+            fg = Dataset()
+            fg.ReferencedFractionGroupNumber = 1
+            ref.ReferencedFractionGroupSequence = DicomSequence([fg])
+        else:
+            ds.DoseSummationType = "PLAN"
+        ds.ReferencedRTPlanSequence = DicomSequence([ref])
+        stored = np.clip(np.rint(arr / scale), 0, top).astype("<u4" if bits_allocated == 32 else "<u2")
+        ds.PixelData = np.ascontiguousarray(stored).tobytes()
+        save_dataset(ds, path)
+    log.info("RTDOSE %s: %s voxels, max %.3f Gy, scaling %s", Path(path).name, grid.shape, dmax, scale_text)
+    return str(ds.SOPInstanceUID)

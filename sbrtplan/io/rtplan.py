@@ -30,7 +30,7 @@ from ..beams import Aperture, Beam, BeamSet, ControlPoint, MLCModel, Technique
 from ..case import Case
 from ..errors import GeometryError, InputError
 from .rtexport import (RT_PLAN_STORAGE, RT_STRUCTURE_SET_STORAGE, approval_module, ds_list, ds_str,
-                       new_file_dataset, new_uid, save_dataset)
+                       new_file_dataset, new_uid, save_dataset, set_ds_values)
 
 log = get_logger(__name__)
 
@@ -54,7 +54,7 @@ def _device_positions(ap: Aperture) -> DicomSequence:
                          ("MLCX", np.concatenate([ap.leaf_x1_mm, ap.leaf_x2_mm]))):
         it = Dataset()
         it.RTBeamLimitingDeviceType = kind
-        it.LeafJawPositions = ds_list(values, _POS_DECIMALS)
+        set_ds_values(it, "LeafJawPositions", values, _POS_DECIMALS)
         items.append(it)
     return DicomSequence(items)
 
