@@ -57,6 +57,7 @@ log = get_logger(__name__)
 
 EQUIVALENT_RADIUS_PER_SIDE = 0.5611  # circle of equal scatter for a square of unit side (BJR 25)
 N_SECTORS = 360
+_MAX_FIELD_HALF_MM = 200.0   # largest field the collimators open (40 x 40 cm)
 _TABLE_DEPTHS_MM = np.concatenate([np.arange(0.0, 40.0, 0.5), np.arange(40.0, 400.01, 2.5)])
 _TABLE_SIDES_MM = np.geomspace(1.0, 560.0, 72)
 _TABLE_RADII_MM = np.concatenate([[0.0], np.geomspace(0.5, 310.0, 140)])
@@ -212,15 +213,22 @@ def _invert_squares(square: np.ndarray, sides: np.ndarray, radii: np.ndarray, sm
 # ---------------------------------------------------------------- geometry
 def _transmission(aperture: Aperture, mlc: MLCModel, jaw_transmission: float,
                   x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Relative fluence at isocentre-plane BEV points: 1 open, MLC / jaw transmission under leaves / jaws."""
+    """Relative fluence at isocentre-plane BEV points.
+
+    1 in the opening (between the leaf tips of a pair and inside the jaws);
+    the MLC transmission under a leaf inside the jaws; the jaw transmission
+    outside the jaws, up to the collimator's maximum field of +-200 mm.
+    """
     b = mlc.leaf_boundaries_mm
     pair = np.searchsorted(b, y, side="right") - 1
     in_bank = (pair >= 0) & (pair < mlc.n_pairs)
     p = np.clip(pair, 0, mlc.n_pairs - 1)
-    open_leaf = ~in_bank | ((x >= aperture.leaf_x1_mm[p]) & (x <= aperture.leaf_x2_mm[p]))
+    open_leaf = in_bank & (x >= aperture.leaf_x1_mm[p]) & (x <= aperture.leaf_x2_mm[p])
     jx, jy = aperture.jaw_x_mm, aperture.jaw_y_mm
     open_jaw = (x >= jx[0]) & (x <= jx[1]) & (y >= jy[0]) & (y <= jy[1])
-    return np.where(open_leaf, 1.0, mlc.transmission) * np.where(open_jaw, 1.0, jaw_transmission)
+    in_head = (np.abs(x) <= _MAX_FIELD_HALF_MM) & (np.abs(y) <= _MAX_FIELD_HALF_MM)
+    return np.where(open_jaw, np.where(open_leaf, 1.0, mlc.transmission),
+                    np.where(in_head, jaw_transmission, 0.0))
 
 
 def equivalent_path_mm(density: np.ndarray, grid: Grid, source_mm, point_mm, step_mm: float | None = None) -> float:
@@ -376,6 +384,39 @@ def independent_point_dose(beam: Beam, density: np.ndarray, grid: Grid, point_mm
     return float(total)
 
 
+def engine_point_dose(beam: Beam, density: np.ndarray, grid: Grid, point_mm, *, model: BeamModel | None = None,
+                      correction=None) -> float:
+    """The main engine's dose (Gy per fraction) of one beam at a point.
+
+    :func:`sbrtplan.dose_engine.forward_dose` on the eight voxels around the
+    point, trilinearly interpolated.  Use as the ``main`` argument of
+    :func:`mu_check` (``lambda beam, p: engine_point_dose(beam, density, grid, p)``).
+    """
+    from .forward import forward_dose
+    from .influence import Correction
+
+    what = f"engine point dose, beam '{beam.name}'"
+    density = _check_density(density, grid, what)
+    p = _check_point(grid, point_mm, what)
+    idx = grid.index_from_patient(p)                       # fractional (k, j, i)
+    base = np.floor(idx).astype(int)
+    frac = idx - base
+    corners, weights = [], []
+    for dk in (0, 1):
+        for dj in (0, 1):
+            for di in (0, 1):
+                c = np.clip(base + (dk, dj, di), 0, np.asarray(grid.shape) - 1)
+                w = ((frac[0] if dk else 1 - frac[0]) * (frac[1] if dj else 1 - frac[1])
+                     * (frac[2] if di else 1 - frac[2]))
+                corners.append(np.ravel_multi_index(tuple(c), grid.shape))
+                weights.append(w)
+    vox = np.unique(np.asarray(corners, dtype=np.int64))
+    bs = BeamSet([beam], n_fractions=1, prescription_gy=1.0)
+    dose = forward_dose(density, grid, bs, model=model, voxel_indices=vox,
+                        correction=Correction.LATERAL if correction is None else correction).reshape(-1)
+    return float(sum(w * dose[c] for c, w in zip(corners, weights)))
+
+
 # ------------------------------------------------------------------ check
 @dataclass
 class MUCheckRow:
@@ -487,4 +528,4 @@ def mu_check(beam_set: BeamSet, density: np.ndarray, grid: Grid, main_dose_gy_pe
 
 
 __all__ = ["ClarksonTables", "clarkson_tables", "equivalent_path_mm", "subfield_terms", "PointDoseTerms",
-           "independent_point_dose", "MUCheckRow", "MUCheckReport", "mu_check"]
+           "independent_point_dose", "engine_point_dose", "MUCheckRow", "MUCheckReport", "mu_check"]
