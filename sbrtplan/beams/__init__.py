@@ -18,6 +18,17 @@ Step-and-shoot sequencing:
         -> [(Aperture, mu)]
     segments_to_beam(name, geometry, segments, mlc) -> Beam
     delivered_fluence(segments, grid, mlc, *, transmission=False), sequencing_error(...) -> SequencingError
+
+Collision: CollisionModel (from_yaml, default, check -> CollisionResult), body_surface_points,
+    candidate_directions(case_or_body, isocenter_mm, *, model=None, gantry_step_deg=20, couches_deg=...) -> [BeamGeometry]
+
+Arcs: ArcSpec, arc_template(n_arcs=2, *, cp_spacing_deg=2.0, start_deg=181.0, stop_deg=179.0, partial=None)
+    make_arc(name, gantry_deg, apertures, mu_per_cp, *, direction, couch_deg=0, collimator_deg=0, isocenter_mm, mlc)
+    arc_collisions(spec, isocenter_mm, body=None, model=None)
+
+Delivery limits: DeliveryLimits (flattened(), fff(), from_yaml), max_leaf_travel_mm(limits, gantry_step_deg, mu=None),
+    check_deliverability(beam_set, limits) -> [Violation], ViolationKind, with_fixed_jaws(beam),
+    estimate_delivery_time(beam, limits) -> s, estimate_plan_time(beam_set, limits), interval_times_s
 """
 
 from .delivery import (Aperture, Beam, BeamSet, ControlPoint, DeliverySample, MLCModel, Technique,
@@ -29,7 +40,16 @@ from .templates import Site, beam_template
 from .sequencing import (SequencingError, delivered_fluence, segments_to_beam, sequence_fluence,
                          sequencing_error)
 
+from .limits import (DeliveryLimits, Violation, ViolationKind, check_deliverability, estimate_delivery_time,
+                     estimate_plan_time, interval_times_s, max_leaf_travel_mm, with_fixed_jaws)
+from .collision import CollisionModel, CollisionResult, body_surface_points, candidate_directions
+from .arcs import ArcSpec, arc_collisions, arc_template, make_arc
+
 __all__ = ["BeamletGrid", "BeamGeometry", "beam_rotation", "patient_to_fixed", "MLCModel", "Aperture", "ControlPoint",
            "Beam", "BeamSet", "Technique", "DeliverySample", "sample_delivery", "with_mu",
            "isocenter_for", "beamlet_grid_for_target", "rows_to_leaf_pairs", "Site", "beam_template",
-           "sequence_fluence", "segments_to_beam", "delivered_fluence", "sequencing_error", "SequencingError"]
+           "sequence_fluence", "segments_to_beam", "delivered_fluence", "sequencing_error", "SequencingError",
+           "DeliveryLimits", "Violation", "ViolationKind", "check_deliverability", "estimate_delivery_time",
+           "estimate_plan_time", "interval_times_s", "max_leaf_travel_mm", "with_fixed_jaws",
+           "CollisionModel", "CollisionResult", "body_surface_points", "candidate_directions",
+           "ArcSpec", "arc_collisions", "arc_template", "make_arc"]

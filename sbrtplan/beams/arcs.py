@@ -1,0 +1,206 @@
+"""VMAT arc geometry: arc specifications, control-point angles and arc beams.
+
+An arc is a gantry rotation from ``start_deg`` to ``stop_deg`` in the DICOM
+direction ``CW`` (gantry angle increasing) or ``CC`` (decreasing), at a fixed
+couch and collimator angle, with control points at most ``cp_spacing_deg``
+apart (default 2 deg; the standards ask for <= 4 deg).  The default template
+is the common two-arc SBRT set: a full clockwise arc 181 -> 179 and its
+counter-clockwise return 179 -> 181, with complementary collimator angles
+(30 and 330 deg) so that the interleaf leakage and tongue-and-groove lines of
+the two arcs do not coincide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..case import Structure
+from ..errors import GeometryError, InputError
+from .delivery import Aperture, Beam, ControlPoint, MLCModel, Technique
+
+_MAX_CP_SPACING_DEG = 4.0
+
+
+def _direction(direction: str) -> str:
+    d = str(direction).strip().upper()
+    if d == "CCW":
+        d = "CC"
+    if d not in ("CW", "CC"):
+        raise GeometryError(f"arc direction must be 'CW' or 'CC', got {direction!r}")
+    return d
+
+
+@dataclass(frozen=True)
+class ArcSpec:
+    """One arc: start and stop gantry angle, direction, couch and collimator, CP spacing."""
+
+    start_deg: float
+    stop_deg: float
+    direction: str = "CW"
+    couch_deg: float = 0.0
+    collimator_deg: float = 0.0
+    cp_spacing_deg: float = 2.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "direction", _direction(self.direction))
+        for name in ("start_deg", "stop_deg", "couch_deg", "collimator_deg"):
+            v = float(getattr(self, name))
+            if not np.isfinite(v):
+                raise GeometryError(f"arc {name} must be finite, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, v % 360.0)
+        s = float(self.cp_spacing_deg)
+        if not (0 < s <= _MAX_CP_SPACING_DEG):
+            raise GeometryError(f"arc cp_spacing_deg must be in (0, {_MAX_CP_SPACING_DEG:g}], got {self.cp_spacing_deg!r}")
+        object.__setattr__(self, "cp_spacing_deg", s)
+        if self.span_deg <= 0:
+            raise GeometryError(f"arc from {self.start_deg:g} to {self.stop_deg:g} deg has no extent")
+
+    @property
+    def span_deg(self) -> float:
+        """Rotation from start to stop in the arc's direction (0 < span < 360)."""
+        d = (self.stop_deg - self.start_deg) if self.direction == "CW" else (self.start_deg - self.stop_deg)
+        return float(d % 360.0)
+
+    @property
+    def n_control_points(self) -> int:
+        return int(np.ceil(self.span_deg / self.cp_spacing_deg - 1e-9)) + 1
+
+    def gantry_angles_deg(self) -> np.ndarray:
+        """Control-point gantry angles in [0, 360), equally spaced, start and stop included."""
+        steps = np.linspace(0.0, self.span_deg, self.n_control_points)
+        sign = 1.0 if self.direction == "CW" else -1.0
+        return np.round((self.start_deg + sign * steps) % 360.0, 9) % 360.0
+
+    def reversed(self) -> "ArcSpec":
+        """The same arc travelled back (stop -> start, opposite direction)."""
+        return ArcSpec(self.stop_deg, self.start_deg, "CC" if self.direction == "CW" else "CW",
+                       self.couch_deg, self.collimator_deg, self.cp_spacing_deg)
+
+
+_PARTIAL = {"right": (181.0, 1.0), "left": (179.0, 359.0)}
+
+
+def arc_template(n_arcs: int = 2, *, cp_spacing_deg: float = 2.0, start_deg: float = 181.0,
+                 stop_deg: float = 179.0, partial: str | tuple[float, float] | None = None,
+                 couch_deg: float = 0.0, collimators_deg: tuple[float, ...] = (30.0, 330.0)) -> list[ArcSpec]:
+    """Arc set for VMAT.
+
+    Parameters
+    ----------
+    n_arcs : int
+        1 to 4; arcs alternate CW and CC (back and forth over the same range).
+    cp_spacing_deg : float
+        Control-point spacing (<= 4 deg).
+    start_deg, stop_deg : float
+        First arc (clockwise); default the full arc 181 -> 179.
+    partial : {"right", "left"} or (start, stop), optional
+        Partial arc instead: "right" is the patient's right half (gantry
+        181 -> 1 CW for a head-first supine patient), "left" the left half
+        (179 -> 359 CC); a tuple gives the clockwise start and stop.
+    couch_deg : float
+        Couch angle of every arc (check it with :func:`arc_collisions`).
+    collimators_deg : tuple
+        Collimator angles, cycled over the arcs.
+    """
+    try:
+        n = int(n_arcs)
+    except (TypeError, ValueError):
+        raise InputError(f"n_arcs must be an integer, got {n_arcs!r}") from None
+    if not 1 <= n <= 4:
+        raise InputError(f"n_arcs must be between 1 and 4, got {n_arcs!r}")
+    direction = "CW"
+    if partial is not None:
+        if isinstance(partial, str):
+            key = partial.strip().lower()
+            if key not in _PARTIAL:
+                raise InputError(f"partial arc must be 'right', 'left' or (start, stop), got {partial!r}")
+            start_deg, stop_deg = _PARTIAL[key]
+            direction = "CW" if key == "right" else "CC"
+        else:
+            try:
+                start_deg, stop_deg = (float(v) for v in partial)
+            except (TypeError, ValueError):
+                raise InputError(f"partial arc must be 'right', 'left' or (start, stop), got {partial!r}") from None
+    if not collimators_deg:
+        raise InputError("collimators_deg must hold at least one angle")
+    first = ArcSpec(start_deg, stop_deg, direction, couch_deg, collimators_deg[0], cp_spacing_deg)
+    arcs = []
+    for i in range(n):
+        base = first if i % 2 == 0 else first.reversed()
+        arcs.append(ArcSpec(base.start_deg, base.stop_deg, base.direction, couch_deg,
+                            collimators_deg[i % len(collimators_deg)], cp_spacing_deg))
+    return arcs
+
+
+def make_arc(name: str, gantry_deg: np.ndarray, apertures: list[Aperture], mu_per_cp: np.ndarray, *,
+             direction: str, couch_deg: float = 0.0, collimator_deg: float = 0.0,
+             isocenter_mm: tuple[float, float, float], mlc: MLCModel, sad_mm: float = 1000.0,
+             patient_position: str = "HFS") -> Beam:
+    """A VMAT :class:`Beam` from control-point angles, apertures and MU.
+
+    Parameters
+    ----------
+    gantry_deg : (n_cp,)
+        Control-point gantry angles, advancing in ``direction`` by less than 180 deg per step.
+    apertures : list of n_cp Aperture
+    mu_per_cp : (n_cp,) or (n_cp - 1,)
+        MU per fraction.  With ``n_cp`` values, ``mu_per_cp[i]`` is the MU
+        attributed to control point ``i`` (the aperture-weight of direct
+        aperture optimisation) and is delivered half in the interval before and
+        half in the interval after it (the first and last control points give
+        all of theirs to their single interval); with ``n_cp - 1`` values they
+        are the MU of each interval directly.
+    direction : {"CW", "CC"}
+    """
+    d = _direction(direction)
+    g = np.asarray(gantry_deg, float).reshape(-1)
+    n = g.size
+    if n < 2:
+        raise GeometryError(f"arc '{name}' needs at least 2 control points, got {n}")
+    if len(apertures) != n:
+        raise GeometryError(f"arc '{name}': {len(apertures)} apertures for {n} control points")
+    for k, ap in enumerate(apertures):
+        if ap.n_pairs != mlc.n_pairs:
+            raise GeometryError(f"arc '{name}': aperture {k} has {ap.n_pairs} leaf pairs, {mlc.name} has {mlc.n_pairs}")
+    step = np.diff(g) % 360.0 if d == "CW" else (-np.diff(g)) % 360.0
+    bad = (step <= 0) | (step >= 180.0)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise GeometryError(f"arc '{name}': gantry {g[i]:.2f} -> {g[i + 1]:.2f} deg does not advance {d}")
+    m = np.asarray(mu_per_cp, float).reshape(-1)
+    if np.any(~np.isfinite(m)) or np.any(m < 0):
+        raise GeometryError(f"arc '{name}': MU must be finite and >= 0")
+    if m.size == n:
+        interval = 0.5 * (m[:-1] + m[1:])
+        interval[0] += 0.5 * m[0]
+        interval[-1] += 0.5 * m[-1]
+    elif m.size == n - 1:
+        interval = m
+    else:
+        raise GeometryError(f"arc '{name}': {m.size} MU values for {n} control points "
+                            f"(expected {n} per control point or {n - 1} per interval)")
+    total = float(interval.sum())
+    if total <= 0:
+        raise GeometryError(f"arc '{name}' delivers no MU")
+    cum = np.concatenate([[0.0], np.cumsum(interval) / total])
+    cum[-1] = 1.0
+    cps = [ControlPoint(float(g[k] % 360.0), apertures[k].copy(), float(cum[k])) for k in range(n)]
+    return Beam(name=name, control_points=cps, mu=total, mlc=mlc, isocenter_mm=tuple(isocenter_mm),
+                collimator_deg=float(collimator_deg) % 360.0, couch_deg=float(couch_deg) % 360.0, sad_mm=sad_mm,
+                technique=Technique.VMAT, patient_position=patient_position, arc_direction=d)
+
+
+def arc_collisions(spec: ArcSpec, isocenter_mm, body: Structure | None = None, model=None, *,
+                   patient_position: str = "HFS") -> list[float]:
+    """Control-point gantry angles of ``spec`` at which the collision model finds a collision.
+
+    An empty list means the arc (including a couch-rotated one) can be
+    delivered; ``model`` defaults to :meth:`CollisionModel.default`.
+    """
+    from .collision import CollisionModel
+
+    model = model or CollisionModel.default()
+    return [float(a) for a in spec.gantry_angles_deg()
+            if not model.check(float(a), spec.couch_deg, isocenter_mm, body, patient_position=patient_position).ok]
