@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sbrtplan.beams import (Aperture, BeamGeometry, BeamletGrid, MLCModel, Technique, delivered_fluence,
+from sbrtplan.beams import (Aperture, BeamGeometry, BeamletGrid, MLCModel, Technique, aperture_from_columns,
+                            delivered_fluence, rows_to_leaf_pairs,
                             sample_delivery, segments_to_beam, sequence_fluence, sequencing_error)
 from sbrtplan.errors import GeometryError
 
@@ -128,3 +129,27 @@ def test_bad_inputs():
     # fluence too weak for one min-MU segment: nothing to deliver
     assert sequence_fluence(np.full(grid.shape, 0.5), grid, MLC, min_segment_mu=2.0) == []
     assert sequence_fluence(np.zeros(grid.shape), grid, MLC) == []
+
+
+def test_aperture_from_columns_opens_exactly_the_columns():
+    grid = _grid()
+    left = np.array([0, 2, 3, 5, 5, 1, 0, 9])
+    right = np.array([10, 6, 3, 8, 5, 2, 0, 10])  # rows 2, 4 and 6 closed
+    ap = aperture_from_columns(left, right, grid, MLC)
+    d = delivered_fluence([(ap, 1.0)], grid, MLC)
+    cols = np.arange(10)
+    expected = ((cols[None, :] >= left[:, None]) & (cols[None, :] < right[:, None])).astype(float)
+    is_open = right > left
+    assert np.allclose(d[is_open], expected[is_open], atol=1e-12)
+    # closed rows leak only through the minimum gap inside the jaws: 0.5 mm / 5 mm of one
+    # beamlet (row 6 closes on the grid edge: half of its gap lies outside the grid)
+    assert np.allclose(d[~is_open].sum(axis=1), [0.1, 0.1, 0.05])
+    gap = ap.leaf_x2_mm - ap.leaf_x1_mm
+    assert np.all(gap >= MLC.min_gap_mm - 1e-12)
+    # closed rows keep their leaves on the requested edge (no travel to a parking position)
+    p2 = rows_to_leaf_pairs(grid, MLC)[2]
+    assert np.isclose(0.5 * (ap.leaf_x1_mm[p2] + ap.leaf_x2_mm[p2]), grid.x_edges_mm[3])
+    fixed = aperture_from_columns(left, right, grid, MLC, jaws_mm=(-25.0, 25.0, -20.0, 20.0))
+    assert fixed.jaw_x_mm == (-25.0, 25.0)
+    with pytest.raises(GeometryError, match="column-edge"):
+        aperture_from_columns(left, right + 5, grid, MLC)

@@ -12,12 +12,14 @@ Targeting:
     rows_to_leaf_pairs(grid, mlc) -> leaf-pair index per beamlet row
 
 Templates: Site, beam_template(site, n_beams, *, target_side=None) -> [(gantry, couch, collimator)]
+    collision_free_template(site, n_beams, case_or_body, isocenter_mm, *, model=None) -> [BeamGeometry]
 
 Step-and-shoot sequencing:
     sequence_fluence(fluence_mu, grid, mlc, *, max_segments=10, min_segment_mu=2.0, min_leaf_gap_mm=None)
         -> [(Aperture, mu)]
     segments_to_beam(name, geometry, segments, mlc) -> Beam
     delivered_fluence(segments, grid, mlc, *, transmission=False), sequencing_error(...) -> SequencingError
+    aperture_from_columns(left, right, grid, mlc, *, min_leaf_gap_mm=None, jaws_mm=None) -> Aperture (DAO)
 
 Collision: CollisionModel (from_yaml, default, check -> CollisionResult), body_surface_points,
     candidate_directions(case_or_body, isocenter_mm, *, model=None, gantry_step_deg=20, couches_deg=...) -> [BeamGeometry]
@@ -36,8 +38,8 @@ from .delivery import (Aperture, Beam, BeamSet, ControlPoint, DeliverySample, ML
 from .beamlets import BeamletGrid
 from .geometry import BeamGeometry, beam_rotation, patient_to_fixed
 from .targeting import beamlet_grid_for_target, isocenter_for, rows_to_leaf_pairs
-from .templates import Site, beam_template
-from .sequencing import (SequencingError, delivered_fluence, segments_to_beam, sequence_fluence,
+from .templates import Site, beam_template, collision_free_template
+from .sequencing import (SequencingError, aperture_from_columns, delivered_fluence, segments_to_beam, sequence_fluence,
                          sequencing_error)
 
 from .limits import (DeliveryLimits, Violation, ViolationKind, check_deliverability, estimate_delivery_time,
@@ -47,8 +49,8 @@ from .arcs import ArcSpec, arc_collisions, arc_template, make_arc
 
 __all__ = ["BeamletGrid", "BeamGeometry", "beam_rotation", "patient_to_fixed", "MLCModel", "Aperture", "ControlPoint",
            "Beam", "BeamSet", "Technique", "DeliverySample", "sample_delivery", "with_mu",
-           "isocenter_for", "beamlet_grid_for_target", "rows_to_leaf_pairs", "Site", "beam_template",
-           "sequence_fluence", "segments_to_beam", "delivered_fluence", "sequencing_error", "SequencingError",
+           "isocenter_for", "beamlet_grid_for_target", "rows_to_leaf_pairs", "Site", "beam_template", "collision_free_template",
+           "sequence_fluence", "segments_to_beam", "delivered_fluence", "sequencing_error", "SequencingError", "aperture_from_columns",
            "DeliveryLimits", "Violation", "ViolationKind", "check_deliverability", "estimate_delivery_time",
            "estimate_plan_time", "interval_times_s", "max_leaf_travel_mm", "with_fixed_jaws",
            "CollisionModel", "CollisionResult", "body_surface_points", "candidate_directions",

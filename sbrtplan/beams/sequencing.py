@@ -202,6 +202,62 @@ def _aperture_from_opening(op: np.ndarray, grid: BeamletGrid, mlc: MLCModel, pai
     return Aperture(x1, x2, jaw_x, jaw_y)
 
 
+def aperture_from_columns(left: np.ndarray, right: np.ndarray, grid: BeamletGrid, mlc: MLCModel, *,
+                          min_leaf_gap_mm: float | None = None,
+                          jaws_mm: tuple[float, float, float, float] | None = None) -> Aperture:
+    """An aperture from open column intervals ``[left[r], right[r])`` per beamlet row.
+
+    This is the form in which direct aperture optimisation (VMAT pricing)
+    produces apertures.  Leaf tips sit on column edges; a closed row
+    (``left >= right``) closes its pair with the minimum gap centred on edge
+    ``left`` (so closed leaves stay where they are and do not have to travel);
+    pairs outside the grid close at the grid's centre line.  Openings narrower
+    than the minimum gap are widened symmetrically.
+
+    Parameters
+    ----------
+    left, right : (n_rows,) int
+        Column-edge indices, 0..n_cols.
+    jaws_mm : (x1, x2, y1, y2), optional
+        Fixed jaws (e.g. the grid extent for a whole arc); default: fit to the
+        open leaves (jaw tracking), or collapsed on the centre when all closed.
+    """
+    gap = _default_leaf_gap(mlc, min_leaf_gap_mm)
+    pairs = rows_to_leaf_pairs(grid, mlc)
+    left = np.asarray(left, np.int64).reshape(-1)
+    right = np.asarray(right, np.int64).reshape(-1)
+    n_rows, n_cols = grid.shape
+    if left.size != n_rows or right.size != n_rows:
+        raise GeometryError(f"aperture: {left.size}/{right.size} column indices for {n_rows} beamlet rows")
+    if left.min(initial=0) < 0 or right.max(initial=0) > n_cols:
+        raise GeometryError(f"aperture: column-edge indices must lie in 0..{n_cols}")
+    x = grid.x_edges_mm
+    centre = 0.5 * (x[0] + x[-1])
+    x1 = np.full(mlc.n_pairs, centre - 0.5 * gap)
+    x2 = np.full(mlc.n_pairs, centre + 0.5 * gap)
+    is_open = right > left
+    xl = x[left]
+    xr = np.where(is_open, x[np.maximum(right, left)], xl)
+    mid = 0.5 * (xl + xr)
+    narrow = (xr - xl) < gap
+    xl = np.where(narrow, mid - 0.5 * gap, xl)
+    xr = np.where(narrow, mid + 0.5 * gap, xr)
+    x1[pairs] = xl
+    x2[pairs] = xr
+    if jaws_mm is not None:
+        jx = (float(jaws_mm[0]), float(jaws_mm[1]))
+        jy = (float(jaws_mm[2]), float(jaws_mm[3]))
+    elif is_open.any():
+        b = mlc.leaf_boundaries_mm
+        jx = (float(xl[is_open].min()), float(xr[is_open].max()))
+        jy = (float(b[pairs[is_open].min()]), float(b[pairs[is_open].max() + 1]))
+    else:
+        yc = 0.5 * (grid.y_edges_mm[0] + grid.y_edges_mm[-1])
+        jx = (centre, centre)
+        jy = (yc, yc)
+    return Aperture(x1, x2, jx, jy)
+
+
 def delivered_fluence(segments: list[tuple[Aperture, float]], grid: BeamletGrid, mlc: MLCModel, *,
                       transmission: bool = False) -> np.ndarray:
     """Fluence (MU) on the beamlet grid delivered by ``segments``.

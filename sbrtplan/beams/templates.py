@@ -119,3 +119,63 @@ def beam_template(site: Site | str, n_beams: int, *,
     gantry = np.round(gantry % 360.0, 1)
     couch = couch % 360.0
     return [(float(g), float(c), 0.0) for g, c in zip(gantry, couch)]
+
+
+def collision_free_template(site: Site | str, n_beams: int, case_or_body, isocenter_mm, *, model=None,
+                            target_side: str | None = None, patient_position: str | None = None) -> list:
+    """The site template with every colliding direction replaced by the nearest clear one.
+
+    A colliding direction first loses its couch kick in 15 deg steps towards
+    couch 0 (same gantry); if that does not clear, the gantry is moved away
+    in 5 deg steps (both ways, up to 90 deg) at the original couch angle and
+    then at couch 0.  Directions already used are skipped.
+
+    Returns
+    -------
+    list of BeamGeometry
+        ``n_beams`` directions at ``isocenter_mm`` (collimator from the template).
+
+    Raises
+    ------
+    GeometryError
+        If no clear direction is found for some template beam.
+    """
+    from ..case import Structure
+    from ..errors import GeometryError
+    from .collision import CollisionModel, body_surface_points
+    from .geometry import BeamGeometry
+
+    model = model or CollisionModel.default()
+    body = case_or_body
+    position = patient_position
+    if body is not None and not isinstance(body, Structure):
+        position = position or getattr(body, "patient_position", None)
+        body = body.body
+    position = position or "HFS"
+    pts = None if body is None else body_surface_points(body, model.sampling_mm, model.body_extension_mm)
+    used: set[tuple[float, float]] = set()
+    out = []
+
+    def clear(g: float, c: float) -> bool:
+        key = (round(g % 360.0, 3), round(c % 360.0, 3))
+        return key not in used and model.check(g, c, isocenter_mm, pts, patient_position=position).ok
+
+    for g, c, col in beam_template(site, n_beams, target_side=target_side):
+        kick = ((c + 180.0) % 360.0) - 180.0  # signed couch kick
+        tries = [(g, kick)]
+        k = kick
+        while abs(k) > 1e-9:
+            k = np.sign(k) * max(0.0, abs(k) - 15.0)
+            tries.append((g, k))
+        for dg in np.arange(5.0, 95.0, 5.0):
+            for cc in ((kick, 0.0) if kick != 0 else (0.0,)):
+                tries += [(g + dg, cc), (g - dg, cc)]
+        for gg, cc in tries:
+            if clear(gg, cc):
+                used.add((round(gg % 360.0, 3), round(cc % 360.0, 3)))
+                out.append(BeamGeometry(gg % 360.0, col, cc % 360.0, tuple(isocenter_mm), patient_position=position))
+                break
+        else:
+            raise GeometryError(f"{Site.parse(site).value} template beam gantry {g:g} / couch {c:g}: no "
+                                f"collision-free direction within 90 deg gantry for isocentre {tuple(isocenter_mm)}")
+    return out
