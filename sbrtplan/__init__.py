@@ -17,3 +17,12 @@ from .errors import (GeometryError, InputError, OptimizationError, ProtocolError
 
 __all__ = ["__version__", "SbrtplanError", "InputError", "StructureError", "ProtocolError",
            "GeometryError", "OptimizationError"]
+
+
+def __getattr__(name: str):
+    # ``sbrtplan.plan`` without importing numba kernels and cvxpy on ``import sbrtplan``.
+    if name in ("plan", "Plan", "PlanOptions", "PlanTechnique"):
+        from . import workflow
+
+        return getattr(workflow, name)
+    raise AttributeError(f"module 'sbrtplan' has no attribute {name!r}")

@@ -156,4 +156,5 @@ def ring(target: Structure, inner_mm: float, outer_mm: float, within: Structure 
     if within is not None:
         mask &= within.mask
     return Structure(name=name, grid=target.grid, mask=mask, role=StructureRole.CONTROL,
-                     metadata={"derived_from": target.name, "operation": f"ring {inner:g}-{outer:g} mm"})
+                     metadata={"derived_from": target.name, "operation": f"ring {inner:g}-{outer:g} mm",
+                               "band_mm": (float(inner), float(outer))})

@@ -17,7 +17,18 @@ from .. import __version__
 from ..errors import SbrtplanError
 
 # Order is the order of ``sbrtplan --help``.
-COMMANDS = ["demo", "info", "evaluate", "protocols"]
+COMMANDS = [
+    "demo",
+    "plan",
+    "evaluate",
+    "recompute",
+    "mucheck",
+    "compare-fractions",
+    "benchmark",
+    "batch",
+    "info",
+    "protocols",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

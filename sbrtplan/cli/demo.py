@@ -4,15 +4,34 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="plan the built-in spine phantom end to end",
-                       description="Run the main job on the built-in spine phantom.")
+    p = sub.add_parser("demo", help="plan the built-in spine phantom end to end (VMAT, 27 Gy / 3 fx)",
+                       description="Plan the built-in spine phantom with the bone_spine protocol, 27 Gy in 3 "
+                                   "fractions, and write RTPLAN, RTDOSE, RTSTRUCT, CT, a matRad .mat, report.html "
+                                   "and metrics.json into the output folder.")
     p.add_argument("--out", default="sbrtplan-demo", help="output folder (default ./sbrtplan-demo)")
+    p.add_argument("--technique", choices=["vmat", "imrt"], default="vmat", help="vmat (default) or imrt")
+    p.add_argument("--scheme", default="27/3", help="fractionation (default 27/3)")
+    p.add_argument("--phantom", default="spine", help="built-in phantom (default spine)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..phantoms import make_phantom
+    from ..workflow import plan, write_plan
+    from ._common import StageBar, print_summary
 
-    case = make_phantom("spine")
+    protocol = {"spine": "bone_spine", "liver": "liver_hcc"}.get(args.phantom, "bone_spine")
+    case = make_phantom(args.phantom)
     print(case.summary())
+    bar = StageBar("plan", 8)
+    try:
+        p = plan(case, protocol, args.scheme, args.technique, progress=bar)
+    finally:
+        bar.close()
+    wbar = StageBar("write", 7)
+    try:
+        write_plan(p, args.out, progress=wbar)
+    finally:
+        wbar.close()
+    print_summary(p, args.out)
     return 0

@@ -1,0 +1,78 @@
+"""Shared pieces of the planning commands: case arguments, progress bars, the closing summary."""
+
+from __future__ import annotations
+
+import sys
+
+
+class StageBar:
+    """A tqdm bar over the stages of a long job: ``bar(stage, done, total)``."""
+
+    def __init__(self, desc: str, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="stage", file=sys.stderr, dynamic_ncols=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}")
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.bar.total = total
+        self.bar.set_postfix_str(stage)
+        self.bar.update(max(done - self.bar.n, 0))
+
+    def close(self) -> None:
+        self.bar.update(self.bar.total - self.bar.n)
+        self.bar.close()
+
+
+def add_plan_arguments(p, *, case_required: bool = True) -> None:
+    p.add_argument("--case", required=case_required,
+                   help="DICOM folder (CT + RTSTRUCT), matRad .mat, OpenKBP patient folder or phantom:NAME")
+    p.add_argument("--rtstruct", help="RTSTRUCT file when the folder holds several or none")
+    p.add_argument("--protocol", default="bone_spine", help="protocol (see 'sbrtplan protocols'; default bone_spine)")
+    p.add_argument("--target", help="prescription target when several PTVs exist")
+    p.add_argument("--technique", choices=["vmat", "imrt"], default="vmat", help="vmat (default) or imrt")
+    p.add_argument("--beams", type=int, help="IMRT: number of beams, 5-9 (default 7, chosen automatically)")
+    p.add_argument("--template-beams", action="store_true", help="IMRT: use the site template instead of selection")
+    p.add_argument("--grid-mm", type=float, default=2.0, help="dose grid spacing in mm (default 2; <= 2 for SBRT)")
+    p.add_argument("--condition", action="append", default=[], metavar="NAME",
+                   help="declare a protocol condition (e.g. renal_cell); repeatable")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="plan even if organs the protocol names are missing (their goals are reported as not evaluable)")
+
+
+def plan_kwargs(args) -> dict:
+    return dict(target=args.target, grid_mm=args.grid_mm, allow_missing=args.allow_missing,
+                conditions=tuple(args.condition), select_beams=not args.template_beams)
+
+
+def print_summary(p, out_dir=None) -> None:
+    from ..workflow import summary_line
+
+    s = summary_line(p)
+    m = p.metrics
+    tgt = p.report.target
+    print(f"\n{p.case.name}: {p.protocol_name} {p.scheme}, {p.options.technique.value.upper()}, "
+          f"{len(p.beam_set.beams)} {'arcs' if p.options.technique.value == 'vmat' else 'beams'}, "
+          f"{s['total_mu']:.0f} MU/fraction")
+
+    def f(v, nd=2):
+        return "n/a" if v is None else f"{v:.{nd}f}"
+
+    print(f"  {tgt}: V100% {f(s['ptv_V100_pct'], 1)}%  D95 {f(s['ptv_D95_gy'])} Gy  CI(Paddick) {f(s['CI_paddick'])}"
+          f"  GI {f(s['GI'])}  R50% {f(s['R50'])}  D2cm {f(s['D2cm_pct'], 1)}%  RTOG: {s['rtog_class']}")
+    print(f"  goals: {s['goals_passed']} passed, {s['goals_failed']} failed "
+          f"({s['hard_failures']} hard organ-limit failures); acceptable: {m['summary'].get('acceptable')}")
+    for h in m["summary"].get("hard_failures", []):
+        print(f"    FAILED (hard): {h}")
+    qa = p.qa
+    if qa:
+        dl = qa.get("deliverability", {})
+        print(f"  QA: deliverable {'yes' if dl.get('passed') else 'NO'}; delivery time "
+              f"{qa.get('delivery_time_s', {}).get('total', float('nan')):.0f} s", end="")
+        mc = qa.get("mu_check")
+        if isinstance(mc, dict) and "passed" in mc:
+            print(f"; independent MU check {'passed' if mc['passed'] else 'FAILED'}", end="")
+        print()
+    print(f"  time: {sum(v for k, v in p.timings_s.items() if k in ('dose grid', 'planning structures', 'optimisation problem', 'final dose', 'normalisation', 'evaluation', 'QA') or k.startswith(('influence', 'fluence', 'leaf', 'segment', 'beam selection', 'vmat'))):.0f} s of planning")
+    if out_dir is not None:
+        print(f"  outputs: {out_dir}")

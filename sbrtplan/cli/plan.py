@@ -1,0 +1,36 @@
+"""``sbrtplan plan``: an automatic plan for a case, written with all its outputs."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    from ._common import add_plan_arguments
+
+    p = sub.add_parser("plan", help="make an automatic SBRT plan and write RTPLAN/RTDOSE/RTSTRUCT/report",
+                       description="Build the planning structures, place beams or arcs, compute the dose-influence "
+                                   "matrix, optimise the protocol's goals by priority, make deliverable MLC "
+                                   "apertures, recompute the dose from them and evaluate it.")
+    add_plan_arguments(p)
+    p.add_argument("--scheme", required=True, help="fractionation TOTAL/FRACTIONS, e.g. 27/3")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..io import load_case
+    from ..workflow import plan, write_plan
+    from ._common import StageBar, plan_kwargs, print_summary
+
+    case = load_case(args.case, rtstruct=args.rtstruct)
+    bar = StageBar("plan", 8)
+    try:
+        p = plan(case, args.protocol, args.scheme, args.technique, args.beams, progress=bar, **plan_kwargs(args))
+    finally:
+        bar.close()
+    wbar = StageBar("write", 7)
+    try:
+        write_plan(p, args.out, progress=wbar)
+    finally:
+        wbar.close()
+    print_summary(p, args.out)
+    return 0

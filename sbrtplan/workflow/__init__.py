@@ -1,0 +1,33 @@
+"""The automatic planning workflow: case + protocol + scheme -> deliverable plan, dose, evaluation, files.
+
+Public API
+----------
+plan, Plan, PlanOptions, PlanTechnique, build_planning_structures, PlanningStructures,
+write_plan, summary_line, plan_to_directory
+"""
+
+from .outputs import summary_line, write_plan
+from .pipeline import plan
+from .plan import Plan, PlanOptions, PlanTechnique
+from .structures import PlanningStructures, build_planning_structures
+
+
+def plan_to_directory(case_spec, out, *, protocol: str, scheme: str, technique: str = "vmat", rtstruct=None,
+                      target: str | None = None, n_beams: int | None = None, grid_mm: float = 2.0,
+                      allow_missing: bool = False, conditions=(), progress=None) -> dict:
+    """Load a case, plan it and write every output into ``out``; returns :func:`summary_line`.
+
+    ``case_spec`` is anything :func:`sbrtplan.io.load_case` accepts (``phantom:spine``, a DICOM
+    folder, a matRad ``.mat`` file, an OpenKBP patient folder).
+    """
+    from ..io import load_case
+
+    case = load_case(case_spec, rtstruct=rtstruct)
+    p = plan(case, protocol, scheme, technique, n_beams, target=target, grid_mm=grid_mm,
+             allow_missing=allow_missing, conditions=tuple(conditions or ()), progress=progress)
+    write_plan(p, out)
+    return summary_line(p)
+
+
+__all__ = ["plan", "Plan", "PlanOptions", "PlanTechnique", "build_planning_structures", "PlanningStructures",
+           "write_plan", "summary_line", "plan_to_directory"]

@@ -1,0 +1,267 @@
+"""``sbrtplan.plan``: one automatic plan from a case, a protocol and a scheme.
+
+Stages (each timed; ``progress(stage, done, total)`` is called between them):
+
+1. dose grid: the case resampled to ``grid_mm`` over the body (trilinear
+   density, sub-voxel structure occupancy);
+2. planning structures from the protocol (PRVs, PTV!, hot-spot region, rings);
+3. goals of the protocol for the scheme, resolved to structures (missing
+   organs refused unless ``allow_missing``);
+4. optimisation problem (voxels, regions, prioritised stages);
+5. IMRT (beam selection, fluence, sequencing, segment weights) or VMAT
+   (arc sectors, direct aperture optimisation, control points);
+6. final dose from the deliverable apertures with the forward engine;
+7. normalisation: MU scaled so that the PTV coverage reaches the protocol's
+   level, never beyond a hard organ limit;
+8. evaluation against the protocol and QA (deliverability, delivery time,
+   independent MU check).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from .._log import Timings, get_logger, timed
+from ..beams import BeamSet, DeliveryLimits, MLCModel, check_deliverability, estimate_delivery_time, with_mu
+from ..case import Case, Dose, resample_case
+from ..dose_engine import forward_dose
+from ..dose_engine.model import default_beam_model
+from ..errors import StructureError
+from ..evaluation import PlanReport, Status, evaluate_plan
+from ..protocols import Protocol, load_protocol
+from ..protocols.model import Metric, Unit
+from .goals import resolve_goals
+from .plan import Plan, PlanOptions, PlanTechnique
+from .problem import build_problem
+from .structures import build_planning_structures
+
+log = get_logger(__name__)
+
+STAGES = ("dose grid", "planning structures", "optimisation problem", "optimisation", "final dose",
+          "normalisation", "evaluation", "QA")
+
+
+def _dose_grid_case(case: Case, grid_mm: float) -> Case:
+    """The case on an axis-aligned grid of ``grid_mm`` (the case itself, copied, when it already is one)."""
+    sp = np.asarray(case.grid.spacing_mm, float)
+    if case.grid.is_axis_aligned and np.allclose(sp, grid_mm, atol=1e-6):
+        return Case(name=case.name, grid=case.grid, hu=case.hu, structures=dict(case.structures),
+                    calibration=case.calibration, density=case.density, patient_position=case.patient_position,
+                    patient=case.patient, doses=dict(case.doses), source=case.source, metadata=dict(case.metadata))
+    return resample_case(case, grid_mm, region=case.body, margin_mm=4.0 * grid_mm)
+
+
+def _coverage_level_pct(protocol: Protocol, scheme) -> tuple[float, float]:
+    """(dose level in % Rx, volume % to normalise to) from the protocol's primary coverage goal."""
+    level, vol = 100.0, 95.0
+    for g in protocol.coverage_for(scheme).primary:
+        if g.metric is Metric.COVERAGE and g.limit is not None:
+            if g.parameter is not None and g.parameter.unit is Unit.PCT_RX:
+                level = g.parameter.value
+            vol = max(vol, float(g.limit.value))
+    return level, min(vol + 0.5, 98.0)
+
+
+def _weighted_quantile_dose(dose: np.ndarray, structure, volume_pct: float) -> float:
+    """Dose received by at least ``volume_pct`` % of ``structure`` (sub-voxel occupancy weighted)."""
+    w = structure.weights.ravel()
+    sel = np.flatnonzero(w > 0)
+    d = dose.ravel()[sel]
+    ww = w[sel].astype(float)
+    order = np.argsort(-d)
+    cum = np.cumsum(ww[order]) / ww.sum()
+    k = int(np.searchsorted(cum, volume_pct / 100.0))
+    return float(d[order][min(k, d.size - 1)])
+
+
+def _scale_beams(beam_set: BeamSet, s: float) -> BeamSet:
+    return BeamSet([with_mu(b, b.mu * s) for b in beam_set.beams], beam_set.n_fractions, beam_set.prescription_gy,
+                   beam_set.machine_name, beam_set.label)
+
+
+def _upper_dose_cap(report: PlanReport) -> float:
+    """Largest dose scale that keeps every failing hard upper dose limit met (1: none fails)."""
+    cap = 1.0
+    for r in report.hard_failures:
+        g = r.goal
+        if (g.comparator.is_upper_bound and r.value and r.limit and r.unit in ("Gy", "%Rx")
+                and g.metric in (Metric.DMAX, Metric.D_CC, Metric.D_PCT, Metric.DMEAN)):
+            cap = min(cap, 0.995 * r.limit / r.value)
+    return cap
+
+
+def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/3",
+         technique: PlanTechnique | str = PlanTechnique.VMAT, n_beams: int | None = None, *,
+         options: PlanOptions | None = None, model=None, limits: DeliveryLimits | None = None,
+         progress: Callable[[str, int, int], None] | None = None, **overrides) -> Plan:
+    """Make an automatic plan.
+
+    Parameters
+    ----------
+    case : Case
+        CT (density) and structures; a PTV is required.
+    protocol : Protocol or str
+        ``bone_spine``, ``bone_nonspine``, ``liver_hcc``, ``cholangiocarcinoma`` or a loaded protocol.
+    scheme : str
+        Fractionation, ``"total/fractions"`` (e.g. ``"27/3"``); must be allowed by the protocol.
+    technique : {"vmat", "imrt"}
+    n_beams : int, optional
+        IMRT beam count in [5, 9] (default 7).
+    options : PlanOptions, optional
+        Everything else; keyword ``overrides`` replace single fields (``grid_mm=2.5``).
+    model : BeamModel, optional
+        Default: the shipped commissioned 6 MV model.
+    limits : DeliveryLimits, optional
+        Machine delivery limits (default: flattened 6 MV, 600 MU/min).
+    progress : callable(stage, done, total), optional
+
+    Returns
+    -------
+    Plan
+    """
+    from dataclasses import replace
+
+    opts = options or PlanOptions()
+    opts = replace(opts, technique=PlanTechnique.parse(technique), **overrides)
+    if n_beams is not None:
+        opts = replace(opts, n_beams=int(n_beams))
+    n_beams = opts.n_beams or 7
+    if opts.technique is PlanTechnique.IMRT and not 5 <= n_beams <= 9:
+        from ..errors import InputError
+        raise InputError(f"n_beams must be in [5, 9] for SBRT IMRT, got {n_beams}")
+    if opts.grid_mm > 2.0 + 1e-9:
+        log.warning("dose grid %.2f mm is coarser than the 2 mm the SBRT standards require", opts.grid_mm)
+    protocol = load_protocol(protocol) if isinstance(protocol, str) else protocol
+    sch = protocol.scheme(scheme)
+    model = model or default_beam_model()
+    limits = limits or DeliveryLimits()
+    mlc = MLCModel.millennium120()
+    timings = Timings()
+    notes: list[str] = []
+    t_start = time.perf_counter()
+
+    def step(i: int) -> None:
+        if progress is not None:
+            progress(STAGES[i], i, len(STAGES))
+
+    step(0)
+    with timed("dose grid", log, timings):
+        cg = _dose_grid_case(case, opts.grid_mm)
+    step(1)
+    with timed("planning structures", log, timings):
+        ps = build_planning_structures(cg, protocol, opts.target)
+        goals = protocol.goals_for(sch, conditions=opts.conditions)
+        resolved = resolve_goals(goals, protocol, ps.match)
+    if resolved.missing:
+        msg = (f"case '{case.name}': protocol '{protocol.name}' names structures that are not contoured, so these "
+               f"goals cannot be planned or evaluated: {resolved.missing_text()}")
+        if not opts.allow_missing:
+            raise StructureError(msg + "; contour them or pass allow_missing (--allow-missing) to plan without them")
+        log.warning(msg)
+        notes.append(msg)
+    step(2)
+    with timed("optimisation problem", log, timings):
+        problem = build_problem(cg, ps, resolved, sch.total_gy, sch.fractions)
+    step(3)
+    if opts.technique is PlanTechnique.IMRT:
+        from .imrt import plan_imrt
+        res = plan_imrt(cg, ps, problem, site=protocol.site, n_beams=n_beams, select=opts.select_beams,
+                        beamlet_mm=opts.beamlet_mm, max_segments=opts.max_segments,
+                        min_segment_mu=opts.min_segment_mu, model=model, mlc=mlc, prescription_gy=sch.total_gy,
+                        n_fractions=sch.fractions, timings=timings)
+        beam_set, opt_rows = res.beam_set, res.optimizer_dose_rows
+        extra = {"beam_selection": res.selection}
+    else:
+        from .vmat import plan_vmat
+        res = plan_vmat(cg, ps, problem, n_arcs=opts.n_arcs, cp_spacing_deg=opts.cp_spacing_deg,
+                        beamlet_mm=opts.beamlet_mm, model=model, mlc=mlc, limits=limits,
+                        prescription_gy=sch.total_gy, n_fractions=sch.fractions, timings=timings)
+        beam_set, opt_rows = res.beam_set, res.optimizer_dose_rows
+        extra = {"dao": res.info}
+    notes.extend(res.notes)
+    step(4)
+    with timed("final dose", log, timings):
+        dose = np.asarray(forward_dose(cg.density, cg.grid, beam_set, model=model), dtype=np.float32)
+    step(5)
+    with timed("normalisation", log, timings):
+        level, vol = _coverage_level_pct(protocol, sch)
+        d_cov = _weighted_quantile_dose(dose, ps.target, vol)
+        s = (level / 100.0 * sch.total_gy) / d_cov if d_cov > 0 else 1.0
+        report = evaluate_plan(Dose(cg.grid, dose * s), cg.structures, protocol, sch, target=ps.target.name,
+                               conditions=opts.conditions)
+        cap = _upper_dose_cap(report)
+        if cap < 1.0:
+            notes.append(f"normalisation limited by hard organ limits: coverage scale {s:.3f} reduced by {cap:.3f}")
+            s *= cap
+        notes.append(f"MU scaled by {s:.4f} so that {vol:g}% of {ps.target.name} receives {level:g}% Rx")
+        dose *= np.float32(s)
+        opt_rows = np.asarray(opt_rows) * s
+        beam_set = _scale_beams(beam_set, s)
+    step(6)
+    timings.add("total before evaluation", time.perf_counter() - t_start)
+    with timed("evaluation", log, timings):
+        final = Dose(cg.grid, dose, description=f"sbrtplan {opts.technique.value} final dose")
+        report = evaluate_plan(final, cg.structures, protocol, sch, target=ps.target.name,
+                               conditions=opts.conditions, plan_timings=timings.as_dict())
+    step(7)
+    with timed("QA", log, timings):
+        qa = plan_qa(beam_set, limits, cg, model)
+    opt_full = np.zeros(cg.grid.size, np.float32)
+    opt_full[problem.voxels.indices] = opt_rows
+    optimizer_dose = Dose(cg.grid, opt_full.reshape(cg.grid.shape), description="optimiser dose (optimisation voxels)")
+    metrics = report.as_dict()
+    p = Plan(case=cg, protocol_name=protocol.name, scheme=sch.short, options=opts, beam_set=beam_set, dose=final,
+             optimizer_dose=optimizer_dose, report=report, metrics=metrics, qa=qa, timings_s=timings.as_dict(),
+             log=notes)
+    metrics["plan"] = {"technique": opts.technique.value, "n_beams": len(beam_set.beams),
+                       "total_mu_per_fraction": round(p.total_mu, 1), "grid_mm": opts.grid_mm,
+                       "beams": [_beam_summary(b) for b in beam_set.beams],
+                       "optimizer_vs_delivered": _optimizer_vs_delivered(final.dose_gy, opt_rows, problem, sch.total_gy),
+                       "planning_structures": ps.derived, **extra}
+    metrics["qa"] = qa
+    metrics["timings_s"] = timings.as_dict()
+    metrics.setdefault("notes", []).extend(notes)
+    return p
+
+
+def _beam_summary(beam) -> dict:
+    return {"name": beam.name, "gantry_deg": [round(beam.control_points[0].gantry_deg, 1),
+                                              round(beam.control_points[-1].gantry_deg, 1)],
+            "couch_deg": beam.couch_deg, "collimator_deg": beam.collimator_deg, "mu": round(beam.mu, 1),
+            "control_points": len(beam.control_points), "technique": beam.technique.value}
+
+
+def _optimizer_vs_delivered(final: np.ndarray, opt_rows: np.ndarray, problem, rx: float) -> dict:
+    """Delivered minus optimiser dose at the optimisation voxels that matter (> 10 % Rx), in % Rx."""
+    d = final.ravel()[problem.voxels.indices]
+    sel = np.maximum(d, opt_rows) > 0.1 * rx
+    if not sel.any():
+        return {}
+    diff = (d[sel] - opt_rows[sel]) / rx * 100.0
+    t = problem.target.rows
+    return {"mean_abs_diff_pct_rx": round(float(np.mean(np.abs(diff))), 2),
+            "p95_abs_diff_pct_rx": round(float(np.percentile(np.abs(diff), 95)), 2),
+            "target_mean_diff_pct_rx": round(float(np.mean((d[t] - opt_rows[t]) / rx * 100.0)), 2)}
+
+
+def plan_qa(beam_set: BeamSet, limits: DeliveryLimits, case: Case, model) -> dict:
+    """Deliverability, estimated delivery time and the independent MU check of a plan."""
+    viol = check_deliverability(beam_set, limits)
+    qa = {"deliverability": {"passed": not viol, "n_violations": len(viol),
+                             "violations": [getattr(v, "message", str(v)) for v in viol[:50]]},
+          "delivery_time_s": {b.name: round(float(estimate_delivery_time(b, limits)), 1) for b in beam_set.beams}}
+    qa["delivery_time_s"]["total"] = round(sum(qa["delivery_time_s"].values()), 1)
+    try:
+        from ..dose_engine.mucheck import mu_check
+    except ImportError:  # pragma: no cover - optional until the MU check lands
+        return qa
+    try:
+        rep = mu_check(beam_set, case.density, case.grid, None)
+        qa["mu_check"] = rep.as_dict() if hasattr(rep, "as_dict") else str(rep)
+    except Exception as exc:  # the check reports, it never blocks a plan
+        log.warning("independent MU check failed to run: %s", exc)
+        qa["mu_check"] = {"error": str(exc)}
+    return qa

@@ -1,0 +1,211 @@
+"""VMAT path: arc sectors, direct aperture optimisation, control points.
+
+1. Each arc is divided into optimisation sectors of ``sector_deg`` (4 deg);
+   the influence matrix is computed at every sector centre, on beamlet grids
+   that share one row/column layout per arc (rows = MLC leaf pairs).
+2. Direct aperture optimisation (``optimizer.vmat_dao``) gives one aperture
+   and one MU weight per sector, with the leaf travel between neighbouring
+   sectors bounded by the machine limits (leaf speed x time the gantry needs
+   for one sector) and the MU per degree within the QA range.
+3. Control points every ``cp_spacing_deg`` (2 deg): the control point at a
+   sector centre carries the sector's aperture, the control points between
+   two sectors the mean of the two (so leaves move linearly through the
+   optimised shapes), and each half sector delivers half the sector's MU.
+4. The final dose is computed by the caller from these control points with
+   apertures interpolated at <= 1 deg (``beams.sample_delivery``).
+
+Arcs: arc 1 clockwise 181 -> 179 deg with collimator 30 deg, arc 2 counter-
+clockwise with collimator 330 deg (the usual pair, which spreads interleaf
+leakage); jaws fixed per arc to the union of its openings plus 5 mm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._log import Timings, get_logger, timed
+from ..beams import (Aperture, Beam, BeamGeometry, BeamletGrid, BeamSet, ControlPoint, DeliveryLimits, MLCModel,
+                     Technique, beamlet_grid_for_target, isocenter_for, max_leaf_travel_mm)
+from ..case import Case
+from ..dose_engine import influence_matrix
+from ..optimizer.dao import ArcSector, vmat_dao
+from .problem import PlanProblem
+from .structures import PlanningStructures
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ArcPlanSpec:
+    """One arc: start and stop gantry angles, direction, collimator and couch."""
+
+    start_deg: float
+    stop_deg: float
+    direction: str          # "CW" or "CC" (DICOM GantryRotationDirection)
+    collimator_deg: float
+    couch_deg: float = 0.0
+
+    @property
+    def span_deg(self) -> float:
+        d = (self.stop_deg - self.start_deg) % 360.0 if self.direction == "CW" else \
+            (self.start_deg - self.stop_deg) % 360.0
+        return d if d > 0 else 360.0
+
+    def angle(self, t_deg) -> np.ndarray:
+        """Gantry angle after rotating ``t_deg`` from the start."""
+        sign = 1.0 if self.direction == "CW" else -1.0
+        return (self.start_deg + sign * np.asarray(t_deg, float)) % 360.0
+
+
+def default_arcs(n_arcs: int) -> list[ArcPlanSpec]:
+    arcs = [ArcPlanSpec(181.0, 179.0, "CW", 30.0), ArcPlanSpec(179.0, 181.0, "CC", 330.0)]
+    return arcs[:max(1, min(n_arcs, 2))]
+
+
+@dataclass
+class VmatResult:
+    beam_set: BeamSet
+    optimizer_dose_rows: np.ndarray
+    info: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _common_grid(grids: list[BeamletGrid], mlc: MLCModel, beamlet_mm: float) -> list[BeamletGrid]:
+    """Re-embed per-sector beamlet grids in one row/column layout (the union of their extents)."""
+    x0 = min(g.x_edges_mm[0] for g in grids)
+    x1 = max(g.x_edges_mm[-1] for g in grids)
+    y0 = min(g.y_edges_mm[0] for g in grids)
+    y1 = max(g.y_edges_mm[-1] for g in grids)
+    nx = int(round((x1 - x0) / beamlet_mm))
+    x_edges = x0 + beamlet_mm * np.arange(nx + 1)
+    b = mlc.leaf_boundaries_mm
+    y_edges = b[(b >= y0 - 1e-6) & (b <= y1 + 1e-6)]
+    out = []
+    for g in grids:
+        act = np.zeros((y_edges.size - 1, x_edges.size - 1), bool)
+        r0 = int(np.argmin(np.abs(y_edges - g.y_edges_mm[0])))
+        c0 = int(round((g.x_edges_mm[0] - x0) / beamlet_mm))
+        act[r0:r0 + g.shape[0], c0:c0 + g.shape[1]] = g.active
+        out.append(BeamletGrid(x_edges, y_edges, act))
+    return out
+
+
+def _aperture(grid: BeamletGrid, left: np.ndarray, right: np.ndarray, mlc: MLCModel, jaw_x, jaw_y) -> Aperture:
+    """Full-MLC aperture from per-row leaf positions (rows outside the grid closed under the jaws)."""
+    park = 0.5 * (jaw_x[0] + jaw_x[1])
+    x1 = np.full(mlc.n_pairs, park - 0.5 * mlc.min_gap_mm)
+    x2 = np.full(mlc.n_pairs, park + 0.5 * mlc.min_gap_mm)
+    yc = 0.5 * (grid.y_edges_mm[1:] + grid.y_edges_mm[:-1])
+    pairs = np.searchsorted(mlc.leaf_boundaries_mm, yc) - 1
+    lft = np.asarray(left, float)
+    rgt = np.asarray(right, float)
+    closed = rgt - lft < mlc.min_gap_mm
+    mid = 0.5 * (lft + rgt)
+    lft = np.where(closed, mid - 0.5 * mlc.min_gap_mm, lft)
+    rgt = np.where(closed, mid + 0.5 * mlc.min_gap_mm, rgt)
+    x1[pairs] = lft
+    x2[pairs] = rgt
+    return Aperture(x1, x2, tuple(jaw_x), tuple(jaw_y))
+
+
+def arc_beam(name: str, arc: ArcPlanSpec, iso, mlc: MLCModel, sector_deg: float, cp_spacing_deg: float,
+             apertures: list[Aperture], mu: np.ndarray) -> Beam:
+    """Control points every ``cp_spacing_deg`` from sector apertures and MU (see the module docstring)."""
+    n_sec = len(apertures)
+    per = max(1, int(round(sector_deg / cp_spacing_deg)))
+    # CP k sits at k * sector_deg / per from the start; sector s spans CPs s*per .. (s+1)*per.
+    n_cp = n_sec * per + 1
+    t = np.arange(n_cp) * (arc.span_deg / (n_sec * per))
+    gantry = arc.angle(t)
+    aps = []
+    for k in range(n_cp):
+        u = k / per - 0.5   # position in sector units relative to the first sector centre
+        s0 = int(np.clip(np.floor(u), 0, n_sec - 1))
+        s1 = int(np.clip(s0 + 1, 0, n_sec - 1))
+        f = float(np.clip(u - s0, 0.0, 1.0)) if s1 != s0 else 0.0
+        if u < 0:
+            s0, s1, f = 0, 0, 0.0
+        aps.append(apertures[s0].interpolate(apertures[s1], f) if f > 0 else apertures[s0].copy())
+    interval_mu = np.repeat(np.asarray(mu, float) / per, per)
+    cum = np.concatenate([[0.0], np.cumsum(interval_mu)])
+    total = float(cum[-1])
+    cps = [ControlPoint(float(gantry[k]), aps[k], float(cum[k] / total)) for k in range(n_cp)]
+    return Beam(name, cps, total, mlc, tuple(iso), arc.collimator_deg, arc.couch_deg, technique=Technique.VMAT,
+                arc_direction=arc.direction)
+
+
+def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arcs: int, cp_spacing_deg: float,
+              beamlet_mm: float, model, mlc: MLCModel, limits: DeliveryLimits, prescription_gy: float,
+              n_fractions: int, timings: Timings, sector_deg: float = 4.0, progress=None) -> VmatResult:
+    """Arc sectors, influence matrix, DAO and control points (see the module docstring)."""
+    iso = tuple(float(v) for v in isocenter_for(ps.target))
+    arcs = default_arcs(n_arcs)
+    sectors_all: list[ArcSector] = []
+    geoms, grids, arc_of = [], [], []
+    with timed("vmat: sector beamlet grids", log, timings):
+        for a, arc in enumerate(arcs):
+            n_sec = int(round(arc.span_deg / sector_deg))
+            centres = arc.angle((np.arange(n_sec) + 0.5) * arc.span_deg / n_sec)
+            g_arc = [BeamGeometry(float(g), arc.collimator_deg, arc.couch_deg, iso) for g in centres]
+            gr = [beamlet_grid_for_target(ps.target, g, mlc, beamlet_mm=beamlet_mm, margin_mm=3.0) for g in g_arc]
+            geoms += g_arc
+            grids += gr
+            arc_of += [a] * n_sec
+        # One row/column layout for every sector (the union of their extents): the DAO needs it.
+        grids = _common_grid(grids, mlc, beamlet_mm)
+    with timed("vmat: influence matrix", log, timings):
+        im = influence_matrix(case.density, case.grid, geoms, grids, problem.voxels.indices, model=model)
+    log.info("VMAT influence matrix: %d sectors, %d x %d, %.1f M non-zeros", len(geoms), im.matrix.shape[0],
+             im.matrix.shape[1], im.nnz / 1e6)
+    D = sp.csc_matrix(im.matrix)
+    width = arcs[0].span_deg / int(round(arcs[0].span_deg / sector_deg))
+    travel = float(max_leaf_travel_mm(limits, width))
+    dose_rows = np.zeros(D.shape[0])
+    beams: list[Beam] = []
+    info = {"sector_deg": width, "max_leaf_travel_mm_per_sector": travel, "arcs": []}
+    # Arcs are optimised together: one DAO over all sectors, each arc a contiguous block.
+    for s in range(len(geoms)):
+        sectors_all.append(ArcSector(geoms[s].gantry_deg, grids[s], slice(int(im.beam_offsets[s]),
+                                                                          int(im.beam_offsets[s + 1]))))
+    with timed("vmat: direct aperture optimisation", log, timings):
+        by_arc = {}
+        for a in range(len(arcs)):
+            idx = [s for s in range(len(geoms)) if arc_of[s] == a]
+            by_arc[a] = idx
+        res = _dao_all_arcs(D, sectors_all, by_arc, problem, n_fractions, width, travel, mlc, limits, progress)
+    dose_rows = res["dose"]
+    for a, arc in enumerate(arcs):
+        idx = by_arc[a]
+        lefts = [res["left"][s] for s in idx]
+        rights = [res["right"][s] for s in idx]
+        g0 = grids[idx[0]]
+        open_rows = [r for s in range(len(idx)) for r in np.nonzero(rights[s] - lefts[s] > mlc.min_gap_mm)[0]]
+        if open_rows:
+            lo = min(float(np.min(np.where(rights[s] - lefts[s] > mlc.min_gap_mm, lefts[s], np.inf))) for s in range(len(idx)))
+            hi = max(float(np.max(np.where(rights[s] - lefts[s] > mlc.min_gap_mm, rights[s], -np.inf))) for s in range(len(idx)))
+            jaw_x = (lo - 5.0, hi + 5.0)
+            jaw_y = (float(g0.y_edges_mm[min(open_rows)]) - 5.0, float(g0.y_edges_mm[max(open_rows) + 1]) + 5.0)
+        else:
+            jaw_x, jaw_y = (-5.0, 5.0), (-5.0, 5.0)
+        aps = [_aperture(grids[s], res["left"][s], res["right"][s], mlc, jaw_x, jaw_y) for s in idx]
+        mu = np.asarray([res["mu"][s] for s in idx])
+        beams.append(arc_beam(f"Arc{a + 1} {arc.direction} {arc.start_deg:.0f}-{arc.stop_deg:.0f}", arc, iso, mlc,
+                              width, cp_spacing_deg, aps, mu))
+        info["arcs"].append({"name": beams[-1].name, "sectors": len(idx), "mu": round(float(mu.sum()), 1),
+                             "control_points": len(beams[-1].control_points)})
+    info["iterations"] = res["iterations"]
+    beam_set = BeamSet(beams, n_fractions=n_fractions, prescription_gy=prescription_gy)
+    notes = [f"VMAT: {len(beams)} arcs, {sum(len(b.control_points) for b in beams)} control points, "
+             f"{len(geoms)} optimisation sectors of {width:.2f} deg"]
+    return VmatResult(beam_set, dose_rows, info, notes)
+
+
+def _dao_all_arcs(D, sectors, by_arc, problem: PlanProblem, n_fractions, width, travel, mlc, limits, progress):
+    """DAO over all arcs at once (each arc a contiguous block of sectors); the stages give the objective."""
+    r = vmat_dao(D, sectors, problem.stages, n_fractions=n_fractions, mu_per_deg_range=limits.mu_per_deg_range,
+                 sector_width_deg=width, max_leaf_travel_mm=travel, leaf_transmission=mlc.transmission,
+                 progress=progress)
+    return {"left": r.left_mm, "right": r.right_mm, "mu": r.mu, "dose": r.dose_gy, "iterations": len(r.history)}
