@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sbrtplan.beams import (Aperture, ArcSpec, BeamGeometry, BeamletGrid, BeamSet, DeliveryLimits, MLCModel,
-                            Technique, ViolationKind, arc_template, check_deliverability, estimate_delivery_time,
+                            Technique, ViolationKind, arc_mu_bounds, arc_template, check_deliverability, estimate_delivery_time,
                             make_arc, max_leaf_travel_mm, sample_delivery, segments_to_beam, sequence_fluence,
                             with_fixed_jaws)
 from sbrtplan.errors import GeometryError, InputError
@@ -189,3 +189,30 @@ def test_limits_yaml(tmp_path):
     with pytest.raises(InputError, match="max_leaf_speed_mm_s"):
         DeliveryLimits(max_leaf_speed_mm_s=0)
     assert DeliveryLimits.flattened() == DeliveryLimits()
+
+
+def test_arc_mu_bounds_match_make_arc_and_checker():
+    lim = DeliveryLimits()
+    spec = ArcSpec(181.0, 201.0, "CW", cp_spacing_deg=2.0)
+    g = spec.gantry_angles_deg()
+    a, lo, hi = arc_mu_bounds(g, "CW", lim)
+    rng = np.random.default_rng(5)
+    m = 4.0 * rng.random(g.size)
+    aps = [Aperture.rectangle(MLC, (-10.0, 10.0), (-10.0, 10.0))] * g.size
+    beam = make_arc("A", g, aps, m, direction="CW", isocenter_mm=ISO, mlc=MLC)
+    # the matrix reproduces the interval MU that make_arc stores (DICOM meterset weights)
+    assert np.allclose(a @ m, beam.segment_mu())
+    assert np.allclose(lo, 0.5 * 2.0) and np.allclose(hi, 10.0 * 2.0)
+    inside = (a @ m >= lo - 1e-9) & (a @ m <= hi + 1e-9)
+    flagged = {v.control_point for v in check_deliverability(beam, lim) if v.kind is ViolationKind.MU_PER_DEGREE}
+    assert flagged == {i + 1 for i in np.flatnonzero(~inside)}
+
+
+def test_leaf_span():
+    ap = Aperture.rectangle(MLC, (-10.0, 10.0), (-10.0, 10.0))
+    x1, x2 = ap.leaf_x1_mm.copy(), ap.leaf_x2_mm.copy()
+    x1[30], x2[30] = -170.0, -160.0  # one pair far out on the X1 side: 170 mm from the others' tips
+    far = Aperture(x1, x2, (-170.0, 10.0), (-30.0, 10.0))
+    beam = segments_to_beam("W", BeamGeometry(0.0), [(far, 10.0)], MLC)
+    v = check_deliverability(beam, DeliveryLimits())
+    assert {(x.kind, x.control_point) for x in v} == {(ViolationKind.LEAF_SPAN, 0), (ViolationKind.LEAF_SPAN, 1)}

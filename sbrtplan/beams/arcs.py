@@ -204,3 +204,37 @@ def arc_collisions(spec: ArcSpec, isocenter_mm, body: Structure | None = None, m
     model = model or CollisionModel.default()
     return [float(a) for a in spec.gantry_angles_deg()
             if not model.check(float(a), spec.couch_deg, isocenter_mm, body, patient_position=patient_position).ok]
+
+
+def interval_mu_matrix(n_cp: int) -> np.ndarray:
+    """(n_cp - 1, n_cp) matrix taking per-control-point MU to per-interval MU.
+
+    It is the split :func:`make_arc` applies: each control point's MU goes
+    half to the interval before and half to the one after it; the first and
+    last control points give all of theirs to their only interval.
+    """
+    n = int(n_cp)
+    if n < 2:
+        raise GeometryError(f"an arc needs at least 2 control points, got {n_cp}")
+    a = np.zeros((n - 1, n))
+    i = np.arange(n - 1)
+    a[i, i] = 0.5
+    a[i, i + 1] = 0.5
+    a[0, 0] = 1.0
+    a[-1, -1] += 0.5
+    return a
+
+
+def arc_mu_bounds(gantry_deg: np.ndarray, direction: str, limits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear bounds that keep every arc interval inside the MU-per-degree range.
+
+    Returns ``(A, lo, hi)`` such that per-control-point MU ``m`` (as passed to
+    :func:`make_arc`) are deliverable when ``lo <= A @ m <= hi``; use them as
+    constraints of the aperture-weight master problem of direct aperture
+    optimisation so that the limit is enforced, not only checked.
+    """
+    d = _direction(direction)
+    g = np.asarray(gantry_deg, float).reshape(-1)
+    step = np.diff(g) % 360.0 if d == "CW" else (-np.diff(g)) % 360.0
+    lo_deg, hi_deg = limits.mu_per_deg_range
+    return interval_mu_matrix(g.size), lo_deg * step, hi_deg * step

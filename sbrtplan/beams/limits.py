@@ -113,6 +113,10 @@ class DeliveryLimits:
         Beam hold and MLC verification per step-and-shoot segment.
     beam_overhead_s : float
         Per beam or arc: beam ramp-up and move to the start angle.
+    max_leaf_span_mm : float
+        Largest distance between the tips of the most extended and the most
+        retracted leaf of one bank (leaf length on the carriage; ~15 cm on
+        120-leaf MLCs).
     """
 
     max_leaf_speed_mm_s: float = 25.0
@@ -126,10 +130,11 @@ class DeliveryLimits:
     min_segment_mu: float = 2.0
     segment_overhead_s: float = 1.0
     beam_overhead_s: float = 15.0
+    max_leaf_span_mm: float = 150.0
 
     def __post_init__(self) -> None:
         for name in ("max_leaf_speed_mm_s", "max_gantry_speed_deg_s", "max_dose_rate_mu_min",
-                     "max_jaw_speed_mm_s", "max_cp_spacing_deg"):
+                     "max_jaw_speed_mm_s", "max_cp_spacing_deg", "max_leaf_span_mm"):
             v = float(getattr(self, name))
             if not (np.isfinite(v) and v > 0):
                 raise InputError(f"delivery limit {name} must be positive, got {getattr(self, name)!r}")
@@ -183,6 +188,7 @@ class ViolationKind(str, enum.Enum):
     MLC_MISMATCH = "MLC_MISMATCH"          # aperture leaf count differs from the beam's MLC
     LEAF_GAP = "LEAF_GAP"                  # opposing leaves closer than min_leaf_gap_mm
     LEAF_POSITION = "LEAF_POSITION"        # leaf or jaw beyond the carriage range
+    LEAF_SPAN = "LEAF_SPAN"                # leaves of one bank spread wider than the carriage allows
     INTERDIGITATION = "INTERDIGITATION"    # leaf passes the opposing neighbour (MLC forbids it)
     LEAF_SPEED = "LEAF_SPEED"              # leaf travel larger than the interval allows
     JAW_SPEED = "JAW_SPEED"
@@ -254,6 +260,12 @@ def _check_aperture(beam: Beam, k: int, ap: Aperture, limits: DeliveryLimits, ou
         out.append(Violation(beam.name, k, ViolationKind.LEAF_POSITION, float(pos.max()), lim,
                              f"beam '{beam.name}' CP {k}: a leaf or jaw at {pos.max():.1f} mm is beyond "
                              f"the {lim:.0f} mm range"))
+    for bank, xs in (("X1", ap.leaf_x1_mm), ("X2", ap.leaf_x2_mm)):
+        span = float(xs.max() - xs.min())
+        if span > limits.max_leaf_span_mm + _TOL_MM:
+            out.append(Violation(beam.name, k, ViolationKind.LEAF_SPAN, span, limits.max_leaf_span_mm,
+                                 f"beam '{beam.name}' CP {k}: bank {bank} leaves spread over {span:.1f} mm "
+                                 f"> {limits.max_leaf_span_mm:.1f} mm"))
     if not mlc.max_interdigitation and ap.n_pairs > 1:
         over = np.maximum(ap.leaf_x1_mm[1:] - ap.leaf_x2_mm[:-1], ap.leaf_x1_mm[:-1] - ap.leaf_x2_mm[1:])
         j = int(np.argmax(over))

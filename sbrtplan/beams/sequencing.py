@@ -30,8 +30,8 @@ multileaf collimators", IJROBP 28 (1994) 723-730 (unidirectional sweep).
 Geometry: apertures are in mm at the isocentre plane (IEC BLD); beamlet row
 ``r`` is delivered by the leaf pair that contains it
 (:func:`sbrtplan.beams.targeting.rows_to_leaf_pairs`); leaf tips sit on column
-edges; closed pairs inside the jaw opening are parked under the X1 jaw, pairs
-outside the Y jaws are closed on the axis; jaws fit the open leaves.
+edges; closed pairs are parked with their minimum gap under the X1 jaw; jaws
+fit the open leaves.
 """
 
 from __future__ import annotations
@@ -188,14 +188,13 @@ def _aperture_from_opening(op: np.ndarray, grid: BeamletGrid, mlc: MLCModel, pai
     jaw_x = (float(x1o.min()), float(x2o.max()))
     b = mlc.leaf_boundaries_mm
     jaw_y = (float(b[pairs[open_rows].min()]), float(b[pairs[open_rows].max() + 1]))
-    # closed pairs: inside the Y jaws, the gap hides under the X1 jaw;
-    # outside, they close on the axis (covered by the Y jaws).
+    # Closed pairs park with their gap under the X1 jaw (inside the Y jaws this
+    # hides the gap; outside, the Y jaws cover it anyway, and keeping every
+    # closed pair at the same place keeps the leaf-bank span at the field width).
     park = jaw_x[0] - gap_mm
     if park < -mlc.max_position_mm:
         park = jaw_x[1]  # hide under X2 instead when X1 is at the carriage limit
-    centres = mlc.leaf_centers_mm
-    in_y = (centres > jaw_y[0]) & (centres < jaw_y[1])
-    x1 = np.where(in_y, park, -0.5 * gap_mm)
+    x1 = np.full(mlc.n_pairs, park)
     x2 = x1 + gap_mm
     x1[pairs[open_rows]] = x1o
     x2[pairs[open_rows]] = x2o
