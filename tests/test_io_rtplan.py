@@ -246,3 +246,52 @@ def test_read_back_plan_reproduces_the_dose(case, tmp_path):
     d1 = forward_dose(case.density, case.grid, back, voxel_indices=vi, max_gantry_step_deg=10.0)
     assert d0.max() > 1.0  # a real dose, not an empty comparison
     assert np.max(np.abs(d1 - d0)) <= 1e-3 * d0.max()
+
+
+def test_reader_follows_dicom_conventions(case, tmp_path):
+    """Weights in MU (FinalCumulativeMetersetWeight != 1), attributes given only when they change,
+    symmetric X/Y jaws and an FFF fluence mode are all read as DICOM defines them."""
+    mlc = MLCModel.millennium120()
+    beam = _vmat(case, mlc, "CW", n=5)
+    for cp in beam.control_points:  # fixed jaws, so later control points need not repeat them
+        cp.aperture.jaw_x_mm, cp.aperture.jaw_y_mm = (-30.0, 30.0), (-25.0, 25.0)
+    write_rtplan(BeamSet([beam], 1, 20.0), tmp_path / "plan.dcm", case=case)
+    ds = pydicom.dcmread(tmp_path / "plan.dcm")
+    b = ds.BeamSequence[0]
+    b.FinalCumulativeMetersetWeight = "400"
+    for i, c in enumerate(b.ControlPointSequence):
+        c.CumulativeMetersetWeight = ds_w = float(c.CumulativeMetersetWeight) * 400.0
+        assert ds_w >= 0
+        if i > 0:  # jaws unchanged: only the MLC is repeated
+            c.BeamLimitingDevicePositionSequence = pydicom.Sequence(
+                [p for p in c.BeamLimitingDevicePositionSequence if p.RTBeamLimitingDeviceType == "MLCX"])
+    for d in list(b.BeamLimitingDeviceSequence) + list(b.ControlPointSequence[0].BeamLimitingDevicePositionSequence):
+        d.RTBeamLimitingDeviceType = {"ASYMX": "X", "ASYMY": "Y"}.get(d.RTBeamLimitingDeviceType,
+                                                                       d.RTBeamLimitingDeviceType)
+    fm = pydicom.Dataset()
+    fm.FluenceMode = "NON_STANDARD"
+    fm.FluenceModeID = "FFF"
+    b.PrimaryFluenceModeSequence = pydicom.Sequence([fm])
+    ds.save_as(tmp_path / "edited.dcm")
+    back = read_rtplan(tmp_path / "edited.dcm").beams[0]
+    assert back.metadata["fluence_mode"] == "FFF"
+    for ca, cb in zip(beam.control_points, back.control_points):
+        assert cb.cumulative_weight == pytest.approx(ca.cumulative_weight, abs=1e-6)
+        assert cb.aperture.jaw_x_mm == pytest.approx(ca.aperture.jaw_x_mm, abs=1e-3)
+        assert cb.aperture.jaw_y_mm == pytest.approx(ca.aperture.jaw_y_mm, abs=1e-3)
+    assert back.mu == pytest.approx(beam.mu, abs=1e-5)
+
+
+def test_plan_without_meterset_or_photons_is_rejected(case, tmp_path):
+    mlc = MLCModel.millennium120()
+    write_rtplan(BeamSet([_static(case, mlc)], 1, 20.0), tmp_path / "plan.dcm", case=case)
+    ds = pydicom.dcmread(tmp_path / "plan.dcm")
+    del ds.FractionGroupSequence[0].ReferencedBeamSequence[0].BeamMeterset
+    ds.save_as(tmp_path / "nomu.dcm")
+    with pytest.raises(InputError, match="no treatment beam with a BeamMeterset"):
+        read_rtplan(tmp_path / "nomu.dcm")
+    ds = pydicom.dcmread(tmp_path / "plan.dcm")
+    ds.BeamSequence[0].RadiationType = "ELECTRON"
+    ds.save_as(tmp_path / "electron.dcm")
+    with pytest.raises(InputError, match="photons only"):
+        read_rtplan(tmp_path / "electron.dcm")

@@ -384,6 +384,17 @@ def _read_beam(b: Dataset, mu: float, setups: dict, where: str) -> Beam:
         except GeometryError as e:
             raise InputError(f"{label}: control point {i}: {e}") from None
         cps.append(ControlPoint(float(state["gantry"]), ap, float(w) / final))
+    accessories = {k: int(b.get(k, 0) or 0) for k in ("NumberOfWedges", "NumberOfBlocks", "NumberOfCompensators",
+                                                        "NumberOfBoli")}
+    present = [f"{v} {k[8:].lower()}" for k, v in accessories.items() if v > 0]
+    if present:
+        # the dose engine models open MLC fields only: say so rather than silently ignore them
+        log.warning("%s: %s in the beam are not modelled; its dose will be computed without them",
+                    label, ", ".join(present))
+    fluence = "STANDARD"
+    for fm in b.get("PrimaryFluenceModeSequence", []):
+        if str(fm.get("FluenceMode", "")).upper() == "NON_STANDARD":
+            fluence = str(fm.get("FluenceModeID", "NON_STANDARD"))
     iso = tuple(float(v) for v in state["iso"])
     ref_setup = b.get("ReferencedPatientSetupNumber")
     position = setups.get(int(ref_setup) if ref_setup not in (None, "") else None) or \
@@ -398,7 +409,8 @@ def _read_beam(b: Dataset, mu: float, setups: dict, where: str) -> Beam:
                 arc_direction=direction if arc else "NONE",
                 metadata={"beam_number": int(b.BeamNumber), "beam_type": str(b.get("BeamType", "")),
                           "treatment_machine": str(b.get("TreatmentMachineName", "")),
-                          "n_control_points_in_file": len(cps_ds)})
+                          "n_control_points_in_file": len(cps_ds), "fluence_mode": fluence,
+                          "accessories": present})
 
 
 def _prescription_gy(ds: Dataset, fg: Dataset, n_fractions: int) -> float:
