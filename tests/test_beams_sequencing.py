@@ -55,7 +55,7 @@ def test_integer_fluence_is_reproduced_exactly():
     r, c = np.mgrid[0:8, 0:10]
     # a stepped pyramid on multiples of 4 MU: exactly decomposable with 4 MU units
     f = 4.0 * np.clip(3 - np.maximum(np.abs(r - 3.5) // 1.5, np.abs(c - 4.5) // 1.5), 0, None)
-    segs = sequence_fluence(f, grid, MLC, max_segments=10, min_segment_mu=2.0)
+    segs = sequence_fluence(f, grid, MLC, max_segments=10, min_segment_mu=2.0, transmission=False)
     d = delivered_fluence(segs, grid, MLC)
     # exact up to float rounding (NNLS on an exactly representable map)
     assert np.max(np.abs(d - f)) < 1e-6
@@ -88,6 +88,24 @@ def test_error_within_quantisation_bound():
     e3 = sequencing_error(f, sequence_fluence(f, grid, MLC, max_segments=3, min_segment_mu=min_mu), grid, MLC)
     assert e3.rms_mu >= e.rms_mu - 1e-9
     assert e3.n_segments <= 3
+
+
+def test_fit_accounts_for_transmission():
+    # Segments fitted with the 1.5 % leaf transmission reproduce the fluence the
+    # engine delivers (with transmission) better than segments fitted without it.
+    grid = _grid()
+    f = _smooth_fluence(grid, seed=2)
+    with_t = sequence_fluence(f, grid, MLC, max_segments=8, transmission=True)
+    without = sequence_fluence(f, grid, MLC, max_segments=8, transmission=False)
+    e_with = sequencing_error(f, with_t, grid, MLC, transmission=True)
+    e_without = sequencing_error(f, without, grid, MLC, transmission=True)
+    assert e_with.rms_mu < e_without.rms_mu
+    # More segments never hurt: the pursuit with 2n segments extends the one with n
+    # and refits (measured 25, 13, 7, 3, 1 % RMS of the maximum for 1..16 segments).
+    errs = [sequencing_error(f, sequence_fluence(f, grid, MLC, max_segments=n), grid, MLC, transmission=True).rms_mu
+            for n in (1, 2, 4, 8, 16)]
+    assert all(b < a for a, b in zip(errs, errs[1:]))
+    assert errs[-1] < 0.25 * errs[2]
 
 
 def test_transmission_under_closed_leaves():

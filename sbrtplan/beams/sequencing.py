@@ -12,13 +12,17 @@ Method
    segment ``j`` opens the ``j``-th run of every row and carries ``h`` units;
    usually fewer segments).  Identical apertures are merged.
 3. **Segment weights** are refitted to the *unquantised* fluence by
-   non-negative least squares; segments below ``min_segment_mu`` are dropped
+   non-negative least squares (including the MLC transmission under closed
+   leaves inside the jaws, as the dose engine delivers it); segments below ``min_segment_mu`` are dropped
    (the smallest first) and the fit repeated, so every returned segment
    respects the minimum MU.
 4. ``L`` is scanned from 1 to ``floor(f_max / min_segment_mu)`` (capped at
    30) with both decompositions; among those with at most ``max_segments``
    segments the smallest fluence error wins (ties: fewer segments, then fewer
-   MU).  If even ``L = 1`` needs too many segments (rows with
+   MU).  A third candidate comes from greedy **aperture pursuit**: repeatedly
+   add the aperture (one interval per row, found exactly by a maximum-sum
+   subarray per row) that best matches the current residual and refit the
+   weights; it usually wins when few segments are allowed.  If even ``L = 1`` needs too many segments (rows with
    several separate runs), the segments contributing least (MU x open area)
    are dropped before the refit.
 
@@ -136,16 +140,80 @@ def _sweep(q: np.ndarray) -> list[tuple[np.ndarray, int]]:
     return [(out[k][0], int(out[k][1])) for k in order]
 
 
-def _opening_matrix(openings: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """(n_rows * n_cols, n_segments) 0/1 matrix of the beamlets each segment opens."""
+def _opening_matrix(openings: list[np.ndarray], shape: tuple[int, int], transmission: float = 0.0) -> np.ndarray:
+    """(n_rows * n_cols, n_segments) fluence per MU of each segment on the beamlets.
+
+    1 where the segment is open; ``transmission`` under closed leaves inside
+    the jaws, which :func:`_aperture_from_opening` fits to the bounding box of
+    the open beamlets.
+    """
     n_rows, n_cols = shape
     cols = np.arange(n_cols)
     m = np.zeros((n_rows * n_cols, len(openings)))
     for k, op in enumerate(openings):
         a = op[:, 0:1]
         b = op[:, 1:2]
-        m[:, k] = ((cols[None, :] >= a) & (cols[None, :] < b)).ravel()
+        is_open = (cols[None, :] >= a) & (cols[None, :] < b)
+        col = is_open.astype(float)
+        if transmission > 0:
+            rows = np.flatnonzero(op[:, 0] >= 0)
+            if rows.size:
+                box = np.zeros(shape, bool)
+                box[rows.min():rows.max() + 1, op[rows, 0].min():op[rows, 1].max()] = True
+                col = col + transmission * (box & ~is_open)
+        m[:, k] = col.ravel()
     return m
+
+
+def _best_intervals(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row the contiguous interval [a, b) with the largest sum of ``r`` (Kadane via prefix sums)."""
+    n_rows, n_cols = r.shape
+    prefix = np.zeros((n_rows, n_cols + 1))
+    prefix[:, 1:] = np.cumsum(r, axis=1)
+    run_min = prefix[:, 0].copy()
+    run_arg = np.zeros(n_rows, np.int64)
+    best = np.zeros(n_rows)
+    best_a = np.full(n_rows, -1, np.int64)
+    best_b = np.full(n_rows, -1, np.int64)
+    for b in range(1, n_cols + 1):
+        gain = prefix[:, b] - run_min
+        better = gain > best
+        best = np.where(better, gain, best)
+        best_a = np.where(better, run_arg, best_a)
+        best_b = np.where(better, b, best_b)
+        lower = prefix[:, b] < run_min
+        run_min = np.where(lower, prefix[:, b], run_min)
+        run_arg = np.where(lower, b, run_arg)
+    return best_a, best_b, best
+
+
+def _pursuit(f: np.ndarray, max_segments: int, min_mu: float, transmission: float,
+             active: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Greedy aperture pursuit: add the aperture best aligned with the residual, refit, repeat.
+
+    The aperture maximising the residual summed over its open beamlets is one
+    best interval per row (the pricing step of column generation for a
+    least-squares objective; Romeijn et al., SIAM J. Optim. 15 (2005) 838).
+    """
+    target = f.ravel()
+    openings: list[np.ndarray] = []
+    w = np.zeros(0)
+    m = np.zeros((target.size, 0))
+    for _ in range(max_segments):
+        r = (target - m @ w).reshape(f.shape)
+        a, b, gain = _best_intervals(np.where(active, r, -np.abs(r) - 1e-9))
+        if gain.sum() <= 1e-9 * max(float(f.max()), 1.0):
+            break
+        op = np.stack([np.where(gain > 0, a, -1), np.where(gain > 0, b, -1)], axis=1)
+        if any(np.array_equal(op, o) for o in openings):
+            break
+        openings.append(op)
+        m = np.column_stack([m, _opening_matrix([op], f.shape, transmission)])
+        w = _fit_weights(m, target, min_mu)
+        if w[-1] <= 0:  # the new aperture cannot carry min_mu: stop
+            break
+    keep = w > 0
+    return [o for o, k in zip(openings, keep) if k], w[keep]
 
 
 def _fit_weights(m: np.ndarray, target: np.ndarray, min_mu: float) -> np.ndarray:
@@ -286,10 +354,10 @@ def delivered_fluence(segments: list[tuple[Aperture, float]], grid: BeamletGrid,
 
 
 def sequencing_error(fluence_mu: np.ndarray, segments: list[tuple[Aperture, float]], grid: BeamletGrid,
-                     mlc: MLCModel) -> SequencingError:
-    """Delivered (open-field, no transmission) minus requested fluence over the active beamlets."""
+                     mlc: MLCModel, *, transmission: bool = False) -> SequencingError:
+    """Delivered minus requested fluence over the active beamlets (optionally with MLC transmission)."""
     f = np.asarray(fluence_mu, float)
-    d = delivered_fluence(segments, grid, mlc)
+    d = delivered_fluence(segments, grid, mlc, transmission=transmission)
     e = (d - f)[grid.active]
     return SequencingError(rms_mu=float(np.sqrt(np.mean(e ** 2))) if e.size else 0.0,
                            max_abs_mu=float(np.max(np.abs(e), initial=0.0)),
@@ -299,7 +367,8 @@ def sequencing_error(fluence_mu: np.ndarray, segments: list[tuple[Aperture, floa
 
 def sequence_fluence(fluence_mu: np.ndarray, grid: BeamletGrid, mlc: MLCModel, *, max_segments: int = 10,
                      min_segment_mu: float = 2.0,
-                     min_leaf_gap_mm: float | None = None) -> list[tuple[Aperture, float]]:
+                     min_leaf_gap_mm: float | None = None,
+                     transmission: bool = True) -> list[tuple[Aperture, float]]:
     """Step-and-shoot segments (aperture, MU) that reproduce a fluence map.
 
     Parameters
@@ -316,6 +385,9 @@ def sequence_fluence(fluence_mu: np.ndarray, grid: BeamletGrid, mlc: MLCModel, *
         Every returned segment has at least this MU.
     min_leaf_gap_mm : float, optional
         Minimum gap between opposing leaves (default ``mlc.min_gap_mm``).
+    transmission : bool
+        Fit the segment MU to the fluence including ``mlc.transmission``
+        under closed leaves inside the jaws (what the dose engine delivers).
 
     Returns
     -------
@@ -342,14 +414,26 @@ def sequence_fluence(fluence_mu: np.ndarray, grid: BeamletGrid, mlc: MLCModel, *
     target = f.ravel()
     n_levels_max = max(1, min(_MAX_LEVELS, int(np.floor(fmax / min_segment_mu + 1e-9)) if min_segment_mu > 0
                               else _MAX_LEVELS))
+    t = mlc.transmission if transmission else 0.0
+    act = grid.active.ravel()
     best = None
+
+    def consider(openings, w, label):
+        nonlocal best
+        m = _opening_matrix(openings, f.shape, t)
+        err = float(np.sqrt(np.mean((m @ w - target)[act] ** 2)))
+        # smallest error; among equal errors fewer segments, then fewer MU
+        score = (round(err / fmax, 9), int(np.count_nonzero(w)), float(w.sum()))
+        if best is None or score < best[0]:
+            best = (score, openings, w, label)
+
     candidates = [(n, method) for n in range(1, n_levels_max + 1) for method in (_sweep, _decompose)]
     for n_levels, method in candidates:
         q = np.rint(f / (fmax / n_levels)).astype(np.int64)
         segs = method(q)
         openings = [op for op, _ in segs]
         units = np.array([u for _, u in segs], float) * fmax / n_levels
-        m = _opening_matrix(openings, f.shape)
+        m = _opening_matrix(openings, f.shape, t)
         if len(openings) > max_segments:
             if best is not None or method is _sweep:
                 continue
@@ -358,22 +442,21 @@ def sequence_fluence(fluence_mu: np.ndarray, grid: BeamletGrid, mlc: MLCModel, *
             keep = np.sort(np.argsort(-score, kind="stable")[:max_segments])
             openings = [openings[k] for k in keep]
             m = m[:, keep]
-        w = _fit_weights(m, target, min_segment_mu)
-        err = float(np.sqrt(np.mean((m @ w - target)[grid.active.ravel()] ** 2)))
-        # smallest error; among equal errors fewer segments, then fewer MU
-        score = (round(err / fmax, 9), int(np.count_nonzero(w)), float(w.sum()))
-        if best is None or score < best[0]:
-            best = (score, openings, w, n_levels)
-    _, openings, w, n_levels = best
+        consider(openings, _fit_weights(m, target, min_segment_mu),
+                 f"{'sweep' if method is _sweep else 'reducing levels'}, {n_levels} levels")
+    ops, w = _pursuit(f, int(max_segments), min_segment_mu, t, grid.active)
+    if ops:
+        consider(ops, w, "aperture pursuit")
+    _, openings, w, method_label = best
     used = np.flatnonzero(w > 0)
     used = used[np.argsort(-w[used], kind="stable")]
     segments = [(_aperture_from_opening(openings[k], grid, mlc, pairs, gap), float(w[k])) for k in used]
     if not segments:
         log.warning("fluence (max %.2f MU) too weak for one segment of %.2f MU: no segment", fmax, min_segment_mu)
         return []
-    e = sequencing_error(f, segments, grid, mlc)
-    log.info("sequenced %d segments (%d levels), %.1f MU; fluence error RMS %.2f MU (%.1f%% of max), max %.2f MU",
-             len(segments), n_levels, e.total_mu, e.rms_mu, 100 * e.rms_relative, e.max_abs_mu)
+    e = sequencing_error(f, segments, grid, mlc, transmission=transmission)
+    log.info("sequenced %d segments (%s), %.1f MU; fluence error RMS %.2f MU (%.1f%% of max), max %.2f MU",
+             len(segments), method_label, e.total_mu, e.rms_mu, 100 * e.rms_relative, e.max_abs_mu)
     return segments
 
 
