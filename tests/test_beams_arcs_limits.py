@@ -110,8 +110,15 @@ def test_gap_and_fixed_jaws():
     f = 10 + 30 * rng.random((8, 8))
     beam = segments_to_beam("F1", BeamGeometry(0.0), sequence_fluence(f, grid, MLC, max_segments=6), MLC)
     assert check_deliverability(beam, DeliveryLimits()) == []
-    # sequencing fits the jaws per segment: not deliverable with fixed jaws until the jaws are unified
-    assert any(v.kind is ViolationKind.JAW_MOTION for v in check_deliverability(beam, lim))
+    # jaws fitted per segment (as sequencing does) move between segments: not deliverable
+    # with fixed jaws until the jaws are unified
+    nested = segments_to_beam("F0", BeamGeometry(0.0), [(Aperture.rectangle(MLC, (-20.0, 20.0), (-20.0, 20.0)), 10.0),
+                                                         (Aperture.rectangle(MLC, (-10.0, 10.0), (-10.0, 10.0)), 10.0)],
+                              MLC)
+    assert check_deliverability(nested, DeliveryLimits()) == []
+    assert [(v.kind, v.control_point) for v in check_deliverability(nested, lim)] == \
+        [(ViolationKind.JAW_MOTION, 2), (ViolationKind.JAW_MOTION, 3)]
+    assert check_deliverability(with_fixed_jaws(nested), lim) == []
     assert check_deliverability(with_fixed_jaws(beam), lim) == []
     # a closed pair at 0.2 mm is below the 0.5 mm minimum gap (both CPs of segment 0)
     for cp in beam.control_points[:2]:
