@@ -15,12 +15,12 @@ How a beam is computed (numba, parallel over voxel blocks):
 3. *fill*: every (voxel, beamlet) pair within the cut-off gets the dose of the
    beamlet rectangle (Gaussian model: error-function products over the
    rectangle for each kernel term; matRad model: its tabulated kernels),
-   written straight into a per-beam CSR block, which is transposed into the
-   beam's slice of the final CSC arrays.
+   written straight to its place in the final CSC arrays (the count pass's
+   per-chunk column histograms give each parallel chunk its write cursors).
 
-Memory: the final arrays (float32 data, int32 row indices) plus one beam's
-CSR block; the voxel coordinates (24 bytes per voxel) and the fan table are
-the other large buffers.
+Memory: the final arrays (float32 data, int32 row indices) and small
+per-beam tables (fan, histograms); voxel positions are computed from the flat
+indices inside the kernels.
 
 Lateral cut-off
 ---------------
@@ -58,8 +58,8 @@ from .._log import get_logger, peak_memory_mib, timed
 from ..beams import BeamGeometry, BeamletGrid
 from ..case import Grid
 from ..errors import GeometryError, InputError
-from .geometry_kernels import (MODE_DEPTH_ONLY, MODE_LATERAL, MODE_NONE, beam_params, count_candidates,
-                               gaussian_voxel, matrad_voxel, voxel_frame)
+from .geometry_kernels import (MODE_DEPTH_ONLY, MODE_LATERAL, MODE_NONE, _range, beam_params, gaussian_voxel,
+                               matrad_voxel, voxel_frame)
 from .model import BeamModel, ModelKind, default_beam_model
 from .pencil import MAX_TERMS, horn, pack_gaussian, scaling_lengths
 from .raytrace import FanTable, trace_fan
@@ -68,7 +68,7 @@ log = get_logger(__name__)
 
 DEFAULT_CUTOFF_MM = 30.0
 BODY_THRESHOLD = 0.05
-_BLOCK = 256  # voxels per parallel work item (scratch buffers are allocated once per block)
+_MAX_CHUNKS = 64  # parallel work items per beam (contiguous voxel ranges)
 
 
 class Correction(enum.Enum):
@@ -145,82 +145,108 @@ class InfluenceMatrix:
 
 
 # ----------------------------------------------------------------- kernels
-@njit(cache=True, parallel=True)
-def _count_pass(pts, bp, xc, yc, active_idx, cutoff, counts, dist_src):
-    n = pts.shape[0]
-    nblk = (n + 255) // 256
-    for b in prange(nblk):
-        for i in range(b * 256, min(n, (b + 1) * 256)):
-            u, v, dist, s = voxel_frame(pts[i, 0], pts[i, 1], pts[i, 2], bp)
-            c = count_candidates(u, v, xc, yc, active_idx, cutoff)
-            counts[i] = c
-            dist_src[i] = s if c > 0 else np.nan
+# Voxels are split into ``n_chunks`` contiguous chunks (the parallel work items).  The count pass
+# builds a (chunk, column) histogram; its prefix sums give every chunk its own write cursor in each
+# column of the final CSC arrays, so the fill pass writes each value straight to its place (rows
+# sorted within columns) without an intermediate CSR block or a transposition.
+
+@njit(cache=True, inline="always")
+def _xyz(idx, nx, nyx, aff):
+    k = idx // nyx
+    rem = idx - k * nyx
+    j = rem // nx
+    i = rem - j * nx
+    x = aff[0, 0] * i + aff[0, 1] * j + aff[0, 2] * k + aff[0, 3]
+    y = aff[1, 0] * i + aff[1, 1] * j + aff[1, 2] * k + aff[1, 3]
+    z = aff[2, 0] * i + aff[2, 1] * j + aff[2, 2] * k + aff[2, 3]
+    return x, y, z
 
 
 @njit(cache=True, parallel=True)
-def _fill_gaussian(pts, rows_sel, indptr, bp, gp, mode, fp, table, entry, lengths, xe, ye, xc, yc, active_idx,
-                   horn_map, cutoff, data, cols):
-    n = rows_sel.size
-    nblk = (n + 255) // 256
-    nx = xe.size
-    ny = ye.size
+def _count_pass(vox, nx, nyx, aff, bp, xc, yc, active_idx, cutoff, hist, srange):
+    n = vox.size
+    n_chunks = hist.shape[0]
+    cs = (n + n_chunks - 1) // n_chunks
+    cut2 = cutoff * cutoff
+    for ch in prange(n_chunks):
+        smin = 1e30
+        smax = -1.0
+        for i in range(ch * cs, min(n, (ch + 1) * cs)):
+            px, py, pz = _xyz(vox[i], nx, nyx, aff)
+            u, v, dist, s = voxel_frame(px, py, pz, bp)
+            c_lo, c_hi = _range(xc, u - cutoff, u + cutoff)
+            r_lo, r_hi = _range(yc, v - cutoff, v + cutoff)
+            hit = False
+            for r in range(r_lo, r_hi):
+                dy = yc[r] - v
+                dy2 = dy * dy
+                if dy2 > cut2:
+                    continue
+                for c in range(c_lo, c_hi):
+                    j = active_idx[r, c]
+                    if j >= 0:
+                        dx = xc[c] - u
+                        if dx * dx + dy2 <= cut2:
+                            hist[ch, j] += 1
+                            hit = True
+            if hit:
+                smin = min(smin, s)
+                smax = max(smax, s)
+        srange[ch, 0] = smin
+        srange[ch, 1] = smax
+
+
+@njit(cache=True, parallel=True)
+def _fill_gaussian(vox, nx, nyx, aff, cursor0, bp, gp, mode, fp, table, entry, lengths, xe, ye, xc, yc, active_idx,
+                   horn_map, cutoff, data, rows):
+    n = vox.size
+    n_chunks = cursor0.shape[0]
+    n_cols = cursor0.shape[1]
+    cs = (n + n_chunks - 1) // n_chunks
     n_len = lengths.size
-    for b in prange(nblk):
+    for ch in prange(n_chunks):
         amp = np.empty(8)
         sx = np.empty(8)
         sy = np.empty(8)
         rho = np.ones(8)
-        ex = np.empty((8, nx))
-        ey = np.empty((8, ny))
-        for k in range(b * 256, min(n, (b + 1) * 256)):
-            i = rows_sel[k]
-            a = indptr[k]
-            e = indptr[k + 1]
-            if e == a:
-                continue
-            gaussian_voxel(pts[i, 0], pts[i, 1], pts[i, 2], bp, gp, mode, fp, table, entry, lengths, n_len,
-                           xe, ye, xc, yc, active_idx, horn_map, cutoff, False, amp, sx, sy, rho, ex, ey,
-                           data[a:e], cols[a:e])
+        ex = np.empty((8, xe.size))
+        ey = np.empty((8, ye.size))
+        vals = np.empty(n_cols, dtype=np.float32)
+        cols = np.empty(n_cols, dtype=np.int32)
+        cur = cursor0[ch].copy()
+        for i in range(ch * cs, min(n, (ch + 1) * cs)):
+            px, py, pz = _xyz(vox[i], nx, nyx, aff)
+            m = gaussian_voxel(px, py, pz, bp, gp, mode, fp, table, entry, lengths, n_len, xe, ye, xc, yc,
+                               active_idx, horn_map, cutoff, False, amp, sx, sy, rho, ex, ey, vals, cols)
+            for k in range(m):
+                c = cols[k]
+                p = cur[c]
+                data[p] = vals[k]
+                rows[p] = i
+                cur[c] = p + 1
 
 
 @njit(cache=True, parallel=True)
-def _fill_matrad(pts, rows_sel, indptr, bp, mp, fp, table, entry, xc, yc, active_idx, cutoff, ktab, t0, tres,
-                 data, cols):
-    n = rows_sel.size
-    nblk = (n + 255) // 256
-    for b in prange(nblk):
-        for k in range(b * 256, min(n, (b + 1) * 256)):
-            i = rows_sel[k]
-            a = indptr[k]
-            e = indptr[k + 1]
-            if e == a:
-                continue
-            matrad_voxel(pts[i, 0], pts[i, 1], pts[i, 2], bp, mp, fp, table, entry, xc, yc, active_idx, cutoff,
-                         ktab, t0, tres, data[a:e], cols[a:e])
-
-
-@njit(cache=True)
-def _csr_to_csc_into(indptr, cols, vals, rows_sel, n_cols, out_ptr, out_rows, out_vals, base):
-    """Transpose one beam's CSR block (rows = selected voxels) into CSC arrays starting at ``base``.
-
-    ``out_ptr`` (n_cols + 1,) receives absolute offsets; rows are voxel positions (``rows_sel``).
-    """
-    counts = np.zeros(n_cols + 1, dtype=np.int64)
-    for k in range(cols.size):
-        counts[cols[k] + 1] += 1
-    for c in range(n_cols):
-        counts[c + 1] += counts[c]
-    for c in range(n_cols + 1):
-        out_ptr[c] = base + counts[c]
-    nxt = counts[:n_cols].copy()
-    for r in range(rows_sel.size):
-        row = rows_sel[r]
-        for k in range(indptr[r], indptr[r + 1]):
-            c = cols[k]
-            pos = base + nxt[c]
-            out_rows[pos] = row
-            out_vals[pos] = vals[k]
-            nxt[c] += 1
+def _fill_matrad(vox, nx, nyx, aff, cursor0, bp, mp, fp, table, entry, xc, yc, active_idx, cutoff, ktab, t0, tres,
+                 data, rows):
+    n = vox.size
+    n_chunks = cursor0.shape[0]
+    n_cols = cursor0.shape[1]
+    cs = (n + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        vals = np.empty(n_cols, dtype=np.float32)
+        cols = np.empty(n_cols, dtype=np.int32)
+        cur = cursor0[ch].copy()
+        for i in range(ch * cs, min(n, (ch + 1) * cs)):
+            px, py, pz = _xyz(vox[i], nx, nyx, aff)
+            m = matrad_voxel(px, py, pz, bp, mp, fp, table, entry, xc, yc, active_idx, cutoff, ktab, t0, tres,
+                             vals, cols)
+            for k in range(m):
+                c = cols[k]
+                p = cur[c]
+                data[p] = vals[k]
+                rows[p] = i
+                cur[c] = p + 1
 
 
 # ----------------------------------------------------------------- helpers
@@ -247,7 +273,9 @@ def _voxel_set(density: np.ndarray, grid: Grid, voxel_indices) -> np.ndarray:
         vi = np.asarray(voxel_indices).reshape(-1)
         if vi.size and (vi.min() < 0 or vi.max() >= grid.size):
             raise InputError(f"voxel_indices must lie in [0, {grid.size}) for grid {grid.shape}")
-        vi = np.unique(vi.astype(np.int64))
+        vi = vi.astype(np.int64)
+        if vi.size > 1 and not np.all(vi[1:] > vi[:-1]):
+            vi = np.unique(vi)
     if vi.size >= 2**31:
         raise InputError(f"too many voxels ({vi.size}) for int32 row indices")
     return vi
@@ -339,8 +367,10 @@ def influence_matrix(density: np.ndarray, grid: Grid, geometries: Sequence[BeamG
     timings: dict = {}
     t_all = time.perf_counter()
     vi = _voxel_set(dens, grid, voxel_indices)
-    pts = np.ascontiguousarray(grid.voxel_centers_mm(vi), dtype=np.float64)
+    aff = np.ascontiguousarray(grid.affine[:3], dtype=np.float64)
+    nx, nyx = grid.nx, grid.nx * grid.ny
     n_beams = len(geometries)
+    n_chunks = int(max(1, min(_MAX_CHUNKS, vi.size // 512)))
 
     gaussian = model.kind is ModelKind.GAUSSIAN
     if gaussian:
@@ -348,12 +378,12 @@ def influence_matrix(density: np.ndarray, grid: Grid, geometries: Sequence[BeamG
         lengths = scaling_lengths(gp)
         back = float(lengths.max()) if lengths.size else 0.0
     else:
-        back = 0.0
         mk = model.matrad
         mp = np.array([mk.m_per_mm, *mk.betas_per_mm], dtype=np.float64)
+        back = 0.0
 
-    # pass 1 over all beams: counts -> exact sizes of the final arrays
-    counts_all, bparams, grids_arrays, s_ranges = [], [], [], []
+    # pass 1 over all beams: (chunk, column) histograms -> exact sizes and write cursors
+    hists, bparams, grids_arrays, s_ranges = [], [], [], []
     offsets = np.zeros(n_beams + 1, dtype=np.int64)
     t0 = time.perf_counter()
     for b, (geom, bg) in enumerate(zip(geometries, beamlet_grids)):
@@ -362,38 +392,38 @@ def influence_matrix(density: np.ndarray, grid: Grid, geometries: Sequence[BeamG
                                 f"{model.sad_mm} mm")
         arrs = _grid_arrays(bg)
         bp = beam_params(geom)
-        counts = np.empty(vi.size, dtype=np.int32)
-        dist = np.empty(vi.size, dtype=np.float64)
-        _count_pass(pts, bp, arrs[2], arrs[3], arrs[4], cutoff, counts, dist)
-        sel = np.flatnonzero(counts)
-        s_rng = (float(np.nanmin(dist)), float(np.nanmax(dist))) if sel.size else (0.0, 0.0)
-        del dist
-        counts_all.append((sel.astype(np.int32), counts[sel]))
+        hist = np.zeros((n_chunks, bg.n_beamlets), dtype=np.int64)
+        srange = np.empty((n_chunks, 2), dtype=np.float64)
+        _count_pass(vi, nx, nyx, aff, bp, arrs[2], arrs[3], arrs[4], cutoff, hist, srange)
+        hists.append(hist)
         bparams.append(bp)
         grids_arrays.append(arrs)
-        s_ranges.append(s_rng)
+        s_ranges.append((float(srange[:, 0].min()), float(srange[:, 1].max())))
         offsets[b + 1] = offsets[b] + bg.n_beamlets
-    nnz_beam = np.array([int(c.sum(dtype=np.int64)) for _, c in counts_all], dtype=np.int64)
+    nnz_beam = np.array([int(h.sum()) for h in hists], dtype=np.int64)
     nnz = int(nnz_beam.sum())
     timings["count"] = time.perf_counter() - t0
     idx_dtype = np.int32 if nnz < 2**31 else np.int64
     log.info("influence matrix: %d voxels, %d beams, %d beamlets, %d non-zeros (%.0f MiB), cut-off %g mm",
              vi.size, n_beams, offsets[-1], nnz, nnz * (4 + np.dtype(idx_dtype).itemsize) / 2**20, cutoff)
     data = np.empty(nnz, dtype=np.float32)
-    rows = np.empty(nnz, dtype=idx_dtype)
-    indptr = np.empty(int(offsets[-1]) + 1, dtype=idx_dtype)
+    rows = np.empty(nnz, dtype=np.int32 if vi.size < 2**31 else np.int64)
+    indptr = np.empty(int(offsets[-1]) + 1, dtype=np.int64)
     indptr[0] = 0
     base = 0
     t_trace = t_fill = 0.0
     for b, (geom, bg) in enumerate(zip(geometries, beamlet_grids)):
         tb = time.perf_counter()
-        sel, cnt = counts_all[b]
+        hist = hists[b]
         xe, ye, xc, yc, active_idx = grids_arrays[b]
         ncol = bg.n_beamlets
-        if sel.size == 0 or ncol == 0:
-            indptr[offsets[b] + 1:offsets[b + 1] + 1] = base
+        col_tot = hist.sum(axis=0)
+        col_ptr = base + np.concatenate([[0], np.cumsum(col_tot)])
+        indptr[offsets[b] + 1:offsets[b + 1] + 1] = col_ptr[1:]
+        if nnz_beam[b] == 0:
             log.warning("beam %d (%s): no voxel within the cut-off of its beamlets", b, geom.label())
             continue
+        cursor0 = np.ascontiguousarray(col_ptr[:-1][None, :] + np.cumsum(hist, axis=0) - hist)
         r, c = bg.rows_cols()
         u_rng = (float(bg.x_edges_mm[c.min()]) - cutoff, float(bg.x_edges_mm[c.max() + 1]) + cutoff)
         v_rng = (float(bg.y_edges_mm[r.min()]) - cutoff, float(bg.y_edges_mm[r.max() + 1]) + cutoff)
@@ -401,39 +431,35 @@ def influence_matrix(density: np.ndarray, grid: Grid, geometries: Sequence[BeamG
         ts = time.perf_counter()
         fan = _fan_for(dens, grid, geom, u_rng, v_rng, s_lo, s_hi, back)
         t_trace += time.perf_counter() - ts
-        ptr = np.zeros(sel.size + 1, dtype=np.int64)
-        np.cumsum(cnt, out=ptr[1:])
-        vals = np.empty(int(ptr[-1]), dtype=np.float32)
-        cols = np.empty(int(ptr[-1]), dtype=np.int32)
         ts = time.perf_counter()
         if gaussian:
-            horn_map = np.empty(bg.shape, dtype=np.float64)
             uu, vv = np.meshgrid(xc, yc)
-            horn_map[:] = 1.0 + gp[9] * (uu * uu + vv * vv) * 1e-4 + gp[10] * ((uu * uu + vv * vv) * 1e-4) ** 2
-            _fill_gaussian(pts, sel, ptr, bparams[b], gp, correction.value, fan.params, fan.table, fan.entry_mm,
-                           lengths, xe, ye, xc, yc, active_idx, horn_map, cutoff, vals, cols)
+            r2 = (uu * uu + vv * vv) * 1e-4
+            horn_map = np.ascontiguousarray(1.0 + gp[9] * r2 + gp[10] * r2 * r2)
+            _fill_gaussian(vi, nx, nyx, aff, cursor0, bparams[b], gp, correction.value, fan.params, fan.table,
+                           fan.entry_mm, lengths, xe, ye, xc, yc, active_idx, horn_map, cutoff, data, rows)
         else:
             ktab, kt0, kres = _matrad_tables(model, bg, geom, fan)
-            _fill_matrad(pts, sel, ptr, bparams[b], mp, fan.params, fan.table, fan.entry_mm, xc, yc, active_idx,
-                         cutoff, ktab, kt0, kres, vals, cols)
+            _fill_matrad(vi, nx, nyx, aff, cursor0, bparams[b], mp, fan.params, fan.table, fan.entry_mm, xc, yc,
+                         active_idx, cutoff, ktab, kt0, kres, data, rows)
         t_fill += time.perf_counter() - ts
-        out_ptr = np.empty(ncol + 1, dtype=np.int64)
-        _csr_to_csc_into(ptr, cols, vals, sel, ncol, out_ptr, rows, data, base)
-        indptr[offsets[b]:offsets[b + 1] + 1] = out_ptr
-        base += int(ptr[-1])
-        del vals, cols, ptr, fan
-        log.info("beam %d/%d (%s): %d beamlets, %d voxels, %d non-zeros, %.2f s, peak RSS %.0f MiB",
-                 b + 1, n_beams, geom.label(), ncol, sel.size, nnz_beam[b], time.perf_counter() - tb,
-                 peak_memory_mib())
+        base = int(col_ptr[-1])
+        del fan
+        log.info("beam %d/%d (%s): %d beamlets, %d non-zeros, %.2f s, peak RSS %.0f MiB",
+                 b + 1, n_beams, geom.label(), ncol, nnz_beam[b], time.perf_counter() - tb, peak_memory_mib())
         if progress is not None:
             progress(b + 1, n_beams)
     timings["trace"] = t_trace
     timings["fill"] = t_fill
-    with timed("assemble csc", log):
-        mat = sp.csc_matrix((data, rows, indptr), shape=(vi.size, int(offsets[-1])), copy=False)
+    if idx_dtype == np.int32:
+        indptr = indptr.astype(np.int32)
+    else:
+        rows = rows.astype(np.int64)
+    mat = sp.csc_matrix((data, rows, indptr), shape=(vi.size, int(offsets[-1])), copy=False)
+    mat.has_sorted_indices = True
     timings["total"] = time.perf_counter() - t_all
-    log.info("influence matrix done: %d non-zeros, %.1f MiB, %.2f s", nnz, mat.data.nbytes / 2**20 +
-             mat.indices.nbytes / 2**20, timings["total"])
+    log.info("influence matrix done: %d non-zeros, %.1f MiB, %.2f s, peak RSS %.0f MiB", nnz,
+             (mat.data.nbytes + mat.indices.nbytes) / 2**20, timings["total"], peak_memory_mib())
     return InfluenceMatrix(mat, vi, grid, list(geometries), list(beamlet_grids), offsets, timings, cutoff,
                            model.name)
 
