@@ -59,3 +59,43 @@ def test_candidate_directions_on_phantom(phantom):
     assert (0.0, 0.0) in pairs and (180.0, 0.0) in pairs
     assert sum(1 for b in cands if b.couch_deg == 30.0) < sum(1 for b in cands if b.couch_deg == 0.0)
     assert all(b.isocenter_mm == pytest.approx(iso) for b in cands)
+
+
+def test_deliverability_survives_rtplan_round_trip(tmp_path):
+    """The checker gives the same (empty) verdict on a plan read back from its RTPLAN."""
+    rtplan = pytest.importorskip("sbrtplan.io.rtplan")
+    from sbrtplan.beams import ArcSpec, BeamGeometry, aperture_from_columns, make_arc
+
+    case = make_phantom("spine", 5.0)
+    ptv = case.structure("PTV")
+    iso = isocenter_for(ptv)
+    mlc = MLCModel.millennium120()
+    limits = DeliveryLimits()
+    rng = np.random.default_rng(1)
+    beams = []
+    for k, (g, c) in enumerate(((160.0, 0.0), (200.0, 15.0))):
+        geo = BeamGeometry(g, 0.0, c, iso)
+        grid = beamlet_grid_for_target(ptv, geo, mlc)
+        segs = sequence_fluence(grid.to_map(10 + 20 * rng.random(grid.n_beamlets)), grid, mlc, max_segments=6)
+        beams.append(segments_to_beam(f"S{k + 1}", geo, segs, mlc))
+    # a legal arc: the opening grows by one 5 mm column every 3 control points (<= 8.3 mm per 2 deg)
+    spec = ArcSpec(181.0, 221.0, "CW")
+    gantry = spec.gantry_angles_deg()
+    grid = beamlet_grid_for_target(ptv, BeamGeometry(181.0, 0.0, 0.0, iso), mlc)
+    n_rows, n_cols = grid.shape
+    aps = []
+    for k in range(gantry.size):
+        half = min(n_cols // 2, 1 + k // 3)
+        left = np.full(n_rows, n_cols // 2 - half)
+        aps.append(aperture_from_columns(left, np.minimum(left + 2 * half, n_cols), grid, mlc,
+                                         jaws_mm=(grid.x_edges_mm[0], grid.x_edges_mm[-1], grid.y_edges_mm[0],
+                                                  grid.y_edges_mm[-1])))
+    beams.append(make_arc("A1", gantry, aps, np.full(gantry.size, 4.0), direction="CW", isocenter_mm=iso, mlc=mlc))
+    plan = BeamSet(beams, n_fractions=3, prescription_gy=27.0)
+    assert check_deliverability(plan, limits) == []
+    path = tmp_path / "plan.dcm"
+    rtplan.write_rtplan(plan, path, case=case)
+    back = rtplan.read_rtplan(path)
+    assert len(back.beams) == 3
+    assert check_deliverability(back, limits) == []
+    assert back.total_mu_per_fraction == pytest.approx(plan.total_mu_per_fraction, rel=1e-4)

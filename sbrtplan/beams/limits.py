@@ -34,7 +34,10 @@ import yaml
 from ..errors import GeometryError, InputError
 from .delivery import Aperture, Beam, BeamSet, ControlPoint, Technique
 
-_TOL_MM = 1e-6
+# Tolerances absorb the precision of DICOM export (positions to 0.001 mm,
+# meterset weights to 1e-7) so that a plan read back from RTPLAN checks the same.
+_TOL_MM = 2e-3
+_TOL_MU = 1e-3
 
 
 # ------------------------------------------------------------ configuration files
@@ -312,7 +315,7 @@ def _beam_violations(beam: Beam, limits: DeliveryLimits) -> list[Violation]:
                                      f"beam '{beam.name}' CP {k}: {dg:.2f} deg from the previous control point "
                                      f"> {limits.max_cp_spacing_deg:.2f} deg"))
             mpd = mu[i] / dg
-            if mpd < lo - 1e-9 or mpd > hi + 1e-9:
+            if mpd < lo - _TOL_MU / dg or mpd > hi + _TOL_MU / dg:
                 out.append(Violation(beam.name, k, ViolationKind.MU_PER_DEGREE, float(mpd), lo if mpd < lo else hi,
                                      f"beam '{beam.name}' CP {i}->{k}: {mpd:.2f} MU/deg outside "
                                      f"[{lo:g}, {hi:g}]"))
@@ -329,11 +332,11 @@ def _beam_violations(beam: Beam, limits: DeliveryLimits) -> list[Violation]:
                                          f"beam '{beam.name}' CP {i}->{k}: a jaw moves {jaws:.1f} mm, at most "
                                          f"{jaw_allowed:.1f} mm allowed"))
         elif beam.technique is Technique.STEP_AND_SHOOT or beam.technique is Technique.STATIC:
-            if mu[i] > 0 and (travel > _TOL_MM or jaws > _TOL_MM):
+            if mu[i] > _TOL_MU and (travel > _TOL_MM or jaws > _TOL_MM):
                 out.append(Violation(beam.name, k, ViolationKind.SEGMENT_MOTION, max(travel, jaws), 0.0,
                                      f"beam '{beam.name}' CP {i}->{k}: leaves or jaws move by "
                                      f"{max(travel, jaws):.1f} mm while {mu[i]:.1f} MU are delivered"))
-            if 0 < mu[i] < limits.min_segment_mu - 1e-9:
+            if _TOL_MU < mu[i] < limits.min_segment_mu - _TOL_MU:
                 out.append(Violation(beam.name, k, ViolationKind.SEGMENT_MU, float(mu[i]), limits.min_segment_mu,
                                      f"beam '{beam.name}' segment ending at CP {k}: {mu[i]:.2f} MU "
                                      f"< minimum {limits.min_segment_mu:.2f} MU"))
