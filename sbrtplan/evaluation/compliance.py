@@ -291,8 +291,9 @@ def _radiobiology(dvh: DVH, points: dict[str, float], fractions: int, ab: float,
     """BED and EQD2 of DVH points and of the mean (mean of the per-voxel values)."""
     eq = {k: _r(eqd2_gy(v, fractions, ab)) for k, v in points.items()}
     bd = {k: _r(bed_gy(v, fractions, ab)) for k, v in points.items()}
-    eq["mean"] = _r(dvh.mean_of(lambda d: eqd2_gy(d, fractions, ab)))
-    bd["mean"] = _r(dvh.mean_of(lambda d: bed_gy(d, fractions, ab)))
+    mean_bed = dvh.mean_bed_gy(fractions, ab)
+    bd["mean"] = _r(mean_bed)
+    eq["mean"] = _r(mean_bed / (1.0 + 2.0 / ab))
     return {"alpha_beta_gy": ab, "alpha_beta_source": source, "fractions": fractions, "eqd2_gy": eq, "bed_gy": bd}
 
 

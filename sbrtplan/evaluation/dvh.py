@@ -150,6 +150,27 @@ class _Sorted:
         order = np.argsort(-dose, kind="stable")
         return cls(dose[order].astype(np.float64), np.cumsum(vol_cc[order], dtype=np.float64))
 
+    @classmethod
+    def build_top(cls, dose: np.ndarray, vol_cc: np.ndarray, need_cc: float) -> "_Sorted":
+        """The hottest samples holding at least ``need_cc`` (all samples above the dose that completes it).
+
+        Only those are sorted (a partial selection first): a tail set on a dose
+        plateau can hold a million sub-samples of which a few thousand matter.
+        """
+        keep = vol_cc > 0
+        dose = dose[keep]
+        vol_cc = vol_cc[keep]
+        n = dose.size
+        if n <= 8192 or float(vol_cc.sum()) <= need_cc:
+            return cls.build(dose, vol_cc)
+        k = min(n, 2 * int(np.ceil(need_cc / float(vol_cc.mean()))) + 64)
+        while True:
+            part = np.argpartition(-dose, k - 1)[:k] if k < n else np.arange(n)
+            if k >= n or float(vol_cc[part].sum()) >= need_cc:
+                break
+            k = min(n, 4 * k)
+        return cls.build(dose[part], vol_cc[part])
+
     @property
     def total_cc(self) -> float:
         return float(self.cum_cc[-1]) if self.cum_cc.size else 0.0
@@ -213,6 +234,7 @@ class DVH:
     refinement: Refinement
     subdivisions: int
     tail_cc: float = 0.0
+    mean_sq_gy2: float = float("nan")     # volume-weighted mean of the squared voxel dose
     _body_src: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _body: _Sorted | None = field(default=None, repr=False)
     _tail: _Sorted | None = field(default=None, repr=False)
@@ -294,18 +316,17 @@ class DVH:
     def median_gy(self) -> float:
         return self.d_pct(50.0)
 
-    def mean_of(self, fn) -> float:
-        """Volume-weighted mean of ``fn(dose)`` over the DVH samples (e.g. the mean EQD2 per voxel).
+    def mean_bed_gy(self, fractions: int, alpha_beta_gy: float) -> float:
+        """Mean over the structure of the per-voxel BED (Gy) for ``fractions`` equal fractions.
 
-        ``fn`` must act element-wise on an array of doses (Gy).  With the identity
-        this is the mean dose of the sample set (equal to :attr:`mean_gy` for
-        unrefined structures, within the sub-voxel sampling otherwise).
+        BED is quadratic in dose, so its mean follows from the first two moments of
+        the voxel doses: ``mean(D) + mean(D^2) / (n alpha/beta)`` (voxel centres, as
+        :attr:`mean_gy`).  It exceeds the BED of the mean dose whenever the dose is
+        not uniform.  The mean EQD2 is this divided by ``1 + 2 / (alpha/beta)``.
         """
-        b = self._body_sorted()
-        if b.dose.size == 0:
-            return float("nan")
-        vol = np.diff(b.cum_cc, prepend=0.0)
-        return float(np.dot(np.asarray(fn(b.dose), dtype=np.float64), vol) / b.cum_cc[-1])
+        if fractions < 1 or alpha_beta_gy <= 0:
+            raise InputError(f"mean BED needs fractions >= 1 and alpha/beta > 0, got {fractions}, {alpha_beta_gy}")
+        return float(self.mean_gy + self.mean_sq_gy2 / (fractions * alpha_beta_gy))
 
     def curve(self, dose_gy: np.ndarray) -> np.ndarray:
         """Cumulative DVH (% of volume) at the doses ``dose_gy``."""
@@ -347,14 +368,16 @@ def compute_dvh(dose, structure: Structure, refinement: Refinement | str = Refin
     vox = f.grid.voxel_volume_cc
     vol_cc = w * vox
     total = float(vol_cc.sum())
-    mean = float(np.dot(dvals.astype(np.float64), vol_cc) / total)
+    d64 = dvals.astype(np.float64)
+    mean = float(np.dot(d64, vol_cc) / total)
+    mean_sq = float(np.dot(d64 * d64, vol_cc) / total)
     refinement = Refinement(refinement)
     if refinement is Refinement.AUTO:
         refinement = (Refinement.FULL if (structure.role.is_target or flat.size <= FULL_REFINE_MAX_VOXELS)
                       else Refinement.TAIL)
     occ = w_full if has_fraction else None
     dvh = DVH(name=name or structure.name, volume_cc=total, mean_gy=mean, min_gy=float(dvals.min()),
-              refinement=refinement, subdivisions=1, _body_src=(dvals, vol_cc))
+              refinement=refinement, subdivisions=1, mean_sq_gy2=mean_sq, _body_src=(dvals, vol_cc))
     if refinement is Refinement.NONE:
         return dvh
 
@@ -378,7 +401,7 @@ def compute_dvh(dose, structure: Structure, refinement: Refinement | str = Refin
         s = _subdivisions(int(cand.sum()))
         if s > 1:
             sd, sw = _samples_for(f, w[cand].astype(np.float32), flat[cand], s, occ)
-            dvh._tail = _Sorted.build(sd, sw.astype(np.float64) * vox)
+            dvh._tail = _Sorted.build_top(sd, sw.astype(np.float64) * vox, tail_cc)
             dvh.tail_cc = tail_cc
             dvh.subdivisions = max(dvh.subdivisions, s)
     return dvh
