@@ -205,7 +205,6 @@ def write_rtplan(beam_set: BeamSet, path, *, case: Case, rtstruct_uid: str | Non
             ds.ReferencedStructureSetSequence = DicomSequence([ref])
         else:
             ds.RTPlanGeometry = "TREATMENT_DEVICE"
-        ds.PlanIntent = "CURATIVE"
         # RT Prescription
         ds.PrescriptionDescription = f"{beam_set.prescription_gy:g} Gy / {beam_set.n_fractions} fx"[:64]
         dref = Dataset()
@@ -219,7 +218,6 @@ def write_rtplan(beam_set: BeamSet, path, *, case: Case, rtstruct_uid: str | Non
             dref.DoseReferenceStructureType = "SITE"
         dref.DoseReferenceDescription = str(name)[:64]
         dref.DoseReferenceType = "TARGET"
-        dref.DeliveryMaximumDose = ds_str(1.5 * beam_set.prescription_gy, 4)
         dref.TargetPrescriptionDose = ds_str(beam_set.prescription_gy, 4)
         ds.DoseReferenceSequence = DicomSequence([dref])
         # RT Tolerance Tables
