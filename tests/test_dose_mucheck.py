@@ -261,8 +261,9 @@ def test_cli_end_to_end_on_written_dicom(tmp_path, capsys):
     from sbrtplan.cli import main
     from sbrtplan.phantoms import make_phantom
 
-    if not hasattr(io, "write_ct_series") or not hasattr(io, "write_rtplan"):
-        pytest.skip("sbrtplan.io writers not available")
+    needed = ("write_ct_series", "write_rtstruct", "write_rtplan", "read_rtplan")
+    if not all(hasattr(io, n) for n in needed):
+        pytest.skip("sbrtplan.io DICOM readers/writers not all available in this checkout")
     case = make_phantom("lung_slab", 5.0)
     io.write_ct_series(case, tmp_path / "ct")
     io.write_rtstruct(case, tmp_path / "rs.dcm")
@@ -281,3 +282,20 @@ def test_cli_end_to_end_on_written_dicom(tmp_path, capsys):
     assert all(abs(b["diff_pct"]) < 1.0 for b in doc["beams"])     # water: as the engine tests
     rc = main(args + ["--point", f"0,{case.metadata['surface_y_mm'] + 70.0},0"])
     assert rc == 1 and "FAIL" in capsys.readouterr().out
+
+
+def test_mu_check_notes_low_density_and_blocked_points(model, water_column):
+    """Rows say why a difference may not be meaningful: a point in lung-like density
+    (equivalent-path Clarkson has no lateral scaling) or a point under the leaves."""
+    g, rho = water_column
+    lung = rho.copy()
+    lung[:, 25:75, :] = 0.25                       # y from -100 to 0 mm
+    iso = (0.0, -50.0, 0.0)
+    open_b = _beam(Aperture.rectangle(MLC, (-30.0, 30.0), (-30.0, 30.0)), iso[1], name="open")
+    off_b = _beam(Aperture.rectangle(MLC, (10.0, 40.0), (-30.0, 30.0)), iso[1], name="offaxis")
+    bs = BeamSet([open_b, off_b], n_fractions=1, prescription_gy=10.0)
+    rep = mu_check(bs, lung, g, [1.0, 1.0], point_mm=iso, model=model)
+    assert "low density (0.25)" in rep.rows[0].note
+    assert "under leaves or jaws for 100 %" in rep.rows[1].note
+    rep_w = mu_check(bs, rho, g, [1.0, 1.0], point_mm=iso, model=model)
+    assert rep_w.rows[0].note == ""

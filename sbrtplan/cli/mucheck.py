@@ -77,8 +77,11 @@ def run(args) -> int:
     for flag, path in (("--ct", args.ct), ("--rtstruct", args.rtstruct), ("--rtplan", args.rtplan)):
         if not Path(path).exists():
             raise InputError(f"{flag} {path}: no such file or folder")
-    from ..io import read_rtplan
+    from .. import io
 
+    read_rtplan = getattr(io, "read_rtplan", None)
+    if read_rtplan is None:
+        raise InputError("this installation of sbrtplan has no RTPLAN reader (sbrtplan.io.read_rtplan)")
     model = load_beam_model(args.model) if args.model else None
     case = _load_case(args.ct, args.rtstruct)
     beam_set = read_rtplan(args.rtplan)

@@ -470,6 +470,39 @@ class MUCheckReport:
         return "\n".join(lines)
 
 
+LOW_DENSITY = 0.6   # below this (relative electron density) lateral disequilibrium matters
+
+
+def _point_note(beam: Beam, density: np.ndarray, grid: Grid, p: np.ndarray, main_gy: float) -> str:
+    """Why a row may not be meaningful: no main dose, point blocked, or in low-density tissue.
+
+    Equivalent-path Clarkson has no lateral density scaling: in lung it
+    behaves like a depth-only correction (overestimating small-field dose
+    inside low-density tissue), so such points are flagged for the reader.
+    """
+    notes = []
+    if main_gy <= 0:
+        notes.append("no main-engine dose at the point")
+    idx = np.rint(grid.index_from_patient(p)).astype(int)
+    idx = np.clip(idx, 0, np.asarray(grid.shape) - 1)
+    rho = float(np.asarray(density)[tuple(idx)])
+    if rho < LOW_DENSITY:
+        notes.append(f"point in low density ({rho:.2f}): equivalent-path check unreliable")
+    samples = sample_delivery(beam)
+    tot = sum(s.mu for s in samples)
+    if tot > 0:
+        blocked = 0.0
+        for s in samples:
+            b = s.geometry.to_beam(p[None, :])[0]
+            scale = s.geometry.sad_mm / (s.geometry.sad_mm - b[2])
+            t = _transmission(s.aperture, beam.mlc, 0.0, np.array([b[0] * scale]), np.array([b[1] * scale]))[0]
+            if t < 1.0:
+                blocked += s.mu
+        if blocked > 0.5 * tot:
+            notes.append(f"point under leaves or jaws for {100 * blocked / tot:.0f} % of the MU")
+    return "; ".join(notes)
+
+
 MainDose = Sequence[float] | Callable[[Beam, np.ndarray], float]
 
 
@@ -514,9 +547,7 @@ def mu_check(beam_set: BeamSet, density: np.ndarray, grid: Grid, main_dose_gy_pe
             m = float(main(beam, p)) if callable(main) else float(vals[i])
             ind = independent_point_dose(beam, density, grid, p, model=model)
             diff = 100.0 * (ind - m) / m if m != 0 else (0.0 if ind == 0 else float("inf"))
-            note = ""
-            if m <= 0:
-                note = "no main-engine dose at the point"
+            note = _point_note(beam, density, grid, p, m)
             rows.append(MUCheckRow(beam=beam.name, point_mm=tuple(float(c) for c in p), main_gy=m,
                                    independent_gy=ind, diff_pct=float(diff),
                                    passed=bool(abs(diff) <= tolerance_pct), mu=float(beam.mu), note=note))
