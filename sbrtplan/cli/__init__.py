@@ -23,6 +23,7 @@ COMMANDS = [
     "evaluate",
     "recompute",
     "mucheck",
+    "dij",
     "compare-fractions",
     "benchmark",
     "batch",

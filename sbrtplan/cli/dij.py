@@ -1,0 +1,257 @@
+"""``sbrtplan dij``: export an influence (dose-deposition) matrix for a case.
+
+Writes a scipy ``.npz`` (readable with ``scipy.sparse.load_npz``; the extra
+arrays hold the voxel indices, the dose grid and every beam's geometry and
+beamlets) or, when ``--out`` ends in ``.mat``, a matRad-like MATLAB v7.3 file
+with a ``dij`` struct (``dij.physicalDose{1}`` sparse, rows = matRad's
+1-based column-major dose-cube voxel index in (y, x, z) order, columns =
+beamlets) and ``stf``-like beam angles.  Prints build time, non-zeros and
+peak memory.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dij", help="export an influence matrix (voxels x beamlets) as .npz or matRad .mat",
+                       description="Compute the dose-influence matrix of equispaced coplanar (or couch-rotated) "
+                                   "beams on a case's target and write it as scipy .npz or a matRad-like v7.3 .mat.")
+    p.add_argument("--case", required=True, help="DICOM folder, matRad .mat, OpenKBP folder or phantom:NAME")
+    p.add_argument("--rtstruct", help="RTSTRUCT file when the folder holds several")
+    p.add_argument("--target", help="target structure (default: the PTV, else all targets)")
+    p.add_argument("--beams", type=int, default=9, help="number of equispaced beams (default 9)")
+    p.add_argument("--gantry", type=float, nargs="+", help="explicit gantry angles in degrees (overrides --beams)")
+    p.add_argument("--couch", type=float, nargs="+", default=[0.0],
+                   help="couch angle(s) in degrees: one for all beams or one per beam (default 0)")
+    p.add_argument("--collimator", type=float, default=0.0, help="collimator angle in degrees (default 0)")
+    p.add_argument("--beamlet-mm", type=float, default=5.0, help="beamlet size at the isocentre: 5 or 2.5 mm")
+    p.add_argument("--margin-mm", type=float, default=5.0, help="beamlets around the target projection (default 5)")
+    p.add_argument("--grid-mm", type=float, default=2.5, help="dose grid spacing in mm (default 2.5)")
+    p.add_argument("--cutoff-mm", type=float, default=None, help="lateral cut-off in mm (default 30)")
+    p.add_argument("--machine", default=None, help="beam model: shipped name, .yaml file or matRad photons_*.mat")
+    p.add_argument("--correction", choices=["lateral", "depth_only", "none"], default="lateral",
+                   help="heterogeneity correction (default lateral)")
+    p.add_argument("--out", required=True, help="output file: .npz or .mat")
+    p.set_defaults(func=run)
+
+
+def _target(case, name):
+    from ..case import union
+    from ..errors import StructureError
+
+    if name:
+        return case.structure(name)
+    if case.has("PTV"):
+        return case.structure("PTV")
+    targets = case.targets()
+    if not targets:
+        raise StructureError(f"case '{case.name}': no target structure; give --target NAME")
+    out = targets[0]
+    for t in targets[1:]:
+        out = union(out, t, name="Targets")
+    return out
+
+
+def run(args) -> int:
+    from .._log import peak_memory_mib
+    from ..beams import BeamGeometry, MLCModel, beamlet_grid_for_target, isocenter_for
+    from ..case import resample_case
+    from ..dose_engine import Correction, default_beam_model, influence_matrix, load_beam_model
+    from ..errors import InputError
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".npz", ".mat"):
+        raise InputError(f"--out {out}: expected a .npz or .mat file name")
+    if args.beamlet_mm <= 0 or args.grid_mm <= 0:
+        raise InputError("--beamlet-mm and --grid-mm must be positive")
+    case = _load(args.case, args.rtstruct)
+    t0 = time.perf_counter()
+    body = case.body
+    dose_case = resample_case(case, args.grid_mm, region=body, margin_mm=5.0 if body is not None else 0.0)
+    target = _target(dose_case, args.target)
+    iso = isocenter_for(target)
+    gantries = list(args.gantry) if args.gantry else [360.0 * b / args.beams for b in range(args.beams)]
+    if args.beams < 1 and not args.gantry:
+        raise InputError(f"--beams must be >= 1, got {args.beams}")
+    couches = list(args.couch)
+    if len(couches) == 1:
+        couches = couches * len(gantries)
+    if len(couches) != len(gantries):
+        raise InputError(f"--couch: give one angle or {len(gantries)} (one per beam), got {len(couches)}")
+    model = default_beam_model() if args.machine is None else load_beam_model(args.machine)
+    mlc = MLCModel.hd120() if args.beamlet_mm < 5.0 else MLCModel.millennium120()
+    geoms = [BeamGeometry(g, args.collimator, c, iso, model.sad_mm, case.patient_position)
+             for g, c in zip(gantries, couches)]
+    grids = [beamlet_grid_for_target(target, g, mlc, beamlet_mm=args.beamlet_mm, margin_mm=args.margin_mm)
+             for g in geoms]
+    body_d = dose_case.body
+    voxels = np.flatnonzero(body_d.mask) if body_d is not None else None
+    print(f"case {case.name}: dose grid {dose_case.grid.shape} (z,y,x) at {args.grid_mm:g} mm, target "
+          f"'{target.name}', isocentre ({iso[0]:.1f}, {iso[1]:.1f}, {iso[2]:.1f}) mm, {len(geoms)} beams, "
+          f"{sum(g.n_beamlets for g in grids)} beamlets of {args.beamlet_mm:g} mm", file=sys.stderr)
+    bar = _bar(len(geoms))
+    try:
+        tb = time.perf_counter()
+        D = influence_matrix(dose_case.density, dose_case.grid, geoms, grids, voxels, model=model,
+                             cutoff_mm=args.cutoff_mm, correction=Correction[args.correction.upper()],
+                             progress=bar)
+        build_s = time.perf_counter() - tb
+    finally:
+        bar.close()
+    tw = time.perf_counter()
+    if out.suffix.lower() == ".npz":
+        write_npz(out, D)
+    else:
+        write_matrad_dij(out, D)
+    write_s = time.perf_counter() - tw
+    print(f"influence matrix: {D.n_voxels} voxels x {D.n_beamlets} beamlets, {D.nnz} non-zeros "
+          f"({D.nbytes / 2**20:.0f} MiB), build {build_s:.2f} s, write {write_s:.2f} s, total "
+          f"{time.perf_counter() - t0:.2f} s, peak memory {peak_memory_mib():.0f} MiB -> {out}")
+    return 0
+
+
+def _load(spec: str, rtstruct):
+    if str(spec).lower().startswith("phantom:"):
+        from ..phantoms import make_phantom
+
+        return make_phantom(str(spec).split(":", 1)[1])
+    from ..io import load_case
+
+    return load_case(spec, rtstruct=rtstruct)
+
+
+def _bar(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="dij", unit="beam", file=sys.stderr, dynamic_ncols=True)
+
+    def cb(done, n):
+        bar.update(max(done - bar.n, 0))
+
+    cb.close = bar.close
+    return cb
+
+
+# ---------------------------------------------------------------- writers
+def write_npz(path: Path, D) -> Path:
+    """scipy ``.npz`` (``scipy.sparse.load_npz`` reads the matrix) plus geometry arrays."""
+    from .._log import atomic_output
+
+    m = D.matrix
+    g = D.grid
+    arrays = {
+        "data": m.data, "indices": m.indices, "indptr": m.indptr, "format": np.array(b"csc"),
+        "shape": np.array(m.shape, dtype=np.int64),
+        "voxel_indices": D.voxel_indices, "beam_offsets": D.beam_offsets,
+        "grid_shape_zyx": np.array(g.shape, dtype=np.int64), "grid_spacing_mm_xyz": np.array(g.spacing_mm),
+        "grid_origin_mm_xyz": np.array(g.origin_mm), "grid_direction": np.asarray(g.direction),
+        "gantry_deg": np.array([b.gantry_deg for b in D.geometries]),
+        "collimator_deg": np.array([b.collimator_deg for b in D.geometries]),
+        "couch_deg": np.array([b.couch_deg for b in D.geometries]),
+        "isocenter_mm": np.array([b.isocenter_mm for b in D.geometries]),
+        "sad_mm": np.array([b.sad_mm for b in D.geometries]),
+        "units": np.array("Gy per fraction per MU (beamlet weights in MU)"),
+    }
+    for b, bg in enumerate(D.beamlet_grids):
+        arrays[f"beam{b}_x_edges_mm"] = bg.x_edges_mm
+        arrays[f"beam{b}_y_edges_mm"] = bg.y_edges_mm
+        arrays[f"beam{b}_active"] = bg.active
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return path
+
+
+_MAT_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: sbrtplan, HDF5 schema 1.00 ."
+
+
+def write_matrad_dij(path: Path, D) -> Path:
+    """A matRad-like ``dij`` in a MATLAB v7.3 (HDF5) file.
+
+    ``dij.physicalDose{1}`` is a double sparse matrix of size (prod(dij.doseGrid.dimensions), bixels); the
+    dose cube is matRad's (y, x, z) with column-major 1-based linear indices.  Scalars and vectors are
+    doubles as matRad stores them.
+    """
+    import h5py
+    import scipy.sparse as sp
+
+    from .._log import atomic_output
+
+    g = D.grid
+    nz, ny, nx = g.shape
+    k, j, i = np.unravel_index(D.voxel_indices, g.shape)
+    lin = (j + ny * (i + nx * k)).astype(np.int64)         # 0-based column-major index of cube (y, x, z)
+    m = D.matrix
+    rows = lin[m.indices]
+    big = sp.csc_matrix((m.data.astype(np.float64), rows, m.indptr.astype(np.int64)), shape=(g.size, m.shape[1]))
+    big.sort_indices()
+    n_beams = len(D.geometries)
+    bixel_num, ray_num, beam_num, rays_per_beam = [], [], [], []
+    for b, bg in enumerate(D.beamlet_grids):
+        nb = bg.n_beamlets
+        bixel_num.append(np.ones(nb))
+        ray_num.append(np.arange(1, nb + 1, dtype=float))
+        beam_num.append(np.full(nb, b + 1, dtype=float))
+        rays_per_beam.append(nb)
+    x, y, z = g.axis_coordinates_mm() if g.is_axis_aligned else (None, None, None)
+    res = np.array(g.spacing_mm, dtype=float)
+    with atomic_output(path) as tmp:
+        with h5py.File(tmp, "w", userblock_size=512) as f:
+            refs = f.create_group("#refs#")
+            dij = f.create_group("dij")
+            dij.attrs["MATLAB_class"] = np.bytes_("struct")
+            _scalar(dij, "numOfBeams", n_beams)
+            _scalar(dij, "numOfVoxels", g.size)
+            _scalar(dij, "totalNumOfBixels", m.shape[1])
+            _scalar(dij, "totalNumOfRays", m.shape[1])
+            _vector(dij, "numOfRaysPerBeam", np.array(rays_per_beam, float))
+            _vector(dij, "bixelNum", np.concatenate(bixel_num))
+            _vector(dij, "rayNum", np.concatenate(ray_num))
+            _vector(dij, "beamNum", np.concatenate(beam_num))
+            _vector(dij, "dimensions", np.array([ny, nx, nz], float))
+            dg = dij.create_group("doseGrid")
+            dg.attrs["MATLAB_class"] = np.bytes_("struct")
+            rg = dg.create_group("resolution")
+            rg.attrs["MATLAB_class"] = np.bytes_("struct")
+            for name, v in zip("xyz", res):
+                _scalar(rg, name, v)
+            _vector(dg, "dimensions", np.array([ny, nx, nz], float))
+            _scalar(dg, "numOfVoxels", g.size)
+            if x is not None:
+                _vector(dg, "x", x)
+                _vector(dg, "y", y)
+                _vector(dg, "z", z)
+            sgrp = refs.create_group("a")
+            sgrp.attrs["MATLAB_class"] = np.bytes_("double")
+            sgrp.attrs["MATLAB_sparse"] = np.uint64(g.size)
+            sgrp.create_dataset("data", data=big.data)
+            sgrp.create_dataset("ir", data=big.indices.astype(np.uint64))
+            sgrp.create_dataset("jc", data=big.indptr.astype(np.uint64))
+            cell = dij.create_dataset("physicalDose", shape=(1, 1), dtype=h5py.ref_dtype)
+            cell[0, 0] = sgrp.ref
+            cell.attrs["MATLAB_class"] = np.bytes_("cell")
+            stf = f.create_group("stf_angles")
+            stf.attrs["MATLAB_class"] = np.bytes_("struct")
+            _vector(stf, "gantryAngles", np.array([b.gantry_deg for b in D.geometries]))
+            _vector(stf, "couchAngles", np.array([b.couch_deg for b in D.geometries]))
+            _vector(stf, "isoCenter", np.asarray(D.geometries[0].isocenter_mm, float))
+        with open(tmp, "r+b") as fh:
+            fh.write(_MAT_HEADER.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
+    return path
+
+
+def _scalar(grp, name, value) -> None:
+    ds = grp.create_dataset(name, data=np.array([[float(value)]]))
+    ds.attrs["MATLAB_class"] = np.bytes_("double")
+
+
+def _vector(grp, name, values) -> None:
+    # MATLAB stores arrays transposed in HDF5: a row vector 1 x n is an (n, 1) dataset
+    ds = grp.create_dataset(name, data=np.asarray(values, float).reshape(-1, 1))
+    ds.attrs["MATLAB_class"] = np.bytes_("double")
