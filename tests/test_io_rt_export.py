@@ -198,6 +198,11 @@ def test_rtdose_round_trip(case, tmp_path):
     ds16 = pydicom.dcmread(tmp_path / "rd16.dcm")
     back16 = ds16.pixel_array * float(ds16.DoseGridScaling)
     assert np.max(np.abs(back16 - dose)) <= 30.0 / 1.2e5
+    # a per-fraction dose says so (FRACTION summation, fraction group 1 of the plan)
+    write_rtdose(Dose(g, dose / 3, per_fraction=True), g, tmp_path / "fx.dcm", case=case, rtplan_uid="1.2.3.4.5")
+    dfx = pydicom.dcmread(tmp_path / "fx.dcm")
+    assert dfx.DoseSummationType == "FRACTION"
+    assert int(dfx.ReferencedRTPlanSequence[0].ReferencedFractionGroupSequence[0].ReferencedFractionGroupNumber) == 1
 
 
 def test_bad_input(case, tmp_path):
@@ -305,3 +310,42 @@ def test_clinical_thorax_export(shared_data, tmp_path):
         for p in (tmp_path / "rs.dcm", tmp_path / "rp.dcm"):
             errors, text, _ = _dciodvfy_errors(exe, p)
             assert errors == [], text
+
+
+def test_prone_oblique_axes_round_trip(tmp_path):
+    """A head-first prone grid (row and column axes pointing to -x and -y) survives CT,
+    RTSTRUCT and RTDOSE export: orientation is written, not assumed."""
+    import sbrtplan.io as sio
+    from sbrtplan.case import Case, Grid
+
+    g = Grid((12, 30, 40), (2.5, 2.0, 3.0), (50.0, 40.0, -10.0), np.diag([-1.0, -1.0, 1.0]))
+    pts = g.voxel_centers_mm().reshape(g.shape + (3,))
+    c0 = np.asarray(g.patient_from_index([6, 15, 20]))
+    r = np.linalg.norm((pts - c0) / [1.0, 1.0, 1.5], axis=-1)
+    body = np.linalg.norm((pts - c0)[..., :2] / [45.0, 28.0], axis=-1) <= 1.0
+    ptv = Structure("PTV", g, r <= 15.0, role=StructureRole.PTV)
+    case = Case("prone", g, np.where(body, 0.0, -1000.0), {"PTV": ptv}, patient_position="HFP")
+    write_ct_series(case, tmp_path)
+    write_rtstruct(case, tmp_path / "rs.dcm")
+    dose = 20.0 * np.exp(-r ** 2 / 400.0)
+    write_rtdose(dose, g, tmp_path / "rd.dcm", case=case, rtplan_uid="1.2.3")
+    ct = pydicom.dcmread(tmp_path / "CT_0001.dcm")
+    assert [float(v) for v in ct.ImageOrientationPatient] == [-1, 0, 0, 0, -1, 0]
+    assert ct.PatientPosition == "HFP"
+    rd = pydicom.dcmread(tmp_path / "rd.dcm")
+    assert [float(v) for v in rd.ImageOrientationPatient] == [-1, 0, 0, 0, -1, 0]
+    # the first stored voxel is the grid origin; the next column lies 2.5 mm towards -x
+    assert [float(v) for v in rd.ImagePositionPatient] == pytest.approx(list(g.origin_mm))
+    assert np.allclose(rd.pixel_array * float(rd.DoseGridScaling), dose, atol=20.0 / 4e9 + 1e-9)
+    # a contour point of the PTV lies on the 15 mm sphere boundary (within half a voxel)
+    rs = pydicom.dcmread(tmp_path / "rs.dcm")
+    p = np.asarray(rs.ROIContourSequence[0].ContourSequence[0].ContourData, float).reshape(-1, 3)
+    assert np.all(np.abs(np.linalg.norm((p - c0) / [1.0, 1.0, 1.5], axis=1) - 15.0) <= 2.5)
+    if hasattr(sio, "read_ct_series") and hasattr(sio, "read_rtstruct"):
+        back = sio.read_ct_series(tmp_path)
+        assert back.grid.same_as(g) and back.patient_position == "HFP"
+        (s,) = sio.read_rtstruct(tmp_path / "rs.dcm", back, occupancy=False)
+        assert np.count_nonzero(s.mask != ptv.mask) <= 2  # one saddle cell at most
+    if hasattr(sio, "read_rtdose"):
+        d = sio.read_rtdose(tmp_path / "rd.dcm")
+        assert d.grid.same_as(g) and np.allclose(d.dose_gy, dose, atol=1e-5)
