@@ -1,5 +1,51 @@
-"""sbrtplan.io (under construction)."""
+"""Import of patient data into the Case model.
 
-from .ctwrite import write_ct_series
-from .rtexport import write_rtdose, write_rtstruct
-from .rtplan import read_rtplan, write_rtplan
+Public API
+----------
+load_case(spec, rtstruct=None) -> Case
+    ``"phantom:NAME"``, a DICOM folder, a matRad ``.mat`` file or an OpenKBP folder.
+read_ct_series(directory, series_uid=None) -> Case
+    CT series (sorted along the slice normal, HU, any orientation) without structures.
+read_rtstruct(path, case_or_grid, names=None, occupancy=True) -> list[Structure]
+    Contours -> masks at voxel centres (even-odd rule) + sub-voxel occupancy.
+read_rtdose(path, grid=None) -> Dose
+    DoseGridScaling, GridFrameOffsetVector, orientation; resampled onto ``grid`` if given.
+body_outline(case) -> Structure
+    Automatic external contour, couch excluded.
+read_matrad(path) -> Case ; write_matrad(path, case, dose_gy=None, dij=None) -> Path
+    matRad ``ct``/``cst`` (MATLAB v5 or v7.3) and a matRad-compatible v7.3 writer.
+read_openkbp(directory) -> Case
+    OpenKBP sparse CSV patient with its reference dose in ``case.doses``.
+"""
+
+from .body import body_outline
+from .dicom_ct import read_ct_series
+from .load import load_case
+from .rtstruct import read_rtstruct
+
+__all__ = ["load_case", "read_ct_series", "read_rtstruct", "body_outline"]
+
+try:  # optional pieces land separately; the core readers above never depend on them
+    from .rtdose import read_rtdose  # noqa: F401
+
+    __all__.append("read_rtdose")
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from .matrad_io import read_matrad, write_matrad  # noqa: F401
+
+    __all__ += ["read_matrad", "write_matrad"]
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from .openkbp import read_openkbp  # noqa: F401
+
+    __all__.append("read_openkbp")
+except ImportError:  # pragma: no cover
+    pass
+
+from .ctwrite import write_ct_series  # noqa: E402  (RT export)
+from .rtexport import write_rtdose, write_rtstruct  # noqa: E402
+from .rtplan import read_rtplan, write_rtplan  # noqa: E402
+
+__all__ += ["write_ct_series", "write_rtstruct", "write_rtplan", "write_rtdose", "read_rtplan"]
