@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+from numba import njit
 from scipy.special import erf
 
 from .._log import get_logger, timed
@@ -231,6 +232,31 @@ def _transmission(aperture: Aperture, mlc: MLCModel, jaw_transmission: float,
                     np.where(in_head, jaw_transmission, 0.0))
 
 
+@njit(cache=True)
+def _ring_weights(u, v, cos_t, sin_t, mids, boundaries, x1, x2, jaw, t_mlc, t_jaw, max_half):
+    """Sector-averaged transmitted fluence on each ring around (u, v): the numba
+    form of :func:`_transmission` summed over sectors (same rules)."""
+    n_sec = cos_t.size
+    n_r = mids.size
+    n_pairs = x1.size
+    w = np.zeros(n_r)
+    for k in range(n_sec):
+        for j in range(n_r):
+            x = u + cos_t[k] * mids[j]
+            y = v + sin_t[k] * mids[j]
+            if x >= jaw[0] and x <= jaw[1] and y >= jaw[2] and y <= jaw[3]:
+                p = np.searchsorted(boundaries, y, side="right") - 1
+                if p >= 0 and p < n_pairs and x >= x1[p] and x <= x2[p]:
+                    w[j] += 1.0
+                else:
+                    w[j] += t_mlc
+            elif abs(x) <= max_half and abs(y) <= max_half:
+                w[j] += t_jaw
+    for j in range(n_r):
+        w[j] /= n_sec
+    return w
+
+
 def equivalent_path_mm(density: np.ndarray, grid: Grid, source_mm, point_mm, step_mm: float | None = None) -> float:
     """Radiological (equivalent water) path length from the source to a point.
 
@@ -313,9 +339,12 @@ def subfield_terms(tables: ClarksonTables, geometry: BeamGeometry, aperture: Ape
     theta = (np.arange(N_SECTORS) + 0.5) * (2.0 * math.pi / N_SECTORS)
     edges = _RADIAL_EDGES_MM
     mids = 0.5 * (edges[1:] + edges[:-1])
-    xs = u + np.cos(theta)[:, None] * mids[None, :]
-    ys = v + np.sin(theta)[:, None] * mids[None, :]
-    w = _transmission(aperture, mlc, jaw_transmission, xs, ys).mean(axis=0)   # sector average per ring
+    w = _ring_weights(float(u), float(v), np.cos(theta), np.sin(theta), mids,
+                      np.ascontiguousarray(mlc.leaf_boundaries_mm, dtype=np.float64),
+                      np.ascontiguousarray(aperture.leaf_x1_mm, dtype=np.float64),
+                      np.ascontiguousarray(aperture.leaf_x2_mm, dtype=np.float64),
+                      np.array([*aperture.jaw_x_mm, *aperture.jaw_y_mm], dtype=np.float64),
+                      float(mlc.transmission), float(jaw_transmission), _MAX_FIELD_HALF_MM)
     clarkson = float(np.dot(w, np.diff(tables.sp_tmr(depth, edges * mag))))
     sc_iso = float(np.dot(w, np.diff(tables.sc_circle(edges))))
     sc_pt = float(np.dot(w, np.diff(tables.sc_circle(edges * mag))))
