@@ -21,17 +21,12 @@ read_openkbp(directory) -> Case
 from .body import body_outline
 from .dicom_ct import read_ct_series
 from .load import load_case
+from .rtdose import read_rtdose
 from .rtstruct import read_rtstruct
 
-__all__ = ["load_case", "read_ct_series", "read_rtstruct", "body_outline"]
+__all__ = ["load_case", "read_ct_series", "read_rtstruct", "read_rtdose", "body_outline"]
 
-try:  # optional pieces land separately; the core readers above never depend on them
-    from .rtdose import read_rtdose  # noqa: F401
-
-    __all__.append("read_rtdose")
-except ImportError:  # pragma: no cover
-    pass
-try:
+try:  # pieces that land separately
     from .matrad_io import read_matrad, write_matrad  # noqa: F401
 
     __all__ += ["read_matrad", "write_matrad"]
