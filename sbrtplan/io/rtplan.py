@@ -277,6 +277,23 @@ def _f(value, default: float | None = None) -> float | None:
     return float(value)
 
 
+def _ds_array(item: Dataset, keyword: str) -> np.ndarray:
+    """A multi-valued DS attribute as floats, parsed from the raw bytes when pydicom has not
+    converted it yet (converting 120 leaf positions x thousands of control points value by
+    value takes seconds)."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+
+    elem = item.get_item(tag_for_keyword(keyword))
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        text = elem.value.strip(b" \0")
+        try:
+            return np.array(text.split(b"\\"), dtype=float) if text else np.zeros(0)
+        except ValueError:
+            pass  # unusual formatting: let pydicom parse it
+    return np.asarray(item.get(keyword, []), dtype=float)
+
+
 def _mlc_from_boundaries(boundaries: np.ndarray) -> MLCModel:
     for known in (MLCModel.millennium120(), MLCModel.hd120()):
         if known.leaf_boundaries_mm.size == boundaries.size and np.allclose(known.leaf_boundaries_mm, boundaries,
@@ -348,7 +365,7 @@ def _read_beam(b: Dataset, mu: float, setups: dict, where: str) -> Beam:
             direction = rot
         for p in c.get("BeamLimitingDevicePositionSequence", []):
             kind = str(p.RTBeamLimitingDeviceType).upper()
-            pos = np.asarray(p.LeafJawPositions, float)
+            pos = _ds_array(p, "LeafJawPositions")
             if kind in ("X", "ASYMX"):
                 state["ASYMX"] = pos
             elif kind in ("Y", "ASYMY"):
