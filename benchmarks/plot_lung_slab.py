@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         bot.set_xlim(0, 300)
     axes[0, 0].legend(fontsize=7, loc="lower left")
     axes[1, 0].legend(fontsize=7, loc="upper left")
-    fig.suptitle("6 MV central axis in a water / lung / water slab: Monte Carlo (ompMC, pyRadMC) vs sbrtplan pencil beam")
+    fig.suptitle("6 MV central axis in a water / lung / water slab: "
+                 "Monte Carlo (ompMC, pyRadMC) vs sbrtplan pencil beam")
     fig.tight_layout()
     with atomic_output(args.out) as tmp:
         fig.savefig(tmp, dpi=110)

@@ -7,25 +7,29 @@ engine -- as a clinical MU check shares the commissioning data with the
 planning system -- and none of its algorithms:
 
 * **Beam data as tables.**  From the commissioned model's water formulas
-  (:mod:`sbrtplan.dose_engine.water`) it tabulates, for square fields of side
-  ``s`` and depths ``d`` with the point at the isocentre distance (TMR
-  geometry), the dose per MU ``D(d, s) = Sc(s) * SpTMR(d, s)``: the in-air
-  collimator (head-scatter and focal-spot) factor ``Sc`` and the phantom part
-  ``SpTMR`` (phantom scatter factor times tissue-maximum ratio, in Gy/MU).
+  (:mod:`sbrtplan.dose_engine.pencil` / :mod:`sbrtplan.dose_engine.water`) it
+  tabulates, for square fields of side ``s`` and depths ``d`` with the point
+  at the isocentre distance (TMR geometry), the dose per MU ``D(d, s)``
+  (output factor x TMR x calibration, in Gy/MU), as a clinic tabulates
+  measured TMRs and output factors.
 * **Square -> circle.**  Clarkson integrates circular-field data.  Instead of
-  the textbook equivalent radius ``r = 0.5611 s`` alone, the circular-field
-  function ``G(d, r)`` is obtained by inverting the sector integral so that
-  the sector average of ``G`` over each square reproduces ``SpTMR(d, s)``
-  (fixed-point iteration started from ``r = 0.5611 s``).  The in-air factor of
-  a circle follows in closed form from the model's focal-spot and head-scatter
+  the textbook equivalent radius (``r = 0.5611 s``, BJR Suppl. 25), which is
+  poor for fields of a few millimetres, the circular-field function
+  ``G(d, r)`` is obtained by inverting the sector integral: the smoothest
+  ``G`` whose sector average over each square reproduces the square-field
+  data (regularised least squares; residual ~1e-10).  The in-air factor of a
+  circle follows in closed form from the model's focal-spot and head-scatter
   Gaussians.
 * **Sector integration.**  Around the reference point's projection on the
   isocentre plane, 360 sectors are walked outwards; each radial step adds the
-  increase of ``G`` (radius scaled to the point's plane) and of ``Sc``
-  (isocentre plane) weighted by the fluence transmitted there: 1 in the
-  MLC/jaw opening, the MLC transmission under a leaf, the jaw transmission
-  under a jaw.  The primary is integrated by sectors too: for small fields
-  it is not a point quantity (focal spot and electron range).
+  increase of ``G`` (radius scaled to the point's plane) weighted by the
+  fluence transmitted there: 1 in the MLC/jaw opening, the MLC transmission
+  under a leaf, the jaw transmission under a jaw.  The primary is integrated
+  by sectors too: for small fields it is not a point quantity (focal spot and
+  electron range).  The in-air (collimator) factor is set by the aperture at
+  the isocentre plane, not at the point's plane: for points off the
+  isocentre distance ``G`` is corrected by ``Sc(aperture) / Sc(aperture scaled
+  to the point's plane)``, both sector-integrated.
 * **Equivalent path length.**  The depth is the radiological path along the
   ray from the source to the point (sampled independently of the engine's
   Siddon tracer); the dose scales with the inverse square of the
@@ -56,7 +60,6 @@ from .model import BeamModel, ModelKind, default_beam_model
 
 log = get_logger(__name__)
 
-EQUIVALENT_RADIUS_PER_SIDE = 0.5611  # circle of equal scatter for a square of unit side (BJR 25)
 N_SECTORS = 360
 _MAX_FIELD_HALF_MM = 200.0   # largest field the collimators open (40 x 40 cm)
 _TABLE_DEPTHS_MM = np.concatenate([np.arange(0.0, 40.0, 0.5), np.arange(40.0, 400.01, 2.5)])
@@ -77,8 +80,8 @@ class ClarksonTables:
     ----------
     depths_mm : (nd,) depths of the table (water, point at the isocentre distance).
     radii_mm : (nr,) circle radii at the point's plane, ``radii_mm[0] == 0``.
-    sp_tmr_gy_per_mu : (nd, nr) phantom part ``G(d, r)`` of the dose per MU of a
-        circular field of radius ``r`` (``G(d, 0) = 0``).
+    circle_gy_per_mu : (nd, nr) dose per MU ``G(d, r)`` of a circular field of
+        radius ``r`` (point at the isocentre distance; ``G(d, 0) = 0``).
     sc_weights, sc_sigmas_mm : in-air collimator factor of a circle of radius
         ``r`` at the isocentre plane, ``sum_i w_i (1 - exp(-r^2 / 2 sigma_i^2))``.
     sad_mm : source-axis distance.
@@ -90,7 +93,7 @@ class ClarksonTables:
 
     depths_mm: np.ndarray
     radii_mm: np.ndarray
-    sp_tmr_gy_per_mu: np.ndarray
+    circle_gy_per_mu: np.ndarray
     sc_weights: np.ndarray
     sc_sigmas_mm: np.ndarray
     sad_mm: float
@@ -109,12 +112,12 @@ class ClarksonTables:
         s = np.asarray(side_mm, dtype=float)[..., None]
         return np.sum(self.sc_weights * erf(s / (2.0 * math.sqrt(2.0) * self.sc_sigmas_mm)) ** 2, axis=-1)
 
-    def sp_tmr(self, depth_mm: float, radius_mm: np.ndarray) -> np.ndarray:
+    def circle_dose(self, depth_mm: float, radius_mm: np.ndarray) -> np.ndarray:
         """``G(d, r)`` by linear interpolation (depth clamped to the table)."""
         d = float(np.clip(depth_mm, self.depths_mm[0], self.depths_mm[-1]))
         i = int(np.clip(np.searchsorted(self.depths_mm, d) - 1, 0, self.depths_mm.size - 2))
         t = (d - self.depths_mm[i]) / (self.depths_mm[i + 1] - self.depths_mm[i])
-        row = (1.0 - t) * self.sp_tmr_gy_per_mu[i] + t * self.sp_tmr_gy_per_mu[i + 1]
+        row = (1.0 - t) * self.circle_gy_per_mu[i] + t * self.circle_gy_per_mu[i + 1]
         return np.interp(radius_mm, self.radii_mm, row)
 
 
@@ -180,11 +183,11 @@ def clarkson_tables(model: BeamModel | None = None) -> ClarksonTables:
         sig_src = math.sqrt(g.source_sigma_x_mm * g.source_sigma_y_mm)
         fh = g.head_scatter_fraction
         tabs = ClarksonTables(
-            depths_mm=depths, radii_mm=_TABLE_RADII_MM, sp_tmr_gy_per_mu=np.zeros((depths.size, _TABLE_RADII_MM.size)),
+            depths_mm=depths, radii_mm=_TABLE_RADII_MM, circle_gy_per_mu=np.zeros((depths.size, _TABLE_RADII_MM.size)),
             sc_weights=np.array([1.0 - fh, fh]), sc_sigmas_mm=np.array([sig_src, g.head_scatter_sigma_mm]),
             sad_mm=sad, horn_h2=float(g.horn_h2), horn_h4=float(g.horn_h4),
             square_sides_mm=sides, square_gy_per_mu=dose)
-        tabs.sp_tmr_gy_per_mu[:] = _invert_squares(dose, sides, _TABLE_RADII_MM)
+        tabs.circle_gy_per_mu[:] = _invert_squares(dose, sides, _TABLE_RADII_MM)
     _TABLE_CACHE[key] = tabs
     return tabs
 
@@ -345,7 +348,7 @@ def subfield_terms(tables: ClarksonTables, geometry: BeamGeometry, aperture: Ape
                       np.ascontiguousarray(aperture.leaf_x2_mm, dtype=np.float64),
                       np.array([*aperture.jaw_x_mm, *aperture.jaw_y_mm], dtype=np.float64),
                       float(mlc.transmission), float(jaw_transmission), _MAX_FIELD_HALF_MM)
-    clarkson = float(np.dot(w, np.diff(tables.sp_tmr(depth, edges * mag))))
+    clarkson = float(np.dot(w, np.diff(tables.circle_dose(depth, edges * mag))))
     sc_iso = float(np.dot(w, np.diff(tables.sc_circle(edges))))
     sc_pt = float(np.dot(w, np.diff(tables.sc_circle(edges * mag))))
     q2 = (u * u + v * v) * 1e-4
