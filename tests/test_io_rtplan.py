@@ -178,6 +178,8 @@ def test_thorax_sliding_window_plan(shared_data):
     for beam in bs.beams:
         assert len(beam.control_points) == n_cp[beam.metadata["beam_number"]]
         assert beam.mlc.name == "HD120" and beam.energy_mv == 6.0
+        # the two material-less "compensators" per field are Eclipse's fluence maps, not devices
+        assert beam.metadata["accessories"] == []
         # sliding window: while the beam is on, every leaf sweeps one way (a split field jumps back
         # only in a zero-MU interval), and no pair crosses.  Closed pairs parked under the jaws may
         # shuffle, so allow 2 % of the beam-on leaf travel to go backwards.
@@ -272,9 +274,11 @@ def test_reader_follows_dicom_conventions(case, tmp_path):
     fm.FluenceMode = "NON_STANDARD"
     fm.FluenceModeID = "FFF"
     b.PrimaryFluenceModeSequence = pydicom.Sequence([fm])
+    b.NumberOfWedges = 1  # a physical wedge is reported (the engine does not model it)
     ds.save_as(tmp_path / "edited.dcm")
     back = read_rtplan(tmp_path / "edited.dcm").beams[0]
     assert back.metadata["fluence_mode"] == "FFF"
+    assert back.metadata["accessories"] == ["1 wedges"]
     for ca, cb in zip(beam.control_points, back.control_points):
         assert cb.cumulative_weight == pytest.approx(ca.cumulative_weight, abs=1e-6)
         assert cb.aperture.jaw_x_mm == pytest.approx(ca.aperture.jaw_x_mm, abs=1e-3)

@@ -401,6 +401,11 @@ def _read_beam(b: Dataset, mu: float, setups: dict, where: str) -> Beam:
         cps.append(ControlPoint(float(state["gantry"]), ap, float(w) / final))
     accessories = {k: int(b.get(k, 0) or 0) for k in ("NumberOfWedges", "NumberOfBlocks", "NumberOfCompensators",
                                                         "NumberOfBoli")}
+    if accessories["NumberOfCompensators"] and "CompensatorSequence" in b:
+        # Eclipse stores the optimal and actual fluence of an IMRT field as "compensators" without a
+        # material; only those with a material are physical devices in the beam.
+        accessories["NumberOfCompensators"] = sum(1 for c in b.CompensatorSequence
+                                                  if str(c.get("MaterialID", "") or "").strip())
     present = [f"{v} {k[8:].lower()}" for k, v in accessories.items() if v > 0]
     if present:
         # the dose engine models open MLC fields only: say so rather than silently ignore them
