@@ -93,7 +93,6 @@ def _beam_dataset(beam: Beam, number: int, machine_name: str, tolerance_table: b
     b.BeamType = "DYNAMIC" if moving else "STATIC"
     b.RadiationType = "PHOTON"
     b.TreatmentMachineName = str(machine_name)[:16]
-    b.Manufacturer = "sbrtplan"
     b.PrimaryDosimeterUnit = "MU"
     b.SourceAxisDistance = ds_str(beam.sad_mm, 3)
     devices = []
