@@ -159,7 +159,10 @@ def d2cm_gy(dose, ptv: Structure, body: Structure | None = None,
     """Maximum dose (Gy) at voxel centres at least ``distance_mm`` from the PTV surface.
 
     Only voxels inside ``body`` (occupancy >= 0.5) count when a body is given.
-    Returns 0 Gy with ``n_voxels_region == 0`` when no voxel is that far.
+    Returns 0 Gy with ``n_voxels_region == 0`` when no voxel is that far; otherwise
+    ``n_voxels_region`` counts the voxels beyond the distance-transform band plus
+    the band voxels found far enough (the search of the band stops at the hottest
+    qualifying voxel, so it is a lower bound of the region's size).
     """
     f = DoseField.of(dose)
     g = f.grid
@@ -183,24 +186,44 @@ def d2cm_gy(dose, ptv: Structure, body: Structure | None = None,
     d_c = ndimage.distance_transform_edt(~inside, sampling=sp)
     band = np.abs(d_c - distance_mm) <= diag
     region = d_c > distance_mm + diag
-    if band.any():
+    bw = _body_weights(f, body)
+    in_body = None if bw is None else bw >= 0.5
+    # voxels surely >= distance_mm away: beyond the band inside the crop, and everything outside the crop
+    far = np.ones(g.shape, dtype=bool)
+    far[crop] = region
+    if in_body is not None:
+        far &= in_body
+    n = int(np.count_nonzero(far))
+    best = float(f.dose[far].max()) if n else -np.inf
+    # band voxels decide only if hotter than every far voxel: classify them hottest first and stop at
+    # the first one that is far enough (the maximum is then known; colder ones cannot change it)
+    if in_body is not None:
+        band &= in_body[crop]
+    b_idx = np.argwhere(band)
+    if b_idx.size:
+        b_dose = f.dose[crop][band]
+        hot = b_dose > best
+        b_idx, b_dose = b_idx[hot], b_dose[hot]
+    if b_idx.size:
+        order = np.argsort(-b_dose, kind="stable")
         surf = _surface_points_mm(occ, lo.astype(np.float64), g)
         if surf.shape[0] == 0:  # single-voxel PTV without a 0.5 crossing: fall back to voxel centres
             surf = g.patient_from_index(np.argwhere(inside) + lo[None, :])
-        tree = cKDTree(surf)
-        b_idx = np.argwhere(band)
-        pts = g.patient_from_index(b_idx + lo[None, :])
-        dist, _ = tree.query(pts)
-        region[band] = dist >= distance_mm
-    bw = _body_weights(f, body)
-    full_region = np.ones(g.shape, dtype=bool)
-    full_region[crop] = region
-    if bw is not None:
-        full_region &= bw >= 0.5
-    n = int(np.count_nonzero(full_region))
+        tree = cKDTree(surf, leafsize=64, balanced_tree=False, compact_nodes=False)   # faster for far queries
+        start, chunk = 0, 256
+        while start < order.size:
+            sel = order[start:start + chunk]
+            dist, _ = tree.query(g.patient_from_index(b_idx[sel] + lo[None, :]))
+            ok = np.flatnonzero(dist >= distance_mm)
+            if ok.size:
+                n += int(ok.size)
+                best = max(best, float(b_dose[sel[ok[0]]]))
+                break
+            start += chunk
+            chunk *= 4
     if n == 0:
         return D2cmResult(0.0, 0)
-    return D2cmResult(float(f.dose[full_region].max()), n)
+    return D2cmResult(best, n)
 
 
 @dataclass
