@@ -21,18 +21,14 @@ read_openkbp(directory) -> Case
 from .body import body_outline
 from .dicom_ct import read_ct_series
 from .load import load_case
+from .matrad_io import read_matrad, write_matrad
 from .rtdose import read_rtdose
 from .rtstruct import read_rtstruct
 
-__all__ = ["load_case", "read_ct_series", "read_rtstruct", "read_rtdose", "body_outline"]
+__all__ = ["load_case", "read_ct_series", "read_rtstruct", "read_rtdose", "body_outline",
+           "read_matrad", "write_matrad"]
 
 try:  # pieces that land separately
-    from .matrad_io import read_matrad, write_matrad  # noqa: F401
-
-    __all__ += ["read_matrad", "write_matrad"]
-except ImportError:  # pragma: no cover
-    pass
-try:
     from .openkbp import read_openkbp  # noqa: F401
 
     __all__.append("read_openkbp")
