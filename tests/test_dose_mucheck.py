@@ -299,3 +299,16 @@ def test_mu_check_notes_low_density_and_blocked_points(model, water_column):
     assert "under leaves or jaws for 100 %" in rep.rows[1].note
     rep_w = mu_check(bs, rho, g, [1.0, 1.0], point_mm=iso, model=model)
     assert rep_w.rows[0].note == ""
+
+
+def test_mu_check_default_main_is_the_engine(model, water_tank):
+    """``main=None`` (as the planning workflow calls it) checks against the engine
+    itself: an open 5 x 5 cm beam in water passes with < 1 % difference, and
+    ``as_dict`` carries the verdict for metrics.json."""
+    g, rho = water_tank
+    iso_y = SURFACE_Y + 100.0
+    b = _beam(Aperture.rectangle(MLC, (-25.0, 25.0), (-25.0, 25.0)), iso_y, mu=120.0)
+    rep = mu_check(BeamSet([b], 3, 30.0), rho, g, None, model=model)
+    d = rep.as_dict()
+    assert d["passed"] and abs(d["beams"][0]["diff_pct"]) < 1.0
+    assert d["beams"][0]["main_gy"] == pytest.approx(engine_point_dose(b, rho, g, (0, iso_y, 0), model=model))

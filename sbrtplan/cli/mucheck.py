@@ -103,12 +103,7 @@ def run(args) -> int:
     print("all beams within tolerance" if report.passed
           else f"{len(report.failed())} beam(s) outside +-{report.tolerance_pct:g} %")
     if args.out:
-        doc = {"rtplan": str(args.rtplan), "tolerance_pct": report.tolerance_pct, "passed": report.passed,
-               "total_main_gy": report.total_main_gy, "total_independent_gy": report.total_independent_gy,
-               "total_diff_pct": report.total_diff_pct,
-               "beams": [{"beam": r.beam, "mu": r.mu, "point_mm": list(r.point_mm), "main_gy": r.main_gy,
-                          "independent_gy": r.independent_gy, "diff_pct": r.diff_pct, "passed": r.passed,
-                          "note": r.note} for r in report.rows]}
+        doc = {"rtplan": str(args.rtplan), **report.as_dict()}
         with atomic_output(Path(args.out)) as tmp:
             tmp.write_text(json.dumps(doc, indent=1))
     return 0 if report.passed else 1

@@ -485,6 +485,15 @@ class MUCheckReport:
             return float("nan")
         return 100.0 * (self.total_independent_gy - self.total_main_gy) / self.total_main_gy
 
+    def as_dict(self) -> dict:
+        """Plain-Python summary (for ``metrics.json`` and the CLI's ``--out``)."""
+        return {"passed": self.passed, "tolerance_pct": self.tolerance_pct,
+                "total_main_gy": self.total_main_gy, "total_independent_gy": self.total_independent_gy,
+                "total_diff_pct": self.total_diff_pct,
+                "beams": [{"beam": r.beam, "mu": r.mu, "point_mm": list(r.point_mm), "main_gy": r.main_gy,
+                           "independent_gy": r.independent_gy, "diff_pct": r.diff_pct, "passed": r.passed,
+                           "note": r.note} for r in self.rows]}
+
     def failed(self) -> list[MUCheckRow]:
         return [r for r in self.rows if not r.passed]
 
@@ -535,7 +544,7 @@ def _point_note(beam: Beam, density: np.ndarray, grid: Grid, p: np.ndarray, main
     return "; ".join(notes)
 
 
-MainDose = Sequence[float] | Callable[[Beam, np.ndarray], float]
+MainDose = Sequence[float] | Callable[[Beam, np.ndarray], float] | None
 
 
 def mu_check(beam_set: BeamSet, density: np.ndarray, grid: Grid, main_dose_gy_per_fraction_at_point: MainDose,
@@ -548,9 +557,10 @@ def mu_check(beam_set: BeamSet, density: np.ndarray, grid: Grid, main_dose_gy_pe
     density : ndarray, shape ``grid.shape``
         Relative electron density.
     grid : Grid
-    main_dose_gy_per_fraction_at_point : sequence of float or callable
+    main_dose_gy_per_fraction_at_point : sequence of float, callable or None
         The main engine's dose per fraction at the point, one value per beam
-        (in ``beam_set.beams`` order), or ``f(beam, point_mm) -> Gy per fraction``.
+        (in ``beam_set.beams`` order), or ``f(beam, point_mm) -> Gy per fraction``;
+        None computes it with :func:`engine_point_dose` (lateral correction).
     point_mm : (x, y, z), optional
         Reference point; default: each beam's isocentre.
     tolerance_pct : float
@@ -568,6 +578,9 @@ def mu_check(beam_set: BeamSet, density: np.ndarray, grid: Grid, main_dose_gy_pe
         raise InputError(f"MU check: tolerance_pct must be positive, got {tolerance_pct!r}")
     density = _check_density(density, grid, "MU check")
     main = main_dose_gy_per_fraction_at_point
+    if main is None:
+        def main(beam: Beam, p: np.ndarray) -> float:
+            return engine_point_dose(beam, density, grid, p, model=model)
     if not callable(main):
         vals = np.asarray(main, dtype=float).reshape(-1)
         if vals.size != len(beam_set.beams):
