@@ -278,7 +278,10 @@ def plan_indices(dose, ptv: Structure, rx_gy: float, body: Structure | None = No
     piv = isodose_volume_cc(f, rx_gy, body_weights=bw)
     v50 = isodose_volume_cc(f, 0.5 * rx_gy, body_weights=bw)
     v105 = isodose_volume_cc(f, 1.05 * rx_gy, body_weights=bw)
-    tv_piv = float(dvh.v_gy_cc(rx_gy))
+    # the PTV part of the Rx isodose cannot exceed the isodose volume; the two come from different
+    # sub-voxel models (DVH samples vs trilinear isodose) that disagree only where the dose steps at
+    # the PTV surface, and there the clamp keeps Paddick's CI <= 1
+    tv_piv = min(float(dvh.v_gy_cc(rx_gy)), piv)
     tv_105 = float(dvh.v_gy_cc(1.05 * rx_gy))
     d2 = d2cm_gy(f, ptv, body)
     d50 = float(dvh.d_pct(50.0))
