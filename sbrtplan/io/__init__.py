@@ -22,18 +22,12 @@ from .body import body_outline
 from .dicom_ct import read_ct_series
 from .load import load_case
 from .matrad_io import read_matrad, write_matrad
+from .openkbp import read_openkbp
 from .rtdose import read_rtdose
 from .rtstruct import read_rtstruct
 
 __all__ = ["load_case", "read_ct_series", "read_rtstruct", "read_rtdose", "body_outline",
-           "read_matrad", "write_matrad"]
-
-try:  # pieces that land separately
-    from .openkbp import read_openkbp  # noqa: F401
-
-    __all__.append("read_openkbp")
-except ImportError:  # pragma: no cover
-    pass
+           "read_matrad", "write_matrad", "read_openkbp"]
 
 from .ctwrite import write_ct_series  # noqa: E402  (RT export)
 from .rtexport import write_rtdose, write_rtstruct  # noqa: E402
