@@ -99,6 +99,8 @@ def test_rtstruct_references_and_types(case, exported):
     ds = pydicom.dcmread(out / "rtstruct.dcm")
     assert ds.SOPInstanceUID == uid == case.metadata["rtstruct_uid"]
     assert ds.Modality == "RTSTRUCT" and ds.StudyInstanceUID == case.patient.study_instance_uid
+    ct = pydicom.dcmread(exported[1][0], stop_before_pixels=True)
+    assert (ds.StudyDate, ds.StudyTime, ds.PatientName) == (ct.StudyDate, ct.StudyTime, ct.PatientName)
     rfor = ds.ReferencedFrameOfReferenceSequence[0]
     assert rfor.FrameOfReferenceUID == case.patient.frame_of_reference_uid
     series = rfor.RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
@@ -292,6 +294,13 @@ def test_clinical_thorax_export(shared_data, tmp_path):
     series = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
     assert [im.ReferencedSOPInstanceUID for im in series.ContourImageSequence] == ct_uids
     assert ds.StudyInstanceUID == case.patient.study_instance_uid
+    ct0 = pydicom.dcmread(case.metadata["ct_files"][0], stop_before_pixels=True)
+    for key in ("StudyID", "AccessionNumber", "PatientID", "PatientName"):
+        assert ds.get(key) == ct0.get(key), key  # the study and patient modules repeat the CT's
+    # ... except values that break their VR (this anonymised CT has hashes as dates): left empty
+    for key in ("StudyDate", "PatientBirthDate"):
+        ct_value = str(ct0.get(key, "") or "")
+        assert ds.get(key) == (ct_value if ct_value.isdigit() and len(ct_value) == 8 else ""), key
     back = {s.name: s for s in read_rtstruct(tmp_path / "rs.dcm", case, occupancy=False)}
     for name, s in case.structures.items():
         # 0.5 % of the voxels: only marching-squares saddle cells may differ (none do here)

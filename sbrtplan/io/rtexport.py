@@ -17,6 +17,7 @@ patient, one study and one frame of reference.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -140,9 +141,47 @@ def ensure_case_uids(case: Case) -> None:
         p.frame_of_reference_uid = new_uid("sbrtplan", "frame-of-reference", *key)
     if len(p.ct_sop_instance_uids) != g.nz:
         if p.ct_sop_instance_uids:
-            log.warning("case '%s': %d CT SOP instance UIDs for %d slices; new ones are generated",
-                        case.name, len(p.ct_sop_instance_uids), g.nz)
+            # the CT was resampled on import: its slices are no longer the original images, so they
+            # form a new series (write it with write_ct_series) rather than borrow the old UIDs
+            log.warning("case '%s': %d CT SOP instance UIDs for %d slices; a new CT series UID and new "
+                        "image UIDs are generated (export the CT too)", case.name, len(p.ct_sop_instance_uids), g.nz)
+            p.series_instance_uid = new_uid("sbrtplan", "ct-series-resampled", p.series_instance_uid, *key)
         p.ct_sop_instance_uids = [new_uid("sbrtplan", "ct", p.series_instance_uid, str(k)) for k in range(g.nz)]
+
+
+_STUDY_KEYWORDS = ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+                   "PatientBirthDate", "PatientSex")
+
+
+_STUDY_VALID = {"StudyDate": r"\d{8}", "PatientBirthDate": r"\d{8}", "StudyTime": r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?",
+                "PatientSex": r"[MFO]", "StudyID": r".{0,16}", "AccessionNumber": r".{0,16}"}
+
+
+def _study_header(case: Case) -> dict[str, str]:
+    """Study and patient attributes of the case's original CT (when it came from DICOM), so the
+    exported objects repeat them exactly; cached in ``case.metadata['dicom_study_header']``."""
+    cached = case.metadata.get("dicom_study_header")
+    if isinstance(cached, dict):
+        return cached
+    header: dict[str, str] = {}
+    files = case.metadata.get("ct_files") or []
+    if files:
+        try:
+            ds = pydicom.dcmread(str(files[0]), stop_before_pixels=True,
+                                 specific_tags=["StudyInstanceUID", *_STUDY_KEYWORDS])
+            if str(ds.get("StudyInstanceUID", "")) == str(case.patient.study_instance_uid):
+                header = {k: str(ds.get(k, "") or "") for k in _STUDY_KEYWORDS}
+                # anonymisers sometimes leave values that break their VR (a hash as a date):
+                # those are not repeated, the attributes are written empty (type 2) instead
+                for k, valid in _STUDY_VALID.items():
+                    if header.get(k) and not re.fullmatch(valid, header[k]):
+                        log.info("case '%s': %s %r of the CT is not a valid DICOM value; written empty",
+                                 case.name, k, header[k])
+                        header[k] = ""
+        except Exception as e:  # the original CT may have moved; the export does not need it
+            log.info("case '%s': study attributes of %s not read (%s)", case.name, files[0], e)
+    case.metadata["dicom_study_header"] = header
+    return header
 
 
 def _now() -> tuple[str, str]:
@@ -170,8 +209,12 @@ def new_file_dataset(case: Case, sop_class_uid: str, modality: str, *, series_de
         ds.is_little_endian = True
         ds.is_implicit_VR = False
     date, time = _now()
-    study_date = str(case.metadata.get("study_date", date))
-    study_time = str(case.metadata.get("study_time", time))
+    header = _study_header(case)
+    # a DICOM case repeats its CT's study date and time (empty where the CT's were unusable)
+    study_date = str(case.metadata.get("study_date") or (header.get("StudyDate", "") if header else date))
+    study_time = str(case.metadata.get("study_time") or (header.get("StudyTime", "") if header else time))
+    # every object of one export shares the study date and time (the CT's, or the first export's)
+    case.metadata["study_date"], case.metadata["study_time"] = study_date, study_time
     # SOP Common
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = sop_class_uid
@@ -181,15 +224,15 @@ def new_file_dataset(case: Case, sop_class_uid: str, modality: str, *, series_de
     # Patient
     ds.PatientName = p.patient_name
     ds.PatientID = p.patient_id
-    ds.PatientBirthDate = str(case.metadata.get("patient_birth_date", ""))
-    ds.PatientSex = str(case.metadata.get("patient_sex", ""))
+    ds.PatientBirthDate = str(case.metadata.get("patient_birth_date") or header.get("PatientBirthDate", ""))
+    ds.PatientSex = str(case.metadata.get("patient_sex") or header.get("PatientSex", ""))
     # General Study
     ds.StudyInstanceUID = p.study_instance_uid
     ds.StudyDate = study_date
     ds.StudyTime = study_time
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = str(case.metadata.get("study_id", ""))[:16]
-    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = header.get("ReferringPhysicianName", "")
+    ds.StudyID = str(case.metadata.get("study_id") or header.get("StudyID", ""))[:16]
+    ds.AccessionNumber = header.get("AccessionNumber", "")
     if p.study_description:
         ds.StudyDescription = p.study_description[:64]
     # Series (General Series for images, RT Series for RT objects: both need these)
