@@ -99,3 +99,24 @@ def test_dvh_against_dicompyler_on_clinical_breast_boost(shared_data):
         dvh = compute_dvh(dose, structures[name])
         value = dvh.mean_gy if metric == "mean" else dvh.d_pct(95.0)
         assert abs(value - ref) <= max(0.01 * ref, 0.05), (name, metric, value, ref)
+
+
+def test_cli_evaluate_clinical_rtdose(shared_data, tmp_path, capsys):
+    # the real readers on a clinical export (RTDOSE + RTSTRUCT + a single CT slice): the RTSTRUCT is
+    # rasterised on the dose grid, so one CT slice is enough; the plan gives 7 fractions, 14 Gy to the boost
+    if not hasattr(sio, "read_rtdose"):
+        pytest.skip("sbrtplan.io.read_rtdose not available")
+    root = shared_data / "dicom" / "breast-boost"
+    out = tmp_path / "metrics.json"
+    rc = main(["evaluate", "--rtdose", str(root / "rtdose.dcm"), "--rtstruct", str(root / "rtss.dcm"),
+               "--scheme", "14/7", "--target", "Tumor Bed", "--json", str(out)])
+    assert rc == 0
+    assert "ICRU 91 report: Rx 14 Gy in 7 fx (2 Gy/fx) to Tumor Bed" in capsys.readouterr().out
+    m = json.loads(out.read_text())
+    tb = m["targets"]["Tumor Bed"]
+    # dicompyler-core on the same files: D95 14.13 Gy, Dmean 14.29 Gy (1 % or 0.05 Gy)
+    assert abs(tb["D95_gy"] - 14.13) <= 0.05 and abs(tb["Dmean_gy"] - 14.29) <= 0.05
+    assert tb["V100_pct"] > 95.0 and tb["CI_rtog"] > 1.0        # a boost inside a whole-breast dose
+    assert abs(m["structures"]["Heart"]["mean_gy"] - 0.65) <= 0.05
+    assert abs(m["structures"]["Lung_L"]["mean_gy"] - 0.91) <= 0.05
+    assert m["structures"]["Lung_L"]["original_name"] == "Lt Lung"

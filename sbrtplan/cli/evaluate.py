@@ -88,10 +88,10 @@ def run(args) -> int:
     if isinstance(structures, (list, tuple)):
         structures = {s.name: s for s in structures}
     if args.ct:
-        load_case = getattr(sio, "load_case", None)
-        if load_case is None:
-            raise InputError("--ct: the CT reader (sbrtplan.io.load_case) is not available")
-        ct_grid = load_case(args.ct).grid
+        read_ct = getattr(sio, "read_ct_series", None) or getattr(sio, "load_case", None)
+        if read_ct is None:
+            raise InputError("--ct: the CT reader (sbrtplan.io.read_ct_series) is not available")
+        ct_grid = read_ct(args.ct).grid
         lo, hi = ct_grid.bounds_mm() if hasattr(ct_grid, "bounds_mm") else (None, None)
         if lo is not None:
             dlo, dhi = dose.grid.bounds_mm()
