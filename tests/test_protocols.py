@@ -223,3 +223,20 @@ def test_rtog_interpolation_and_classes():
     g = [g for g in load_protocol("bone_spine").goals_for("27/3") if g.metric is Metric.R50][0]
     r = g.with_rtog_limit(200.0)
     assert r.limit.value == 2.9 and "outside the table" in r.note
+
+
+def test_all_five_priority_classes_in_order():
+    # liver 40/5: UK SABR hard limits (1), BED10 and PTV Dmax (2), coverage (3), CI/GI/R50/D2cm (4) and the
+    # UK SABR "optimal" values as ALARA objectives (5)
+    goals = load_protocol("liver_hcc").goals_for("40/5")
+    by = {p: [g for g in goals if g.priority is p] for p in Priority}
+    assert all(by[p] for p in Priority)
+    assert Priority.HARD_OAR < Priority.TARGET_MIN < Priority.COVERAGE < Priority.CONFORMITY < Priority.ALARA
+    alara = by[Priority.ALARA]
+    assert all(not g.mandatory and g.stage is Stage.OBJECTIVE for g in alara)
+    # stomach D0.5cc: 33 Gy optimal (ALARA) and 35 Gy mandatory (hard limit), both from UK SABR table A.2
+    st = {g.limit.value: g.priority for g in goals if g.structure == "stomach" and g.metric_label == "D0.5cc"
+          and "UK SABR" in g.source}
+    assert st == {33.0: Priority.ALARA, 35.0: Priority.HARD_OAR}
+    assert {g.metric for g in by[Priority.CONFORMITY]} >= {Metric.CI_PADDICK, Metric.GI, Metric.R50, Metric.D2CM}
+    assert [g.metric for g in by[Priority.TARGET_MIN]].count(Metric.BED_RX) == 1
