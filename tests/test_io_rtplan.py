@@ -108,7 +108,7 @@ def test_round_trip_every_technique(case, tmp_path, kind):
         g_out = [s.geometry.gantry_deg for s in sample_delivery(back.beams[0])]
         assert np.allclose(g_in, g_out, atol=1e-3)
     ds = pydicom.dcmread(tmp_path / "plan.dcm")
-    assert ds.SOPInstanceUID == uid
+    assert ds.SOPInstanceUID == uid == back.beams[0].metadata["rtplan_uid"]
     assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert ds.StudyInstanceUID == case.patient.study_instance_uid
     assert ds.FrameOfReferenceUID == case.patient.frame_of_reference_uid

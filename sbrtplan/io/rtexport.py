@@ -489,8 +489,8 @@ def write_rtdose(dose: Dose | np.ndarray, grid: Grid, path, *, case: Case, rtpla
         raise InputError(f"RTDOSE '{path}': bits_allocated must be 16 or 32, got {bits_allocated}")
     rtplan_uid = rtplan_uid or case.metadata.get("rtplan_uid")
     if not rtplan_uid:
-        raise InputError(f"RTDOSE '{path}': a plan dose must refer to its RTPLAN; pass rtplan_uid "
-                         f"(the value write_rtplan returned)")
+        raise InputError(f"RTDOSE '{path}': a plan dose must refer to its RTPLAN; pass rtplan_uid (the value "
+                         f"write_rtplan returned, or beam.metadata['rtplan_uid'] of a plan read by read_rtplan)")
     d = np.asarray(grid.direction, float)
     normal = np.cross(d[:, 0], d[:, 1])
     if not np.allclose(normal, d[:, 2], atol=1e-4):

@@ -465,7 +465,10 @@ def read_rtplan(path, *, fraction_group: int | None = None) -> BeamSet:
     BeamSet
         One :class:`Beam` per treatment beam that has a ``BeamMeterset`` in the
         fraction group (setup and portal-image beams are left out); MU per
-        fraction; every control point of the file is kept.
+        fraction; every control point of the file is kept.  Each beam's
+        ``metadata`` holds its ``beam_number``, the plan's SOP instance UID
+        (``rtplan_uid``, for :func:`~sbrtplan.io.write_rtdose`), the
+        ``fluence_mode`` (``FFF`` ...) and any physical ``accessories``.
     """
     path = Path(path)
     if not path.is_file():
@@ -505,7 +508,11 @@ def read_rtplan(path, *, fraction_group: int | None = None) -> BeamSet:
                 log.info("RTPLAN %s: skipping beam %d '%s' (%s, %s)", path.name, number, b.get("BeamName", ""),
                          kind, "MU %.1f" % meterset[number] if number in meterset else "no meterset")
                 continue
-            beams.append(_read_beam(b, meterset[number], setups, f"RTPLAN '{path}'"))
+            beam = _read_beam(b, meterset[number], setups, f"RTPLAN '{path}'")
+            # what an RTDOSE computed from this plan must refer to (write_rtdose(rtplan_uid=...))
+            beam.metadata["rtplan_uid"] = str(ds.get("SOPInstanceUID", ""))
+            beam.metadata["rtplan_path"] = str(path)
+            beams.append(beam)
             machine = machine or str(b.get("TreatmentMachineName", ""))
         if not beams:
             raise InputError(f"RTPLAN '{path}': no treatment beam with a BeamMeterset in fraction group "
