@@ -483,8 +483,10 @@ def write_rtdose(dose: Dose | np.ndarray, grid: Grid, path, *, case: Case, rtpla
     arr = np.asarray(arr, dtype=np.float64)
     if arr.shape != grid.shape:
         raise InputError(f"RTDOSE '{path}': dose array shape {arr.shape} does not match grid {grid.shape} (z, y, x)")
-    if not np.all(np.isfinite(arr)) or arr.min() < 0:
+    # interpolated doses may dip a hair below zero; anything beyond 0.01 % of the maximum is an error
+    if not np.all(np.isfinite(arr)) or arr.min() < -1e-4 * max(1.0, float(arr.max())):
         raise InputError(f"RTDOSE '{path}': dose must be finite and non-negative (min {np.nanmin(arr):.4g} Gy)")
+    arr = np.maximum(arr, 0.0)
     if bits_allocated not in (16, 32):
         raise InputError(f"RTDOSE '{path}': bits_allocated must be 16 or 32, got {bits_allocated}")
     rtplan_uid = rtplan_uid or case.metadata.get("rtplan_uid")
