@@ -223,3 +223,17 @@ def test_leaf_span():
     beam = segments_to_beam("W", BeamGeometry(0.0), [(far, 10.0)], MLC)
     v = check_deliverability(beam, DeliveryLimits())
     assert {(x.kind, x.control_point) for x in v} == {(ViolationKind.LEAF_SPAN, 0), (ViolationKind.LEAF_SPAN, 1)}
+
+
+def test_sliding_window_leaf_speed():
+    # 10 MU at 600 MU/min take 1 s: a sliding leaf may travel 25 mm, not 40 mm
+    from sbrtplan.beams import Beam, ControlPoint
+
+    a = Aperture.rectangle(MLC, (-20.0, -10.0), (-10.0, 10.0))
+    b_ok = Aperture.rectangle(MLC, (5.0, 15.0), (-10.0, 10.0))
+    b_far = Aperture.rectangle(MLC, (20.0, 30.0), (-10.0, 10.0))
+    for end, n_viol in ((b_ok, 0), (b_far, 1)):
+        beam = Beam("SW", [ControlPoint(0.0, a, 0.0), ControlPoint(0.0, end, 1.0)], 10.0, MLC, ISO,
+                    technique=Technique.SLIDING_WINDOW)
+        v = check_deliverability(beam, DeliveryLimits())
+        assert len(v) == n_viol and all(x.kind is ViolationKind.LEAF_SPEED and x.control_point == 1 for x in v)

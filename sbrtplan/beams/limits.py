@@ -331,6 +331,13 @@ def _beam_violations(beam: Beam, limits: DeliveryLimits) -> list[Violation]:
                     out.append(Violation(beam.name, k, ViolationKind.JAW_SPEED, jaws, jaw_allowed,
                                          f"beam '{beam.name}' CP {i}->{k}: a jaw moves {jaws:.1f} mm, at most "
                                          f"{jaw_allowed:.1f} mm allowed"))
+        elif beam.technique is Technique.SLIDING_WINDOW:
+            # leaves move while the beam is on: the MU at the maximum dose rate set the time
+            allowed = max_leaf_travel_mm(limits, 0.0, mu[i])
+            if travel > allowed + _TOL_MM:
+                out.append(Violation(beam.name, k, ViolationKind.LEAF_SPEED, travel, allowed,
+                                     f"beam '{beam.name}' CP {i}->{k}: leaf pair {leaf + 1} moves {travel:.1f} mm, "
+                                     f"at most {allowed:.1f} mm with {mu[i]:.1f} MU"))
         elif beam.technique is Technique.STEP_AND_SHOOT or beam.technique is Technique.STATIC:
             if mu[i] > _TOL_MU and (travel > _TOL_MM or jaws > _TOL_MM):
                 out.append(Violation(beam.name, k, ViolationKind.SEGMENT_MOTION, max(travel, jaws), 0.0,

@@ -12,24 +12,30 @@ Method
    segment ``j`` opens the ``j``-th run of every row and carries ``h`` units;
    usually fewer segments).  Identical apertures are merged.
 3. **Segment weights** are refitted to the *unquantised* fluence by
-   non-negative least squares (including the MLC transmission under closed
-   leaves inside the jaws, as the dose engine delivers it); segments below ``min_segment_mu`` are dropped
-   (the smallest first) and the fit repeated, so every returned segment
-   respects the minimum MU.
+   non-negative least squares, including the MLC transmission under closed
+   leaves inside the jaws as the dose engine delivers it; segments below
+   ``min_segment_mu`` are dropped (the smallest first) and the fit repeated,
+   so every returned segment respects the minimum MU.
 4. ``L`` is scanned from 1 to ``floor(f_max / min_segment_mu)`` (capped at
-   30) with both decompositions; among those with at most ``max_segments``
-   segments the smallest fluence error wins (ties: fewer segments, then fewer
-   MU).  A third candidate comes from greedy **aperture pursuit**: repeatedly
-   add the aperture (one interval per row, found exactly by a maximum-sum
-   subarray per row) that best matches the current residual and refit the
-   weights; it usually wins when few segments are allowed.  If even ``L = 1`` needs too many segments (rows with
-   several separate runs), the segments contributing least (MU x open area)
-   are dropped before the refit.
+   30) with both decompositions.  If even ``L = 1`` needs too many segments
+   (rows with several separate runs), the segments contributing least (MU x
+   open area) are dropped before the refit.
+5. A further candidate comes from greedy **aperture pursuit**: repeatedly add
+   the aperture that best matches the current residual (one interval per row,
+   found exactly as the maximum-sum subarray of each row: the pricing step of
+   column generation for a least-squares objective) and refit the weights; it
+   usually wins when few segments are allowed.
+6. Among all candidates with at most ``max_segments`` segments the smallest
+   RMS fluence error over the active beamlets wins (ties: fewer segments, then
+   fewer MU).
 
 References: P. Xia, L.J. Verhey, "Multileaf collimator leaf sequencing
 algorithm for intensity modulated beams with multiple static segments", Med.
 Phys. 25 (1998) 1424-1434; T. Bortfeld et al., "X-ray field compensation with
-multileaf collimators", IJROBP 28 (1994) 723-730 (unidirectional sweep).
+multileaf collimators", IJROBP 28 (1994) 723-730 (unidirectional sweep);
+H.E. Romeijn, R.K. Ahuja, J.F. Dempsey, A. Kumar, "A column generation
+approach to radiation therapy treatment planning using aperture modulation",
+SIAM J. Optim. 15 (2005) 838-862 (pricing of apertures).
 
 Geometry: apertures are in mm at the isocentre plane (IEC BLD); beamlet row
 ``r`` is delivered by the leaf pair that contains it
