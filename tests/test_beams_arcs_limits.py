@@ -237,3 +237,16 @@ def test_sliding_window_leaf_speed():
                     technique=Technique.SLIDING_WINDOW)
         v = check_deliverability(beam, DeliveryLimits())
         assert len(v) == n_viol and all(x.kind is ViolationKind.LEAF_SPEED and x.control_point == 1 for x in v)
+
+
+def test_plan_time_adds_gantry_and_couch_moves():
+    from sbrtplan.beams import estimate_plan_time
+
+    lim = DeliveryLimits()
+    ap = Aperture.rectangle(MLC, (-20.0, 20.0), (-20.0, 20.0))
+    b1 = segments_to_beam("B1", BeamGeometry(180.0, 0.0, 0.0), [(ap, 60.0)], MLC)
+    b2 = segments_to_beam("B2", BeamGeometry(150.0, 0.0, 30.0), [(ap, 60.0)], MLC)
+    plan = BeamSet([b1, b2], 3, 27.0)
+    each = 60.0 / 10.0 + lim.segment_overhead_s + lim.beam_overhead_s
+    # gantry 30 deg at 6 deg/s = 5 s; couch 30 deg at 3 deg/s = 10 s (the slower)
+    assert estimate_plan_time(plan, lim) == pytest.approx(2 * each + 10.0)

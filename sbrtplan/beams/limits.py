@@ -115,11 +115,13 @@ class DeliveryLimits:
     segment_overhead_s : float
         Beam hold and MLC verification per step-and-shoot segment.
     beam_overhead_s : float
-        Per beam or arc: beam ramp-up and move to the start angle.
+        Per beam or arc: beam ramp-up and record-and-verify handshake.
     max_leaf_span_mm : float
         Largest distance between the tips of the most extended and the most
         retracted leaf of one bank (leaf length on the carriage; ~15 cm on
         120-leaf MLCs).
+    couch_speed_deg_s : float
+        Couch rotation speed between non-coplanar beams (plan time only).
     """
 
     max_leaf_speed_mm_s: float = 25.0
@@ -134,10 +136,12 @@ class DeliveryLimits:
     segment_overhead_s: float = 1.0
     beam_overhead_s: float = 15.0
     max_leaf_span_mm: float = 150.0
+    couch_speed_deg_s: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("max_leaf_speed_mm_s", "max_gantry_speed_deg_s", "max_dose_rate_mu_min",
-                     "max_jaw_speed_mm_s", "max_cp_spacing_deg", "max_leaf_span_mm"):
+                     "max_jaw_speed_mm_s", "max_cp_spacing_deg", "max_leaf_span_mm",
+                     "couch_speed_deg_s"):
             v = float(getattr(self, name))
             if not (np.isfinite(v) and v > 0):
                 raise InputError(f"delivery limit {name} must be positive, got {getattr(self, name)!r}")
@@ -421,5 +425,21 @@ def estimate_delivery_time(beam: Beam, limits: DeliveryLimits) -> float:
 
 
 def estimate_plan_time(beam_set: BeamSet, limits: DeliveryLimits) -> float:
-    """Estimated delivery time (s) of all beams of a plan (couch moves between beams not included)."""
-    return float(sum(estimate_delivery_time(b, limits) for b in beam_set.beams))
+    """Estimated delivery time (s) of all beams of a plan, in their order.
+
+    The sum of :func:`estimate_delivery_time` plus the moves between
+    consecutive beams: gantry from the last control point of one beam to the
+    first of the next at full speed, and the couch rotation at
+    ``couch_speed_deg_s``, whichever is slower (remote couch rotation assumed;
+    entering the room is not counted).
+    """
+    t = 0.0
+    prev = None
+    for b in beam_set.beams:
+        t += estimate_delivery_time(b, limits)
+        if prev is not None:
+            dg = abs(((b.control_points[0].gantry_deg - prev.control_points[-1].gantry_deg) + 180.0) % 360.0 - 180.0)
+            dc = abs(((b.couch_deg - prev.couch_deg) + 180.0) % 360.0 - 180.0)
+            t += max(dg / limits.max_gantry_speed_deg_s, dc / limits.couch_speed_deg_s)
+        prev = b
+    return float(t)
