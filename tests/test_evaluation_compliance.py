@@ -299,6 +299,14 @@ def test_prior_course_as_array_and_per_fraction_dose():
     # 5 (1 + 1.667/2.5) / 1.8 = 4.63 Gy -> 33.52 Gy < 50 Gy
     assert cord.discount_pct == 0 and cord.cumulative_eqd2_d01_gy == pytest.approx(
         20 * 2.6 / 1.8 + 5 * (1 + 5 / 7.5) / 1.8, rel=1e-5) and cord.passed
+    # a prior RTDOSE on its own coarser grid (4 mm, covering the case) is resampled onto the structures' grid:
+    # a uniform prior stays uniform, so the cumulative EQD2 is unchanged
+    g4 = Grid((30, 30, 30), (4.0, 4.0, 4.0), (-58.0, -58.0, -58.0))
+    prior4 = PriorCourse(Dose(g4, np.full(g4.shape, 20.0, np.float32)), fractions=5, interval_months=2.0)
+    rep4 = evaluate_plan(per_fx, structures, "bone_spine", "27/3", prior=prior4)
+    cord4 = [r for r in rep4.reirradiation if r.structure == "SpinalCord"][0]
+    assert cord4.cumulative_eqd2_d01_gy == pytest.approx(cord.cumulative_eqd2_d01_gy, rel=1e-5)
+    assert "prior dose resampled trilinearly onto the structure grid" in rep4.notes
     with pytest.raises(InputError, match="must be on the structures' grid"):
         evaluate_plan(dose, structures, "bone_spine", "27/3",
                       prior=PriorCourse(np.zeros((2, 2, 2)), fractions=5, interval_months=2.0))
