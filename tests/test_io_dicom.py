@@ -159,13 +159,15 @@ def test_two_series_listed_or_selected(tmp_path):
     assert case.grid.nz == 4 and math.isclose(case.grid.spacing_mm[2], 2.0)
 
 
-def test_truncated_file_named(tmp_path):
+@pytest.mark.parametrize("keep", ["pixels", 400, 200])
+def test_truncated_file_named(tmp_path, keep):
     paths = write_ct_series(tmp_path, [0, 3, 6])
     data = paths[1].read_bytes()
-    paths[1].write_bytes(data[: len(data) - 700])  # pixel data cut short
+    # cut in the pixel data, in the data set (UIDs lost) or in the file meta header
+    paths[1].write_bytes(data[: len(data) - 700] if keep == "pixels" else data[:keep])
     with pytest.raises(InputError) as exc:
         read_ct_series(tmp_path)
-    assert paths[1].name in str(exc.value)
+    assert paths[1].name in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_gantry_tilt_refused(tmp_path):
@@ -483,3 +485,25 @@ def test_breast_boost_rtdose_matches_prescription(shared_data):
     assert rx_gy < dose.max_gy <= 1.10 * rx_gy
     heart = read_rtstruct(d / "rtss.dcm", dose.grid, names=["Heart"], frame_of_reference_uid=for_uid)[0]
     assert float((dose.dose_gy * heart.weights).sum() / heart.weights.sum()) < 0.1 * rx_gy
+
+
+def test_load_case_dicom_folder_with_foreign_rtstruct(tmp_path):
+    write_ct_series(tmp_path, [0.0, 2.0, 4.0], rows=32, cols=32, spacing=(2.0, 2.0), origin_xy=(-31.0, -31.0))
+    write_rtstruct(tmp_path / "rs.dcm", {"GTV": [square(0, 0, 5, 2.0)]}, for_uid="7.7.7")
+    with pytest.raises(InputError) as exc:
+        load_case(tmp_path)
+    msg = str(exc.value)
+    assert "rs.dcm" in msg and "frame of reference" in msg and "\n" not in msg
+    # given explicitly, the RTSTRUCT is refused with the ROI named
+    with pytest.raises(InputError, match="GTV"):
+        load_case(tmp_path, rtstruct=tmp_path / "rs.dcm")
+
+
+def test_load_case_dicom_folder_with_rtstruct(tmp_path):
+    write_ct_series(tmp_path, [0.0, 2.0, 4.0, 6.0], rows=32, cols=32, spacing=(2.0, 2.0),
+                    origin_xy=(-31.0, -31.0), hu_of=lambda k, z: np.zeros((32, 32)))
+    write_rtstruct(tmp_path / "rs.dcm", {"GTV": [square(0, 0, 6, z) for z in (2.0, 4.0)]}, types={"GTV": "GTV"})
+    case = load_case(tmp_path)
+    gtv = case.structure("GTV")
+    assert gtv.volume_cc == pytest.approx(12 * 12 * 2 * 2 / 1000.0, rel=1e-3)  # two 2 mm slabs of 12 x 12 mm
+    assert case.body is not None and case.body.mask.all()  # water everywhere: the body is the whole grid

@@ -102,13 +102,22 @@ def scan_folder(directory: str | Path) -> DicomFolder:
             # Large values (pixel data) are read only when used, from the same parse.
             ds = pydicom.dcmread(str(p), defer_size="4 KB")
         except InvalidDicomError:
+            if _has_dicm_magic(p):
+                raise InputError(f"{p}: truncated or corrupt DICOM file (DICM marker present, header unreadable)") \
+                    from None
             out.not_dicom.append(p)
             continue
         except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{p}: cannot read DICOM header: {type(exc).__name__}: {exc}") from None
         modality = str(ds.get("Modality", "")).upper()
-        sop_class = str(ds.get("SOPClassUID", ""))
+        sop_class = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None) or {},
+                                                             "MediaStorageSOPClassUID", "") or "")
         if modality == "CT" or sop_class in (CT_IMAGE_STORAGE, ENHANCED_CT_STORAGE):
+            # pydicom stops quietly at the end of a file: a slice cut short loses its pixel data
+            # (and possibly its UIDs), so it is refused here rather than sorted into a bogus series.
+            if "PixelData" not in ds or "SeriesInstanceUID" not in ds or "ImagePositionPatient" not in ds:
+                missing = [t for t in ("SeriesInstanceUID", "ImagePositionPatient", "PixelData") if t not in ds]
+                raise InputError(f"{p}: CT file without {', '.join(missing)}; the file is truncated or incomplete")
             uid = str(ds.get("SeriesInstanceUID", "unknown"))
             out.ct_series.setdefault(uid, []).append((p, ds))
         elif modality == "RTSTRUCT":
@@ -123,6 +132,15 @@ def scan_folder(directory: str | Path) -> DicomFolder:
               len(out.ct_series), len(out.rtstruct), len(out.rtdose), len(out.rtplan), len(out.other),
               len(out.not_dicom))
     return out
+
+
+def _has_dicm_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def orientation_matrix(iop, where: str) -> np.ndarray:
@@ -214,6 +232,9 @@ def read_ct_series(directory: str | Path, series_uid: str | None = None, *,
     with timed("read CT series", log, timings):
         folder = folder if folder is not None else scan_folder(d)
         uid, items = select_ct_series(folder, series_uid)
+        if folder.not_dicom:
+            log.warning("%s: %d file(s) that are not DICOM ignored (%s)", d, len(folder.not_dicom),
+                        ", ".join(p.name for p in folder.not_dicom[:5]))
         first_path, first = items[0]
         for p, ds in items:
             if int(ds.get("NumberOfFrames", 1) or 1) > 1:
