@@ -168,6 +168,8 @@ def _cell(v, status: str = "") -> str:
         text = "-"
     elif isinstance(v, bool):
         text = "yes" if v else "no"
+    elif isinstance(v, int):
+        text = str(v)
     elif _is_num(v):
         text = f"{float(v):.3f}" if abs(float(v)) < 1000 else f"{float(v):.1f}"
     else:
