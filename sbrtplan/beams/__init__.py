@@ -15,13 +15,16 @@ Templates: Site, beam_template(site, n_beams, *, target_side=None) -> [(gantry, 
     collision_free_template(site, n_beams, case_or_body, isocenter_mm, *, model=None) -> [BeamGeometry]
 
 Step-and-shoot sequencing:
-    sequence_fluence(fluence_mu, grid, mlc, *, max_segments=10, min_segment_mu=2.0, min_leaf_gap_mm=None)
-        -> [(Aperture, mu)]
+    sequence_fluence(fluence_mu, grid, mlc, *, max_segments=10, min_segment_mu=2.0, min_leaf_gap_mm=None,
+                     transmission=True) -> [(Aperture, mu)]
     segments_to_beam(name, geometry, segments, mlc) -> Beam
-    delivered_fluence(segments, grid, mlc, *, transmission=False), sequencing_error(...) -> SequencingError
+    delivered_fluence(segments, grid, mlc, *, transmission=False)
+    sequencing_error(fluence_mu, segments, grid, mlc, *, transmission=False) -> SequencingError
     aperture_from_columns(left, right, grid, mlc, *, min_leaf_gap_mm=None, jaws_mm=None) -> Aperture (DAO)
 
-Collision: CollisionModel (from_yaml, default, check -> CollisionResult), body_surface_points,
+Collision (model documented in ``collision.py``):
+    CollisionModel (from_yaml, default, check(gantry_deg, couch_deg, isocenter_mm, body=None) -> CollisionResult),
+    body_surface_points,
     candidate_directions(case_or_body, isocenter_mm, *, model=None, gantry_step_deg=20, couches_deg=...) -> [BeamGeometry]
 
 Arcs: ArcSpec, arc_template(n_arcs=2, *, cp_spacing_deg=2.0, start_deg=181.0, stop_deg=179.0, partial=None)
