@@ -507,3 +507,24 @@ def test_load_case_dicom_folder_with_rtstruct(tmp_path):
     gtv = case.structure("GTV")
     assert gtv.volume_cc == pytest.approx(12 * 12 * 2 * 2 / 1000.0, rel=1e-3)  # two 2 mm slabs of 12 x 12 mm
     assert case.body is not None and case.body.mask.all()  # water everywhere: the body is the whole grid
+
+
+def test_rtstruct_on_a_coarser_offset_grid(synthetic_case):
+    """Contours on 2 mm planes rasterised onto a 2.5 mm grid whose slices fall between the planes."""
+    from sbrtplan.case import Grid
+
+    case, tmp = synthetic_case
+    zs = [2.0, 4.0, 6.0, 8.0, 10.0]  # five planes -> prism from z = 1 to 11 mm (2 mm slabs)
+    rs = write_rtstruct(tmp / "rs.dcm", {"Box": [square(1.0, -1.0, 10.0, z) for z in zs]})
+    g = Grid(shape=(8, 16, 16), spacing_mm=(2.0, 2.0, 2.5), origin_mm=(-14.0, -16.0, -1.25))
+    s = read_rtstruct(rs, g)[0]
+    # in-plane edges (-9, 11) and (-11, 9) mm lie on voxel faces and the slab overlaps are exact,
+    # so the occupancy volume is the prism volume 20 x 20 x 10 mm = 4 cc to float precision
+    assert s.volume_cc == pytest.approx(4.0, rel=1e-5)
+    # mask = voxel centre inside a slab: centres at z = 1.25 .. 8.75 mm (4 slices) are in [1, 11)
+    zc = g.axis_coordinates_mm()[2]
+    assert [bool(s.mask[k].any()) for k in range(g.nz)] == [bool(1.0 <= z < 11.0) for z in zc]
+    # the slice spanning 10 .. 12.5 mm holds the prism's top millimetre: 1 / 2.5 of each voxel,
+    # and the slice spanning 0 .. 2.5 mm its bottom 1.5 mm
+    assert float(s.fraction[5].max()) == pytest.approx(0.4, abs=1e-6)
+    assert float(s.fraction[1].max()) == pytest.approx(0.6, abs=1e-6)
