@@ -48,7 +48,8 @@ def run(args) -> int:
         bar("write", 4, 5)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_rtdose(dose, cg.grid, out / "RTDOSE.dcm", case=case)
+        write_rtdose(dose, cg.grid, out / "RTDOSE.dcm", case=case,
+                     rtplan_uid=beam_set.beams[0].metadata.get("rtplan_uid"))
         metrics = report.as_dict()
         metrics["plan"] = {"source_rtplan": str(args.rtplan), "n_beams": len(beam_set.beams),
                            "total_mu_per_fraction": round(beam_set.total_mu_per_fraction, 1),

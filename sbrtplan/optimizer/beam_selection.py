@@ -10,9 +10,11 @@ sum of quadratic penalties (target underdose and overdose, organ doses above
 their limits, and a normal-tissue fall-off term that penalises dose above a
 reference that decreases with the distance from the target).  The group norm
 drives whole beams to zero (Yuan and Lin 2006; for beam orientation
-optimisation see Jia et al. 2012, O'Connor et al. 2018).  ``lam`` is
-increased until at most ``n_beams`` groups remain non-zero; the ``n_beams``
-largest groups at the last value that kept at least ``n_beams`` are chosen.
+optimisation see Jia et al. 2012, O'Connor et al. 2018).  The path starts
+at ``lam_max`` (the largest group norm of the gradient at ``x = 0``, where
+every beam is off) and decreases ``lam`` geometrically, warm-starting each
+solve, until at least ``n_beams`` groups are non-zero; the ``n_beams``
+largest groups are chosen.
 
 The solver is FISTA with the exact proximal map of the group norm plus the
 non-negativity constraint (project onto x >= 0, then shrink each group).
@@ -61,7 +63,7 @@ def _objective_grad(D, Dt, x, penalties: list[QuadraticPenalty]):
         w = p.row_weights if p.row_weights is not None else np.ones(r.size)
         c = p.weight / max(w.sum(), 1e-12)
         f += c * float(np.dot(w, r * r))
-        np.add.at(g_d, p.rows, 2.0 * c * w * r)
+        g_d += np.bincount(p.rows, weights=2.0 * c * w * r, minlength=d.size)
     return f, Dt @ g_d
 
 
@@ -70,7 +72,7 @@ def _lipschitz(D, Dt, penalties, n_iter: int = 20, seed: int = 0) -> float:
     scale = np.zeros(D.shape[0])
     for p in penalties:
         w = p.row_weights if p.row_weights is not None else np.ones(p.rows.size)
-        np.add.at(scale, p.rows, 2.0 * p.weight * w / max(w.sum(), 1e-12))
+        scale += np.bincount(p.rows, weights=2.0 * p.weight * w / max(w.sum(), 1e-12), minlength=D.shape[0])
     v = rng.random(D.shape[1])
     lam = 1.0
     for _ in range(n_iter):
@@ -101,8 +103,8 @@ def _fista(D, Dt, penalties, groups: np.ndarray, n_groups: int, lam: float, L: f
 
 
 def select_beams(D: sp.spmatrix, beam_offsets: np.ndarray, penalties: list[QuadraticPenalty], n_beams: int, *,
-                 n_iter: int = 150, max_lambda_steps: int = 14, progress=None) -> SelectionResult:
-    """Choose ``n_beams`` of the candidate beams by group-lasso continuation.
+                 n_iter: int = 40, shrink: float = 0.8, max_lambda_steps: int = 40, progress=None) -> SelectionResult:
+    """Choose ``n_beams`` of the candidate beams by a decreasing group-lasso path.
 
     Parameters
     ----------
@@ -113,7 +115,9 @@ def select_beams(D: sp.spmatrix, beam_offsets: np.ndarray, penalties: list[Quadr
     penalties : list of QuadraticPenalty
     n_beams : int
     n_iter : int
-        FISTA iterations per value of the group weight.
+        FISTA iterations per value of the group weight (warm-started).
+    shrink : float
+        Factor between successive group weights.
 
     Returns
     -------
@@ -122,18 +126,18 @@ def select_beams(D: sp.spmatrix, beam_offsets: np.ndarray, penalties: list[Quadr
     D = sp.csr_matrix(D, dtype=np.float64)
     Dt = D.T.tocsr()
     n_groups = len(beam_offsets) - 1
+    if n_beams >= n_groups:
+        return SelectionResult(list(range(n_groups)), np.ones(n_groups), 0.0, [])
     groups = np.repeat(np.arange(n_groups), np.diff(beam_offsets))
     L = _lipschitz(D, Dt, penalties)
     x = np.zeros(D.shape[1])
-    x = _fista(D, Dt, penalties, groups, n_groups, 0.0, L, x, n_iter)
-    f0, g0 = _objective_grad(D, Dt, x, penalties)
-    # Start where the group weight is a small fraction of the largest group gradient.
-    gnorm = np.sqrt(np.bincount(groups, weights=np.minimum(g0, 0.0) ** 2 + 1e-30, minlength=n_groups))
-    lam = 0.02 * float(np.max(gnorm)) + 1e-12
-    best = np.sqrt(np.bincount(groups, weights=x * x, minlength=n_groups))
-    best_lam = 0.0
-    path = [{"lam": 0.0, "objective": f0, "active": int(np.sum(best > 1e-6 * best.max()))}]
+    _, g0 = _objective_grad(D, Dt, x, penalties)
+    # At x = 0 a group leaves zero once lam drops below the norm of its descent direction.
+    lam = float(np.max(np.sqrt(np.bincount(groups, weights=np.minimum(g0, 0.0) ** 2, minlength=n_groups))))
+    path: list[dict] = []
+    norms = np.zeros(n_groups)
     for step in range(max_lambda_steps):
+        lam *= shrink
         x = _fista(D, Dt, penalties, groups, n_groups, lam, L, x, n_iter)
         norms = np.sqrt(np.bincount(groups, weights=x * x, minlength=n_groups))
         active = int(np.sum(norms > 1e-6 * max(norms.max(), 1e-30)))
@@ -143,9 +147,6 @@ def select_beams(D: sp.spmatrix, beam_offsets: np.ndarray, penalties: list[Quadr
         if progress is not None:
             progress(step + 1, max_lambda_steps)
         if active >= n_beams:
-            best, best_lam = norms, lam
-        if active <= n_beams:
             break
-        lam *= 1.8
-    chosen = sorted(int(i) for i in np.argsort(-best)[:n_beams])
-    return SelectionResult(chosen, best, best_lam, path)
+    chosen = sorted(int(i) for i in np.argsort(-norms)[:n_beams])
+    return SelectionResult(chosen, norms, lam, path)

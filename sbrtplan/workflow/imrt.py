@@ -94,7 +94,7 @@ def choose_directions(case: Case, ps: PlanningStructures, problem: PlanProblem, 
     log.info("beam selection: %d non-colliding candidate directions", len(cands))
     rng = np.random.default_rng(0)
     n_rows = problem.voxels.n
-    keep = np.sort(rng.choice(n_rows, size=min(n_rows, 12000), replace=False))
+    keep = np.sort(rng.choice(n_rows, size=min(n_rows, 6000), replace=False))
     row_w = problem.voxels.weights[keep] * (n_rows / keep.size)
     with timed("beam selection: coarse influence matrix", log, timings):
         grids = [beamlet_grid_for_target(ps.target, g, mlc, beamlet_mm=10.0, margin_mm=5.0) for g in cands]
