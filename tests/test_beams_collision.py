@@ -116,3 +116,18 @@ def test_bad_yaml(tmp_path):
         CollisionModel.from_yaml(p)
     with pytest.raises(InputError, match="does not exist"):
         CollisionModel.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_collision_free_arc(body):
+    from sbrtplan.beams import collision_free_arc
+
+    full = collision_free_arc(0.0, (0.0, 0.0, 0.0), body)
+    assert full.span_deg == pytest.approx(358.0)  # couch 0, centred: the full arc
+    part = collision_free_arc(45.0, (0.0, 0.0, 0.0), body, direction="CC")
+    # couch 45: the lateral angles are blocked (see the candidate test); the anterior or
+    # posterior sector remains, checked at every control point
+    assert part is not None and part.direction == "CC" and 60.0 <= part.span_deg < 180.0
+    assert arc_collisions(part, (0.0, 0.0, 0.0), body) == []
+    # couch 90: the longest clear sector is shorter than at couch 45
+    side = collision_free_arc(90.0, (0.0, 0.0, 0.0), body)
+    assert side is None or side.span_deg <= part.span_deg

@@ -29,7 +29,8 @@ Collision (model documented in ``collision.py``):
 
 Arcs: ArcSpec, arc_template(n_arcs=2, *, cp_spacing_deg=2.0, start_deg=181.0, stop_deg=179.0, partial=None)
     make_arc(name, gantry_deg, apertures, mu_per_cp, *, direction, couch_deg=0, collimator_deg=0, isocenter_mm, mlc)
-    arc_collisions(spec, isocenter_mm, body=None, model=None)
+    arc_collisions(spec, isocenter_mm, body=None, model=None) -> colliding CP angles
+    collision_free_arc(couch_deg, isocenter_mm, body=None, *, model=None, direction='CW') -> ArcSpec | None
     interval_mu_matrix(n_cp), arc_mu_bounds(gantry_deg, direction, limits) -> (A, lo, hi) for the DAO master
 
 Delivery limits: DeliveryLimits (flattened(), fff(), from_yaml), max_leaf_travel_mm(limits, gantry_step_deg, mu=None),
@@ -49,7 +50,7 @@ from .sequencing import (SequencingError, aperture_from_columns, delivered_fluen
 from .limits import (DeliveryLimits, Violation, ViolationKind, check_deliverability, estimate_delivery_time,
                      estimate_plan_time, interval_times_s, max_leaf_travel_mm, with_fixed_jaws)
 from .collision import CollisionModel, CollisionResult, body_surface_points, candidate_directions
-from .arcs import ArcSpec, arc_collisions, arc_mu_bounds, arc_template, interval_mu_matrix, make_arc
+from .arcs import ArcSpec, arc_collisions, collision_free_arc, arc_mu_bounds, arc_template, interval_mu_matrix, make_arc
 
 __all__ = ["BeamletGrid", "BeamGeometry", "beam_rotation", "patient_to_fixed", "MLCModel", "Aperture", "ControlPoint",
            "Beam", "BeamSet", "Technique", "DeliverySample", "sample_delivery", "with_mu",
@@ -58,5 +59,5 @@ __all__ = ["BeamletGrid", "BeamGeometry", "beam_rotation", "patient_to_fixed", "
            "DeliveryLimits", "Violation", "ViolationKind", "check_deliverability", "estimate_delivery_time",
            "estimate_plan_time", "interval_times_s", "max_leaf_travel_mm", "with_fixed_jaws",
            "CollisionModel", "CollisionResult", "body_surface_points", "candidate_directions",
-           "ArcSpec", "arc_collisions", "arc_template", "make_arc",
+           "ArcSpec", "arc_collisions", "collision_free_arc", "arc_template", "make_arc",
            "interval_mu_matrix", "arc_mu_bounds"]

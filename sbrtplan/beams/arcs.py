@@ -238,3 +238,51 @@ def arc_mu_bounds(gantry_deg: np.ndarray, direction: str, limits) -> tuple[np.nd
     step = np.diff(g) % 360.0 if d == "CW" else (-np.diff(g)) % 360.0
     lo_deg, hi_deg = limits.mu_per_deg_range
     return interval_mu_matrix(g.size), lo_deg * step, hi_deg * step
+
+
+def collision_free_arc(couch_deg: float, isocenter_mm, body: Structure | None = None, *, model=None,
+                       direction: str = "CW", cp_spacing_deg: float = 2.0, collimator_deg: float = 0.0,
+                       step_deg: float = 2.0, patient_position: str = "HFS") -> ArcSpec | None:
+    """The longest collision-free arc at ``couch_deg`` (None when every angle collides).
+
+    Gantry angles are tested every ``step_deg``; the longest circular run of
+    clear angles, less one step at each end (the angles between samples are
+    unchecked), becomes the arc.  A run covering the whole circle gives the
+    full arc 181 -> 179 (CW) or 179 -> 181 (CC).
+    """
+    from .collision import CollisionModel, body_surface_points
+
+    model = model or CollisionModel.default()
+    d = _direction(direction)
+    if not (0 < step_deg <= _MAX_CP_SPACING_DEG):
+        raise GeometryError(f"step_deg must be in (0, {_MAX_CP_SPACING_DEG:g}], got {step_deg!r}")
+    pts = None if body is None else body_surface_points(body, model.sampling_mm, model.body_extension_mm)
+    n = int(round(360.0 / step_deg))
+    angles = np.arange(n) * (360.0 / n)
+    clear = np.array([model.check(a, couch_deg, isocenter_mm, pts, patient_position=patient_position).ok
+                      for a in angles])
+    if clear.all():
+        start, stop = (181.0, 179.0) if d == "CW" else (179.0, 181.0)
+        return ArcSpec(start, stop, d, couch_deg, collimator_deg, cp_spacing_deg)
+    if not clear.any():
+        return None
+    # longest circular run of True (rotate so that the sequence starts after a blocked angle)
+    shift = int(np.argmin(clear))
+    c = np.roll(clear, -shift)
+    best_len, best_start, run, run_start = 0, 0, 0, 0
+    for i, ok in enumerate(c):
+        if ok:
+            if run == 0:
+                run_start = i
+            run += 1
+            if run > best_len:
+                best_len, best_start = run, run_start
+        else:
+            run = 0
+    if best_len < 3:
+        return None
+    first = angles[(best_start + 1 + shift) % n]
+    last = angles[(best_start + best_len - 2 + shift) % n]
+    if d == "CW":
+        return ArcSpec(first, last, "CW", couch_deg, collimator_deg, cp_spacing_deg)
+    return ArcSpec(last, first, "CC", couch_deg, collimator_deg, cp_spacing_deg)
