@@ -38,7 +38,7 @@ def stub_readers(monkeypatch, tmp_path):
 def test_cli_evaluate_writes_metrics(stub_readers, tmp_path, capsys):
     out = tmp_path / "m.json"
     rc = main(["evaluate", "--rtdose", str(stub_readers["dose.dcm"]), "--rtstruct", str(stub_readers["rtss.dcm"]),
-               "--protocol", "bone_spine", "--scheme", "27/3", "--json", str(out),
+               "--protocol", "bone_spine", "--scheme", "27/3", "--json", str(out), "--dvh-csv", str(tmp_path / "dvh.csv"),
                "--prior-rtdose", str(stub_readers["prior.dcm"]), "--prior-fractions", "5", "--interval-months", "4"])
     assert rc == 0
     text = capsys.readouterr().out
@@ -51,6 +51,15 @@ def test_cli_evaluate_writes_metrics(stub_readers, tmp_path, capsys):
     # prior 10 Gy / 5 fx: EQD2 (a/b 2.5) = 10 (1 + 2/2.5) / 1.8 = 10 Gy, 10 % off at 4 months; new 11 Gy / 3 fx:
     # 11 (1 + 3.667/2.5) / 1.8 = 15.07 Gy -> 24.07 Gy
     assert r["cumulative_eqd2_D0.1cc_gy"] == pytest.approx(9.0 + 11 * (1 + 11 / 7.5) / 1.8, abs=1e-3)
+    # cumulative DVHs: the cord PRV is uniform at 11 Gy and the PTV at 28 Gy (0.1 Gy steps)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "dvh.csv").open()))
+    at = {round(float(x["dose_gy"]), 1): x for x in rows}
+    assert float(at[10.9]["SpinalCord_PRV02 [%]"]) == pytest.approx(100.0)
+    assert float(at[11.1]["SpinalCord_PRV02 [%]"]) == pytest.approx(0.0)
+    assert float(at[27.9]["PTV [%]"]) == pytest.approx(100.0) and float(at[28.0]["PTV [%]"]) == pytest.approx(100.0)
+    assert float(rows[-1]["PTV [%]"]) == pytest.approx(0.0, abs=1e-9) and float(rows[0]["External [%]"]) == 100.0
 
 
 def test_cli_evaluate_without_protocol_and_errors(stub_readers, capsys):

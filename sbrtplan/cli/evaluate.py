@@ -31,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--prior-fractions", type=int, help="number of fractions of the prior course")
     p.add_argument("--interval-months", type=float, help="months since the prior course")
     p.add_argument("--json", metavar="OUT", help="write metrics.json here")
+    p.add_argument("--dvh-csv", metavar="OUT", help="write the cumulative DVHs (0.1 Gy steps, %% volume) as CSV here")
     p.add_argument("--sources", action="store_true", help="show the source of every goal")
     p.set_defaults(func=run)
 
@@ -61,7 +62,8 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..errors import InputError
-    from ..evaluation import PriorCourse, evaluate_plan, format_report, parse_name_map, write_metrics
+    from ..evaluation import (PriorCourse, evaluate_plan, format_report, parse_name_map, write_dvh_csv,
+                              write_metrics)
     from ..protocols import Scheme, load_protocol
 
     if args.prior_rtdose and (args.prior_fractions is None or args.interval_months is None):
@@ -117,4 +119,7 @@ def run(args) -> int:
     if args.json:
         write_metrics(args.json, report)
         print(f"metrics written to {args.json}")
+    if args.dvh_csv:
+        write_dvh_csv(args.dvh_csv, report)
+        print(f"DVHs written to {args.dvh_csv}")
     return 0

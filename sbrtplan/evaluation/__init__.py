@@ -9,7 +9,7 @@ DVH, Refinement, DoseField, compute_dvh,
 isodose_volume_cc, d2cm_gy, plan_indices, PlanIndices,
 evaluate_plan, PlanReport, GoalResult, Status, TargetMetrics, StructureMetrics, CoverageVerdict, PriorCourse,
 cumulative_eqd2, check_reirradiation, ReirradiationResult,
-format_report, metrics_dict, write_metrics, SCHEMA_VERSION,
+format_report, metrics_dict, write_metrics, write_dvh_csv, dvh_table, SCHEMA_VERSION,
 parse_name_map, rename_structures,
 compare_reports, ComparisonTable, ComparisonRow
 """
@@ -21,10 +21,10 @@ from .conformity import PlanIndices, d2cm_gy, isodose_volume_cc, plan_indices
 from .dvh import DVH, DoseField, Refinement, compute_dvh
 from .matching import parse_name_map, rename_structures
 from .reirradiation import ReirradiationResult, check_reirradiation, cumulative_eqd2
-from .report import SCHEMA_VERSION, format_report, metrics_dict, write_metrics
+from .report import SCHEMA_VERSION, dvh_table, format_report, metrics_dict, write_dvh_csv, write_metrics
 
 __all__ = ["DVH", "Refinement", "DoseField", "compute_dvh", "isodose_volume_cc", "d2cm_gy", "plan_indices",
            "PlanIndices", "evaluate_plan", "PlanReport", "GoalResult", "Status", "TargetMetrics", "StructureMetrics",
            "CoverageVerdict", "PriorCourse", "cumulative_eqd2", "check_reirradiation", "ReirradiationResult",
-           "format_report", "metrics_dict", "write_metrics", "SCHEMA_VERSION", "parse_name_map",
+           "format_report", "metrics_dict", "write_metrics", "write_dvh_csv", "dvh_table", "SCHEMA_VERSION", "parse_name_map",
            "rename_structures", "compare_reports", "ComparisonTable", "ComparisonRow"]

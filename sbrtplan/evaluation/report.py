@@ -43,6 +43,36 @@ def write_metrics(path, report: PlanReport) -> None:
             f.write("\n")
 
 
+def dvh_table(report: PlanReport, step_gy: float = 0.1) -> tuple[list[float], dict[str, list[float]]]:
+    """Cumulative DVHs of every evaluated structure on a common dose axis.
+
+    Returns the dose axis (Gy, from 0 to one step past the highest maximum, ``step_gy`` steps)
+    and, per structure, the volume (% of the structure) receiving at least each dose.
+    """
+    import numpy as np
+
+    if not (step_gy > 0 and math.isfinite(step_gy)):
+        raise ValueError(f"step_gy must be > 0, got {step_gy!r}")
+    dvhs = {n: d for n, d in report.dvhs.items() if n in report.structures}
+    top = max((d.max_gy for d in dvhs.values()), default=0.0)
+    axis = np.arange(0.0, top + 1.5 * step_gy, step_gy)   # one step past the maximum: the curves end at 0 %
+    return [round(float(x), 6) for x in axis], {n: [float(v) for v in d.curve(axis)] for n, d in dvhs.items()}
+
+
+def write_dvh_csv(path, report: PlanReport, step_gy: float = 0.1) -> None:
+    """Write the cumulative DVHs as CSV (``dose_gy`` then one column of % volume per structure), atomically."""
+    import csv
+
+    axis, curves = dvh_table(report, step_gy)
+    names = list(curves)
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["dose_gy"] + [f"{n} [%]" for n in names])
+            for i, x in enumerate(axis):
+                w.writerow([f"{x:g}"] + [f"{curves[n][i]:.4f}" for n in names])
+
+
 def _fmt(v, nd: int = 2) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
