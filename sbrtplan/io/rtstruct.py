@@ -6,7 +6,7 @@ Each ROI is a stack of closed planar contours.  The contours of one plane are
 combined with the **even-odd rule** (a contour inside another is a hole, a
 contour inside a hole is an island again), which is how DICOM stores holes.
 Each contour plane stands for a slab of the slice thickness ``t`` (the
-smallest gap between contour planes in the file, i.e. the CT slice spacing),
+most common gap between contour planes in the file, i.e. the CT slice spacing),
 centred on the plane, so the structure is a stack of prisms.
 
 On the destination grid:
@@ -301,10 +301,16 @@ def read_rtstruct(path: str | Path, case: Case | Grid, names: Sequence[str] | No
                 planes.setdefault(kp, []).append(np.ascontiguousarray(kji[:, 1:]))
             roi_planes.append(planes)
             all_positions.extend(planes.keys())
+        # Slab thickness: the most common gap between neighbouring contour planes of the file
+        # (the CT slice spacing); robust to a stray plane between two slices.
         positions = np.unique(np.round(np.asarray(all_positions) * sz, 2))
-        gaps = np.diff(positions)
+        gaps = np.round(np.diff(positions), 2)
         gaps = gaps[gaps > 0.05]
-        thickness_mm = float(gaps.min()) if gaps.size else sz
+        if gaps.size:
+            values, counts = np.unique(gaps, return_counts=True)
+            thickness_mm = float(values[counts == counts.max()].min())
+        else:
+            thickness_mm = sz
         thickness = thickness_mm / sz
 
         out: list[Structure] = []
