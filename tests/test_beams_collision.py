@@ -131,3 +131,8 @@ def test_collision_free_arc(body):
     # couch 90: the longest clear sector is shorter than at couch 45
     side = collision_free_arc(90.0, (0.0, 0.0, 0.0), body)
     assert side is None or side.span_deg <= part.span_deg
+    # a posterior arc at couch 15 (spine): the clear run around gantry 180
+    post = collision_free_arc(15.0, (0.0, 0.0, 0.0), body, containing_deg=180.0)
+    g = post.gantry_angles_deg()
+    assert np.any(np.isclose(g, 180.0, atol=1.0)) and np.all(np.cos(np.deg2rad(g)) < 0.5)
+    assert arc_collisions(post, (0.0, 0.0, 0.0), body) == []

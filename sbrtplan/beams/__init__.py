@@ -30,7 +30,8 @@ Collision (model documented in ``collision.py``):
 Arcs: ArcSpec, arc_template(n_arcs=2, *, cp_spacing_deg=2.0, start_deg=181.0, stop_deg=179.0, partial=None)
     make_arc(name, gantry_deg, apertures, mu_per_cp, *, direction, couch_deg=0, collimator_deg=0, isocenter_mm, mlc)
     arc_collisions(spec, isocenter_mm, body=None, model=None) -> colliding CP angles
-    collision_free_arc(couch_deg, isocenter_mm, body=None, *, model=None, direction='CW') -> ArcSpec | None
+    collision_free_arc(couch_deg, isocenter_mm, body=None, *, model=None, direction='CW', containing_deg=None)
+        -> ArcSpec | None
     interval_mu_matrix(n_cp), arc_mu_bounds(gantry_deg, direction, limits) -> (A, lo, hi) for the DAO master
 
 Delivery limits: DeliveryLimits (flattened(), fff(), from_yaml), max_leaf_travel_mm(limits, gantry_step_deg, mu=None),

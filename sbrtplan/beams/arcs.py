@@ -242,8 +242,12 @@ def arc_mu_bounds(gantry_deg: np.ndarray, direction: str, limits) -> tuple[np.nd
 
 def collision_free_arc(couch_deg: float, isocenter_mm, body: Structure | None = None, *, model=None,
                        direction: str = "CW", cp_spacing_deg: float = 2.0, collimator_deg: float = 0.0,
-                       step_deg: float = 2.0, patient_position: str = "HFS") -> ArcSpec | None:
+                       step_deg: float = 2.0, patient_position: str = "HFS",
+                       containing_deg: float | None = None) -> ArcSpec | None:
     """The longest collision-free arc at ``couch_deg`` (None when every angle collides).
+
+    With ``containing_deg`` (e.g. 180 for a posterior target) the clear run
+    that contains that gantry angle is used instead of the longest one.
 
     Gantry angles are tested every ``step_deg``; the longest circular run of
     clear angles, less one step at each end (the angles between samples are
@@ -269,16 +273,24 @@ def collision_free_arc(couch_deg: float, isocenter_mm, body: Structure | None = 
     # longest circular run of True (rotate so that the sequence starts after a blocked angle)
     shift = int(np.argmin(clear))
     c = np.roll(clear, -shift)
-    best_len, best_start, run, run_start = 0, 0, 0, 0
+    runs = []  # (start index in the rolled sequence, length)
+    run, run_start = 0, 0
     for i, ok in enumerate(c):
         if ok:
             if run == 0:
                 run_start = i
             run += 1
-            if run > best_len:
-                best_len, best_start = run, run_start
-        else:
+        elif run:
+            runs.append((run_start, run))
             run = 0
+    if run:
+        runs.append((run_start, run))
+    if containing_deg is not None:
+        target = (int(round((float(containing_deg) % 360.0) / (360.0 / n))) - shift) % n
+        runs = [r for r in runs if r[0] <= target < r[0] + r[1]]
+        if not runs:
+            return None
+    best_start, best_len = max(runs, key=lambda r: r[1])
     if best_len < 3:
         return None
     first = angles[(best_start + 1 + shift) % n]
