@@ -1,1 +1,31 @@
-"""sbrtplan.optimizer (under construction)."""
+"""Convex prioritised fluence optimisation on a dose matrix.
+
+Public API
+----------
+VoxelRegion,
+MaxDose, MinDose, MeanDose, UpperDVH, LowerDVH, QuadOverdose, QuadUnderdose, LinearMean, Smoothness,
+Term, ConstraintKind,
+OptimizationStage, KeepMode, SolverMethod, prioritized_solve, OptimizationResult, StageResult,
+stages_from_goals, ring_dose_fraction
+
+The model (what every term means, how stages are kept, how infeasible limits
+are relaxed) is documented in :mod:`.terms` and :mod:`.prioritized`; the two
+solver paths in :mod:`.cvx` and :mod:`.first_order`; the mapping from protocol
+goals in :mod:`.from_goals`.
+"""
+
+from .problem import KeepMode, OptimizationResult, OptimizationStage, SolverMethod, StageResult
+from .prioritized import prioritized_solve
+from .regions import VoxelRegion
+from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, MinDose, QuadOverdose, QuadUnderdose,
+                    Smoothness, Term, UpperDVH)
+
+try:  # stage builder from protocol goals
+    from .from_goals import ring_dose_fraction, stages_from_goals
+except ImportError:  # pragma: no cover - during development
+    pass
+
+__all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDVH", "QuadOverdose",
+           "QuadUnderdose", "LinearMean", "Smoothness", "Term", "ConstraintKind", "OptimizationStage", "KeepMode",
+           "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult", "stages_from_goals",
+           "ring_dose_fraction"]
