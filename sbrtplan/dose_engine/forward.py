@@ -13,7 +13,11 @@ the collimator's full field:
     fluence = (1 - T_mlc) * open + (T_mlc - T_jaw) * jaws + T_jaw * full.
 
 Beamlets are not involved, so an optimised fluence and its leaf sequence can
-be compared on the same footing.  The same model terms, ray tracing and
+be compared on the same footing.  Kernel terms wider than 8 mm (far scatter,
+head scatter, contamination) vary slowly across the field; for them the
+blurred aperture is tabulated once per aperture (2.5 mm raster, 18 widths from
+8 to 180 mm) and interpolated, which agrees with the exact sums to < 0.3 % of
+the maximum (tested) and makes a sub-field about three times cheaper.  The same model terms, ray tracing and
 heterogeneity correction as the influence matrix are used
 (:mod:`sbrtplan.dose_engine.pencil`), so a beam whose aperture opens exactly
 a set of beamlets gives the matrix's dose (tested).
@@ -55,8 +59,86 @@ def _frac(lo, hi, x, c):
     return 0.5 * (_erf_sat((hi - x) * c) - _erf_sat((lo - x) * c))
 
 
+# Broad kernel terms (sigma >= _TABLE_SIGMA_MIN_MM: far scatter, head scatter, contamination) vary slowly
+# across the aperture; for them the blurred aperture is tabulated once per aperture on a BEV raster for a
+# geometric ladder of widths and interpolated (bilinear in u, v; linear in log sigma).  Narrow terms
+# (primary, near scatter), which shape the penumbra, are always integrated exactly.
+_TABLE_SIGMA_MIN_MM = 8.0
+_TABLE_SIGMA_RATIO = 1.2
+_TABLE_N_SIGMA = 18          # 8 mm ... 180 mm
+_TABLE_STEP_MM = 2.5
+_TABLE_REACH_MM = 300.0
+
+
 @njit(cache=True, parallel=True)
-def _aperture_kernel(pts, bp, gp, mode, fp, table, entry, lengths, yb, x1, x2, jaw, t_mlc, t_jaw, full, scale, out):
+def _build_tables(yb, x1, x2, jaw, t_mlc, t_jaw, sig_x, sig_y, tp, out):
+    """out[f, k, iv, iu] = (1 - T) * open + (T - T_jaw) * jaws, blurred by (sig_x[k], sig_y[f, k])."""
+    u0, du, nu, v0, dv, nv = tp[0], tp[1], int(tp[2]), tp[3], tp[4], int(tp[5])
+    nf = sig_y.shape[0]
+    ns = sig_x.size
+    n_pairs = x1.size
+    inv2 = 1.0 / math.sqrt(2.0)
+    for q in prange(nf * ns):
+        f = q // ns
+        k = q - f * ns
+        cx = inv2 / sig_x[k]
+        cy = inv2 / sig_y[f, k]
+        fx = np.empty(nu)
+        fy = np.empty(nv)
+        for p in range(-1, n_pairs):
+            if p < 0:          # the jaw-limited field (leaf transmission)
+                y0, y1, xa, xb, w = jaw[2], jaw[3], jaw[0], jaw[1], t_mlc - t_jaw
+            else:
+                y0 = max(yb[p], jaw[2])
+                y1 = min(yb[p + 1], jaw[3])
+                xa = max(x1[p], jaw[0])
+                xb = min(x2[p], jaw[1])
+                w = 1.0 - t_mlc
+            if y1 <= y0 or xb <= xa or w == 0.0:
+                continue
+            for iu in range(nu):
+                fx[iu] = _frac(xa, xb, u0 + iu * du, cx)
+            for iv in range(nv):
+                fy[iv] = w * _frac(y0, y1, v0 + iv * dv, cy)
+            for iv in range(nv):
+                a = fy[iv]
+                if a < 1e-9:
+                    continue
+                for iu in range(nu):
+                    out[f, k, iv, iu] += a * fx[iu]
+
+
+@njit(cache=True, inline="always")
+def _table_at(tables, f, tp, u, v, sig):
+    u0, du, nu, v0, dv, nv = tp[0], tp[1], int(tp[2]), tp[3], tp[4], int(tp[5])
+    fu = (u - u0) / du
+    fv = (v - v0) / dv
+    if fu < 0.0 or fv < 0.0 or fu > nu - 1 or fv > nv - 1:
+        return 0.0
+    fs = math.log(sig / tp[6]) / tp[7]
+    ns = int(tp[8])
+    if fs < 0.0:
+        fs = 0.0
+    if fs > ns - 1:
+        fs = ns - 1.0
+    iu = min(int(fu), nu - 2)
+    iv = min(int(fv), nv - 2)
+    ks = min(int(fs), ns - 2)
+    wu = fu - iu
+    wv = fv - iv
+    ws = fs - ks
+    r = 0.0
+    for dk in range(2):
+        t = tables[f, ks + dk]
+        val = ((1 - wv) * ((1 - wu) * t[iv, iu] + wu * t[iv, iu + 1])
+               + wv * ((1 - wu) * t[iv + 1, iu] + wu * t[iv + 1, iu + 1]))
+        r += (ws if dk else 1.0 - ws) * val
+    return r
+
+
+@njit(cache=True, parallel=True)
+def _aperture_kernel(pts, bp, gp, mode, fp, table, entry, lengths, yb, x1, x2, jaw, t_mlc, t_jaw, full, scale,
+                     tables, tp, out):
     """Add ``scale`` x dose per MU of one aperture to ``out`` (one value per point).
 
     Per kernel term: the open area is summed over the leaf pairs within 6 sigma
@@ -72,6 +154,7 @@ def _aperture_kernel(pts, bp, gp, mode, fp, table, entry, lengths, yb, x1, x2, j
     p_lo = max(np.searchsorted(yb, jaw[2], side="right") - 1, 0)
     p_hi = min(np.searchsorted(yb, jaw[3], side="left"), n_pairs)
     inv2 = 1.0 / math.sqrt(2.0)
+    nk = int(gp[3])
     for b in prange(nblk):
         amp = np.empty(8)
         sx = np.empty(8)
@@ -102,6 +185,10 @@ def _aperture_kernel(pts, bp, gp, mode, fp, table, entry, lengths, yb, x1, x2, j
                 ff = 1.0
                 if t_jaw > 0.0:
                     ff = _frac(full[0], full[1], u, cx) * _frac(full[2], full[3], v, cy)
+                if sxt >= tp[6] and syt >= tp[6] - 1.0:
+                    fam = 0 if t < nk else 1
+                    tot += a * (_table_at(tables, fam, tp, u, v, sxt) + t_jaw * ff)
+                    continue
                 if dxo > 6.0 * sxt or dyo > 6.0 * syt:
                     tot += a * t_jaw * ff
                     continue
@@ -191,11 +278,31 @@ def aperture_dose_per_mu(dens: np.ndarray, grid: Grid, pts: np.ndarray, geometry
                   float(scaling_lengths(gp).max()))
     xmax = 200.0
     full = np.array([-xmax, xmax, min(yb[0], -xmax), max(yb[-1], xmax)], dtype=np.float64)
+    x1 = np.ascontiguousarray(aperture.leaf_x1_mm, np.float64)
+    x2 = np.ascontiguousarray(aperture.leaf_x2_mm, np.float64)
+    t_jaw = float(model.jaw_transmission)
+    tables, tp = _aperture_tables(gp, yb, x1, x2, jaw, float(t_mlc), t_jaw)
     _aperture_kernel(pts, beam_params(geometry), gp, Correction(correction).value, fan.params, fan.table,
-                     fan.entry_mm, scaling_lengths(gp), yb, np.ascontiguousarray(aperture.leaf_x1_mm, np.float64),
-                     np.ascontiguousarray(aperture.leaf_x2_mm, np.float64), jaw, float(t_mlc),
-                     float(model.jaw_transmission), full, float(scale), out)
+                     fan.entry_mm, scaling_lengths(gp), yb, x1, x2, jaw, float(t_mlc), t_jaw, full, float(scale),
+                     tables, tp, out)
     return out
+
+
+def _aperture_tables(gp: np.ndarray, yb, x1, x2, jaw, t_mlc: float, t_jaw: float):
+    """Blurred-aperture tables of the broad kernel terms (family 0: photon components, whose y width
+    follows from x through the source size; family 1: isotropic terms)."""
+    r = _TABLE_REACH_MM
+    h = _TABLE_STEP_MM
+    u0, v0 = jaw[0] - r, jaw[2] - r
+    nu = int(math.ceil((jaw[1] + r - u0) / h)) + 1
+    nv = int(math.ceil((jaw[3] + r - v0) / h)) + 1
+    sig_x = _TABLE_SIGMA_MIN_MM * _TABLE_SIGMA_RATIO ** np.arange(_TABLE_N_SIGMA)
+    sig_y = np.stack([np.sqrt(np.maximum(sig_x ** 2 - gp[1] + gp[2], 1e-6)), sig_x])
+    tp = np.array([u0, h, nu, v0, h, nv, _TABLE_SIGMA_MIN_MM, math.log(_TABLE_SIGMA_RATIO), _TABLE_N_SIGMA],
+                  dtype=np.float64)
+    tables = np.zeros((2, _TABLE_N_SIGMA, nv, nu), dtype=np.float32)
+    _build_tables(yb, x1, x2, jaw, t_mlc, t_jaw, sig_x, sig_y, tp, tables)
+    return tables, tp
 
 
 def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: BeamModel | None = None,
