@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from sbrtplan.beams import (Aperture, ArcSpec, BeamGeometry, BeamletGrid, BeamSet, DeliveryLimits, MLCModel,
-                            Technique, ViolationKind, arc_mu_bounds, arc_template, check_deliverability, estimate_delivery_time,
-                            make_arc, max_leaf_travel_mm, sample_delivery, segments_to_beam, sequence_fluence,
-                            with_fixed_jaws)
+                            Technique, ViolationKind, arc_mu_bounds, arc_template, check_deliverability,
+                            estimate_delivery_time, make_arc, max_leaf_travel_mm, sample_delivery, segments_to_beam,
+                            sequence_fluence, with_fixed_jaws)
 from sbrtplan.errors import GeometryError, InputError
 
 MLC = MLCModel.millennium120()
@@ -80,7 +80,8 @@ def test_legal_arc_passes_and_leaf_jump_is_flagged_with_its_control_point():
     y2[6] += 20.0
     v = check_deliverability(BeamSet([_arc(y1, y2, mu)], 3, 27.0), lim)
     assert [(x.kind, x.control_point) for x in v] == [(ViolationKind.LEAF_SPEED, 6), (ViolationKind.LEAF_SPEED, 7)]
-    assert v[0].value == pytest.approx(22.5) and v[1].value == pytest.approx(17.5) and v[0].limit == pytest.approx(25.0 / 3.0)
+    assert v[0].value == pytest.approx(22.5) and v[1].value == pytest.approx(17.5)
+    assert v[0].limit == pytest.approx(25.0 / 3.0)
     assert "Arc1" in v[0].message and "5->6" in v[0].message
     # the same jump is legal when the interval carries 24 MU (2.4 s at 600 MU/min -> 60 mm),
     # but 24 MU in 2 deg (12 MU/deg) exceeds 10 MU/deg

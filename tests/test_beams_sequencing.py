@@ -45,7 +45,8 @@ def _check_geometry(segments, mlc, gap):
         inside = (yc > ap.jaw_y_mm[0]) & (yc < ap.jaw_y_mm[1])
         # closed pairs inside the Y jaws are hidden under an X jaw (no leakage gap in the field)
         closed_in = inside & ~open_pairs
-        hidden = (ap.leaf_x2_mm[closed_in] <= ap.jaw_x_mm[0] + 1e-9) | (ap.leaf_x1_mm[closed_in] >= ap.jaw_x_mm[1] - 1e-9)
+        hidden = ((ap.leaf_x2_mm[closed_in] <= ap.jaw_x_mm[0] + 1e-9)
+                  | (ap.leaf_x1_mm[closed_in] >= ap.jaw_x_mm[1] - 1e-9))
         assert hidden.all()
         assert np.all(np.abs(ap.leaf_x1_mm) <= mlc.max_position_mm)
 

@@ -25,7 +25,8 @@ Step-and-shoot sequencing:
 Collision (model documented in ``collision.py``):
     CollisionModel (from_yaml, default, check(gantry_deg, couch_deg, isocenter_mm, body=None) -> CollisionResult),
     body_surface_points,
-    candidate_directions(case_or_body, isocenter_mm, *, model=None, gantry_step_deg=20, couches_deg=...) -> [BeamGeometry]
+    candidate_directions(case_or_body, isocenter_mm, *, model=None, gantry_step_deg=20, couches_deg=...)
+        -> [BeamGeometry]
 
 Arcs: ArcSpec, arc_template(n_arcs=2, *, cp_spacing_deg=2.0, start_deg=181.0, stop_deg=179.0, partial=None)
     make_arc(name, gantry_deg, apertures, mu_per_cp, *, direction, couch_deg=0, collimator_deg=0, isocenter_mm, mlc)
@@ -45,20 +46,30 @@ from .beamlets import BeamletGrid
 from .geometry import BeamGeometry, beam_rotation, patient_to_fixed
 from .targeting import beamlet_grid_for_target, isocenter_for, rows_to_leaf_pairs
 from .templates import Site, beam_template, collision_free_template
-from .sequencing import (SequencingError, aperture_from_columns, delivered_fluence, segments_to_beam, sequence_fluence,
-                         sequencing_error)
-
+from .sequencing import (SequencingError, aperture_from_columns, delivered_fluence, segments_to_beam,
+                         sequence_fluence, sequencing_error)
 from .limits import (DeliveryLimits, Violation, ViolationKind, check_deliverability, estimate_delivery_time,
                      estimate_plan_time, interval_times_s, max_leaf_travel_mm, with_fixed_jaws)
 from .collision import CollisionModel, CollisionResult, body_surface_points, candidate_directions
-from .arcs import ArcSpec, arc_collisions, collision_free_arc, arc_mu_bounds, arc_template, interval_mu_matrix, make_arc
+from .arcs import (ArcSpec, arc_collisions, arc_mu_bounds, arc_template, collision_free_arc, interval_mu_matrix,
+                   make_arc)
 
-__all__ = ["BeamletGrid", "BeamGeometry", "beam_rotation", "patient_to_fixed", "MLCModel", "Aperture", "ControlPoint",
-           "Beam", "BeamSet", "Technique", "DeliverySample", "sample_delivery", "with_mu",
-           "isocenter_for", "beamlet_grid_for_target", "rows_to_leaf_pairs", "Site", "beam_template", "collision_free_template",
-           "sequence_fluence", "segments_to_beam", "delivered_fluence", "sequencing_error", "SequencingError", "aperture_from_columns",
-           "DeliveryLimits", "Violation", "ViolationKind", "check_deliverability", "estimate_delivery_time",
-           "estimate_plan_time", "interval_times_s", "max_leaf_travel_mm", "with_fixed_jaws",
-           "CollisionModel", "CollisionResult", "body_surface_points", "candidate_directions",
-           "ArcSpec", "arc_collisions", "collision_free_arc", "arc_template", "make_arc",
-           "interval_mu_matrix", "arc_mu_bounds"]
+__all__ = [
+    # geometry and delivery description
+    "BeamletGrid", "BeamGeometry", "beam_rotation", "patient_to_fixed", "MLCModel", "Aperture", "ControlPoint",
+    "Beam", "BeamSet", "Technique", "DeliverySample", "sample_delivery", "with_mu",
+    # targeting and templates
+    "isocenter_for", "beamlet_grid_for_target", "rows_to_leaf_pairs", "Site", "beam_template",
+    "collision_free_template",
+    # sequencing
+    "sequence_fluence", "segments_to_beam", "delivered_fluence", "sequencing_error", "SequencingError",
+    "aperture_from_columns",
+    # delivery limits
+    "DeliveryLimits", "Violation", "ViolationKind", "check_deliverability", "estimate_delivery_time",
+    "estimate_plan_time", "interval_times_s", "max_leaf_travel_mm", "with_fixed_jaws",
+    # collision
+    "CollisionModel", "CollisionResult", "body_surface_points", "candidate_directions",
+    # arcs
+    "ArcSpec", "arc_collisions", "collision_free_arc", "arc_template", "make_arc", "interval_mu_matrix",
+    "arc_mu_bounds",
+]

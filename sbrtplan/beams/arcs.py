@@ -52,7 +52,8 @@ class ArcSpec:
             object.__setattr__(self, name, v % 360.0)
         s = float(self.cp_spacing_deg)
         if not (0 < s <= _MAX_CP_SPACING_DEG):
-            raise GeometryError(f"arc cp_spacing_deg must be in (0, {_MAX_CP_SPACING_DEG:g}], got {self.cp_spacing_deg!r}")
+            raise GeometryError(f"arc cp_spacing_deg must be in (0, {_MAX_CP_SPACING_DEG:g}], "
+                                f"got {self.cp_spacing_deg!r}")
         object.__setattr__(self, "cp_spacing_deg", s)
         if self.span_deg <= 0:
             raise GeometryError(f"arc from {self.start_deg:g} to {self.stop_deg:g} deg has no extent")
