@@ -110,3 +110,36 @@ def test_templates():
         beam_template(Site.SPINE, 1)
     with pytest.raises(InputError, match="site"):
         beam_template("brain", 5)
+
+
+def _extent(grid):
+    rows = np.flatnonzero(grid.active.any(axis=1))
+    cols = np.flatnonzero(grid.active.any(axis=0))
+    return (grid.x_edges_mm[cols[-1] + 1] - grid.x_edges_mm[cols[0]],
+            grid.y_edges_mm[rows[-1] + 1] - grid.y_edges_mm[rows[0]])
+
+
+def test_collimator_rotation_turns_the_field():
+    # A rod along the patient's superior axis (z, 60 mm) and 10 mm across.  For HFS at
+    # gantry 0 / couch 0, IEC Yb points to the gantry = superior, so the rod lies along
+    # the leaf-pair stack (Yb); collimator 90 turns it along the leaf motion (Xb).
+    g = Grid((41, 21, 21), (2.0, 2.0, 2.0), (-20.0, -20.0, -40.0))
+    x, y, z = g.axis_coordinates_mm()
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    rod = Structure("PTV", g, (np.abs(xx) <= 5) & (np.abs(yy) <= 5) & (np.abs(zz) <= 30), role=StructureRole.PTV)
+    mlc = MLCModel.hd120()
+    w0, h0 = _extent(beamlet_grid_for_target(rod, BeamGeometry(0.0, 0.0, 0.0), mlc, beamlet_mm=2.5, margin_mm=0.0))
+    w90, h90 = _extent(beamlet_grid_for_target(rod, BeamGeometry(0.0, 90.0, 0.0), mlc, beamlet_mm=2.5,
+                                               margin_mm=0.0))
+    # 60 mm long (+ voxel footprint and 2.5 mm rows/columns), 10 mm wide (+ the same)
+    assert 60.0 <= h0 <= 70.0 and 10.0 <= w0 <= 20.0
+    assert 60.0 <= w90 <= 70.0 and 10.0 <= h90 <= 20.0
+
+
+def test_hd120_rows_follow_both_leaf_widths():
+    # A 100 mm target on HD120 spans the 2.5 mm central and 5 mm outer leaves (|y| > 40 mm)
+    ptv = _sphere((0.0, 0.0, 0.0), 38.0, spacing=4.0, n=25, origin=(-48.0, -48.0, -48.0))
+    grid = beamlet_grid_for_target(ptv, BeamGeometry(0.0), MLCModel.hd120(), beamlet_mm=2.5, margin_mm=5.0)
+    widths = np.round(np.diff(grid.y_edges_mm), 6)
+    assert set(widths.tolist()) == {2.5, 5.0}
+    assert rows_to_leaf_pairs(grid, MLCModel.hd120()).size == grid.shape[0]
