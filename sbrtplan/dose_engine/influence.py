@@ -54,14 +54,14 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-from .._log import get_logger, peak_memory_mib, timed
+from .._log import get_logger, peak_memory_mib
 from ..beams import BeamGeometry, BeamletGrid
 from ..case import Grid
 from ..errors import GeometryError, InputError
 from .geometry_kernels import (MODE_DEPTH_ONLY, MODE_LATERAL, MODE_NONE, _range, beam_params, gaussian_voxel,
                                matrad_voxel, voxel_frame)
 from .model import BeamModel, ModelKind, default_beam_model
-from .pencil import MAX_TERMS, horn, pack_gaussian, scaling_lengths
+from .pencil import pack_gaussian, scaling_lengths
 from .raytrace import FanTable, trace_fan
 
 log = get_logger(__name__)
