@@ -164,3 +164,25 @@ def test_cli_evaluate_our_own_rtdose(tmp_path, capsys):
         assert m["structures"][name]["volume_cc"] == pytest.approx(s.mask.sum() * case.grid.voxel_volume_cc,
                                                                     rel=0.015), name
     assert m["summary"]["n_goals"] == 25 and m["targets"]["PTV"]["rtog_class"] in ("none", "minor", "major")
+
+
+def test_cli_evaluate_case_with_its_reference_dose(shared_data, tmp_path, capsys):
+    # an OpenKBP patient (CSV, 4.7 x 4.7 x 2 mm) evaluated on its own reference dose through io.load_case
+    root = shared_data / "openkbp" / "test-pats" / "pt_242"
+    if not root.is_dir():
+        pytest.skip(f"reference data not available: {root}")
+    out = tmp_path / "m.json"
+    rc = main(["evaluate", "--case", str(root), "--scheme", "70/35", "--target", "PTV70", "--json", str(out)])
+    assert rc == 0 and "evaluating the dose 'reference'" in capsys.readouterr().out
+    m = json.loads(out.read_text())
+    case = sio.load_case(root)
+    dvh = compute_dvh(case.doses["reference"], case.structures["PTV70"])
+    assert m["targets"]["PTV70"]["D95_gy"] == pytest.approx(dvh.d_pct(95.0), abs=1e-3)
+    # a clinical head-and-neck plan: the 70 Gy PTV is covered (V100 >= 90 %) and the 56 Gy PTV gets less
+    assert m["targets"]["PTV70"]["V100_pct"] >= 90.0
+    assert m["targets"]["PTV56"]["D50_gy"] < m["targets"]["PTV70"]["D50_gy"]
+    assert m["prescription"] == {"dose_gy": 70.0, "fractions": 35, "dose_per_fraction_gy": 2.0, "target": "PTV70",
+                                 "bed10_gy": 84.0}
+    # a case without a dose needs --rtdose
+    rc = main(["evaluate", "--case", "phantom:cshape", "--scheme", "70/35"])
+    assert rc == 2 and "carries no dose; give --rtdose" in capsys.readouterr().err

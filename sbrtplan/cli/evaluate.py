@@ -3,7 +3,10 @@
 The RTSTRUCT is rasterised directly onto the RTDOSE grid with sub-voxel
 occupancy, so the evaluation does not depend on the CT (a clinical export may
 come with a single CT slice); ``--ct`` adds a check that the dose grid lies on
-the CT.  Without ``--protocol`` only the metrics are computed (DVH points,
+the CT.  ``--case SPEC`` takes the structures from any case ``io.load_case``
+reads (DICOM folder, matRad ``.mat``, OpenKBP folder, ``phantom:NAME``),
+resampled onto the dose grid; without ``--rtdose`` the case's own reference
+dose is evaluated (OpenKBP).  Without ``--protocol`` only the metrics are computed (DVH points,
 CI/GI/R50/D2cm for ``--target`` at the ``--scheme`` prescription).
 """
 
@@ -15,9 +18,11 @@ def register(sub) -> None:
                        description="Rasterise the RTSTRUCT onto the RTDOSE grid (sub-voxel occupancy), compute DVH "
                                    "metrics, CI/GI/R50/D2cm and every goal of the protocol for the scheme; print a "
                                    "compliance table and optionally write metrics.json.")
-    p.add_argument("--rtdose", required=True, help="RTDOSE file (total dose of the course, or per fraction when its "
-                                                  "DoseSummationType says FRACTION)")
-    p.add_argument("--rtstruct", required=True, help="RTSTRUCT file")
+    p.add_argument("--rtdose", help="RTDOSE file (total dose of the course, or per fraction when its "
+                                    "DoseSummationType says FRACTION); default with --case: the case's reference dose")
+    p.add_argument("--rtstruct", help="RTSTRUCT file (required without --case)")
+    p.add_argument("--case", metavar="SPEC", help="take the structures from a case: DICOM folder, matRad .mat, OpenKBP "
+                                                  "folder or phantom:NAME (with --rtstruct for a DICOM folder)")
     p.add_argument("--ct", help="CT folder (optional: checks that the dose grid lies on the CT)")
     p.add_argument("--protocol", help="protocol name (see 'sbrtplan protocols') or YAML file; without it only the "
                                       "metrics are computed")
@@ -80,15 +85,32 @@ def run(args) -> int:
     if args.prior_rtdose and scheme is None:
         raise InputError("a re-irradiation check (--prior-rtdose) needs --scheme of the new course")
     name_map = parse_name_map(args.map)
+    if not args.case and not (args.rtdose and args.rtstruct):
+        raise InputError("give --rtdose and --rtstruct, or --case SPEC (with --rtdose, or a case that carries a dose)")
     for f, what in ((args.rtdose, "--rtdose"), (args.rtstruct, "--rtstruct"), (args.prior_rtdose, "--prior-rtdose")):
         if f and not Path(f).is_file():
             raise InputError(f"{what}: no such file: {f}")
 
     sio, read_rtdose, read_rtstruct = _io()
-    dose = read_rtdose(args.rtdose)
-    structures = read_rtstruct(args.rtstruct, dose.grid, occupancy=True)
-    if isinstance(structures, (list, tuple)):
-        structures = {s.name: s for s in structures}
+    if args.case:
+        from ..case import resample_structure
+
+        case = sio.load_case(args.case, rtstruct=args.rtstruct)
+        if args.rtdose:
+            dose = read_rtdose(args.rtdose)
+        elif case.doses:
+            key = next(iter(case.doses))
+            dose = case.doses[key]
+            print(f"evaluating the dose '{key}' of case {case.name}")
+        else:
+            raise InputError(f"--case {args.case}: the case carries no dose; give --rtdose")
+        structures = {n: (s if s.grid.same_as(dose.grid) else resample_structure(s, dose.grid))
+                      for n, s in case.structures.items()}
+    else:
+        dose = read_rtdose(args.rtdose)
+        structures = read_rtstruct(args.rtstruct, dose.grid, occupancy=True)
+        if isinstance(structures, (list, tuple)):
+            structures = {s.name: s for s in structures}
     if args.ct:
         read_ct = getattr(sio, "read_ct_series", None) or getattr(sio, "load_case", None)
         if read_ct is None:
