@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sbrtplan._log import Timings
-from sbrtplan.case import Dose, Structure, StructureRole, distance_map_mm, prv, ring, union
+from sbrtplan.case import Dose, Structure, distance_map_mm, prv, ring, union
 from sbrtplan.evaluation import evaluate_plan
 from sbrtplan.phantoms import make_phantom
 

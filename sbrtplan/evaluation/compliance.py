@@ -21,7 +21,7 @@ from .. import __version__
 from .._log import Timings, get_logger, timed
 from ..case import Dose, Grid, Structure, StructureRole
 from ..errors import InputError, ProtocolError, StructureError
-from ..protocols import (ALPHA_BETA_MICHIGAN_GY, ALPHA_BETA_TUMOUR_GY, ApplyTo, Goal, Metric, Priority, Protocol,
+from ..protocols import (ALPHA_BETA_MICHIGAN_GY, ALPHA_BETA_TUMOUR_GY, ApplyTo, Goal, Metric, Protocol,
                          Scheme, Stage, Unit, bed_gy, eqd2_gy, load_protocol)
 from .conformity import PlanIndices, plan_indices
 from .dvh import DVH, DoseField, compute_dvh
