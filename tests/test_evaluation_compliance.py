@@ -307,6 +307,11 @@ def test_prior_course_as_array_and_per_fraction_dose():
     cord4 = [r for r in rep4.reirradiation if r.structure == "SpinalCord"][0]
     assert cord4.cumulative_eqd2_d01_gy == pytest.approx(cord.cumulative_eqd2_d01_gy, rel=1e-5)
     assert "prior dose resampled trilinearly onto the structure grid" in rep4.notes
+    # a bare dose array on the structures' grid is accepted (any dose array): same metrics as the Dose
+    rep_arr = evaluate_plan(dose.dose_gy, structures, "bone_spine", "27/3")
+    assert rep_arr.structures["SpinalCord_PRV02"].d01_gy == pytest.approx(5.0, abs=1e-4)
+    with pytest.raises(InputError, match="bare array must be on the structures' grid"):
+        evaluate_plan(dose.dose_gy[:-1], structures, "bone_spine", "27/3")
     with pytest.raises(InputError, match="must be on the structures' grid"):
         evaluate_plan(dose, structures, "bone_spine", "27/3",
                       prior=PriorCourse(np.zeros((2, 2, 2)), fractions=5, interval_months=2.0))

@@ -470,8 +470,9 @@ def evaluate_plan(dose: Dose, structures, protocol: Protocol | str | None = None
 
     Parameters
     ----------
-    dose : Dose
-        Total dose of the course (a per-fraction dose is multiplied by the scheme's fractions).
+    dose : Dose or ndarray
+        Total dose of the course in Gy (a per-fraction ``Dose`` is multiplied by the scheme's
+        fractions), on any grid; a bare array must be on the structures' grid.
     structures : Case or dict of str -> Structure
         On the dose grid (the dose is resampled trilinearly onto the structures' grid otherwise).
     protocol : Protocol or str, optional
@@ -506,9 +507,21 @@ def evaluate_plan(dose: Dose, structures, protocol: Protocol | str | None = None
     if scheme is not None:
         scheme = protocol.scheme(scheme) if protocol is not None else Scheme.parse(scheme)
         rx_gy = scheme.total_gy
-    if not isinstance(dose, Dose):
-        raise InputError(f"expected a Dose, got {type(dose).__name__}")
+    array = None
+    if isinstance(dose, np.ndarray):
+        array = dose           # a bare array: on the structures' grid (checked below)
+    elif not isinstance(dose, Dose):
+        raise InputError(f"expected a Dose or a dose array (Gy), got {type(dose).__name__}")
     notes: list[str] = []
+    if array is not None:
+        items = structures.structures if hasattr(structures, "structures") else structures
+        first = next(iter(items.values()), None) if isinstance(items, dict) else None
+        if first is None:
+            raise StructureError("no structures to evaluate")
+        if array.shape != first.grid.shape:
+            raise InputError(f"dose array has shape {array.shape}; a bare array must be on the structures' grid "
+                             f"{first.grid.shape} (give a Dose with its grid to resample it)")
+        dose = Dose(first.grid, array, "dose array")
     if dose.per_fraction:
         if scheme is None:
             raise InputError("the dose is per fraction: give the scheme to scale it to the course")
