@@ -200,11 +200,12 @@ def arc_collisions(spec: ArcSpec, isocenter_mm, body: Structure | None = None, m
     An empty list means the arc (including a couch-rotated one) can be
     delivered; ``model`` defaults to :meth:`CollisionModel.default`.
     """
-    from .collision import CollisionModel
+    from .collision import CollisionModel, body_surface_points
 
     model = model or CollisionModel.default()
+    pts = None if body is None else body_surface_points(body, model.sampling_mm, model.body_extension_mm)
     return [float(a) for a in spec.gantry_angles_deg()
-            if not model.check(float(a), spec.couch_deg, isocenter_mm, body, patient_position=patient_position).ok]
+            if not model.check(float(a), spec.couch_deg, isocenter_mm, pts, patient_position=patient_position).ok]
 
 
 def interval_mu_matrix(n_cp: int) -> np.ndarray:

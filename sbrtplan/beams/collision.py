@@ -109,13 +109,12 @@ class CollisionModel:
     def _scene(self, isocenter_mm, body, patient_position: str):
         """Couch and body surface points in IEC PATIENT SUPPORT coordinates (cached)."""
         iso = np.asarray(isocenter_mm, float).reshape(3)
-        if isinstance(body, np.ndarray):
-            key = ("points", id(body), body.shape, float(body.sum()), tuple(iso), patient_position.upper())
-        else:
-            key = (id(body.mask) if body is not None else None, tuple(iso), patient_position.upper())
+        # The cache holds the body object itself, so an identity match cannot be a
+        # different object that reuses a freed id (bodies are not modified in place).
+        key = (tuple(iso), patient_position.upper())
         hit = self._cache.get("scene")
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        if hit is not None and hit[0] is body and hit[1] == key:
+            return hit[2]
         p2f = patient_to_fixed(patient_position)
         if body is None:
             body_s = np.zeros((0, 3))
@@ -147,7 +146,7 @@ class CollisionModel:
         couch_s = shell(couch_s)
         body_s = shell(body_s)
         scene = (couch_s, body_s, top, cx)
-        self._cache["scene"] = (key, scene)
+        self._cache["scene"] = (body, key, scene)
         return scene
 
     def _clearance(self, pts_s: np.ndarray, gantry_deg: float, couch_deg: float) -> float:
