@@ -174,7 +174,11 @@ def body_outline(case: Case, threshold_hu: float = -900.0, closing_mm: float = 1
         else:
             c = ndi.binary_fill_holes(c, structure=cross)
         # A light in-plane opening (radius ~2 pixels) removes streak flaps and thin device edges.
-        c = ndi.binary_opening(c, structure=cross, iterations=2)
+        # (the image border counts as body during the erosion, so a body cut by the field of view
+        # keeps its edge)
+        opened = ndi.binary_dilation(ndi.binary_erosion(c, structure=cross, iterations=2, border_value=1),
+                                     structure=cross, iterations=2)
+        c &= opened
         lab, n = ndi.label(c)
         if n > 1:
             sizes = np.bincount(lab.ravel())
