@@ -507,6 +507,9 @@ def test_load_case_dicom_folder_with_rtstruct(tmp_path):
     gtv = case.structure("GTV")
     assert gtv.volume_cc == pytest.approx(12 * 12 * 2 * 2 / 1000.0, rel=1e-3)  # two 2 mm slabs of 12 x 12 mm
     assert case.body is not None and case.body.mask.all()  # water everywhere: the body is the whole grid
+    # a file of the folder stands for the folder
+    again = load_case(tmp_path / "rs.dcm")
+    assert again.structure("GTV").volume_cc == pytest.approx(gtv.volume_cc)
 
 
 def test_rtstruct_on_a_coarser_offset_grid(synthetic_case):

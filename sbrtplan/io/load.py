@@ -8,7 +8,7 @@ from .._log import Timings, get_logger, timed
 from ..case import Case
 from ..errors import InputError, SbrtplanError
 from .body import body_outline
-from .dicom_ct import read_ct_series, scan_folder, select_ct_series
+from .dicom_ct import _has_dicm_magic, read_ct_series, read_header, scan_folder, select_ct_series
 from .rtstruct import read_rtstruct
 
 log = get_logger(__name__)
@@ -83,7 +83,8 @@ def load_case(spec: str | Path, rtstruct: str | Path | None = None, *, timings: 
     ----------
     spec : str or Path
         ``"phantom:NAME"`` (built-in phantom), a DICOM folder (CT series and
-        its RTSTRUCT, found inside or given by ``rtstruct``), a matRad
+        its RTSTRUCT, found inside or given by ``rtstruct``; a CT slice or
+        RTSTRUCT file stands for its folder), a matRad
         ``.mat`` file or an OpenKBP patient folder (``ct.csv``,
         ``voxel_dimensions.csv``, ...).
     rtstruct : path, optional
@@ -110,6 +111,15 @@ def load_case(spec: str | Path, rtstruct: str | Path | None = None, *, timings: 
                 from .matrad_io import read_matrad
 
                 return read_matrad(p)
+            if _has_dicm_magic(p):  # a file of a DICOM folder: load the folder around it
+                ds = read_header(p)
+                modality = str(ds.get("Modality", "")).upper()
+                if modality == "RTSTRUCT":
+                    return load_dicom_case(p.parent, rtstruct=rtstruct or p, timings=timings)
+                if modality == "CT":
+                    return load_dicom_case(p.parent, rtstruct=rtstruct, series_uid=str(ds.get("SeriesInstanceUID")),
+                                           timings=timings)
+                raise InputError(f"{p}: a DICOM {modality or 'file'}; expected a CT slice, an RTSTRUCT or their folder")
             raise InputError(f"{p}: unsupported file type '{p.suffix}'; expected a matRad .mat file or a folder")
         if _is_openkbp(p):
             from .openkbp import read_openkbp
