@@ -198,7 +198,7 @@ def _count_pass(vox, nx, nyx, aff, bp, xc, yc, active_idx, cutoff, hist, srange)
 
 @njit(cache=True, parallel=True)
 def _fill_gaussian(vox, nx, nyx, aff, cursor0, bp, gp, mode, fp, table, entry, lengths, xe, ye, xc, yc, active_idx,
-                   horn_map, cutoff, data, rows):
+                   horn_map, cutoff, data, rows, cursor_end):
     n = vox.size
     n_chunks = cursor0.shape[0]
     n_cols = cursor0.shape[1]
@@ -224,11 +224,12 @@ def _fill_gaussian(vox, nx, nyx, aff, cursor0, bp, gp, mode, fp, table, entry, l
                 data[p] = vals[k]
                 rows[p] = i
                 cur[c] = p + 1
+        cursor_end[ch] = cur
 
 
 @njit(cache=True, parallel=True)
 def _fill_matrad(vox, nx, nyx, aff, cursor0, bp, mp, fp, table, entry, xc, yc, active_idx, cutoff, ktab, t0, tres,
-                 data, rows):
+                 data, rows, cursor_end):
     n = vox.size
     n_chunks = cursor0.shape[0]
     n_cols = cursor0.shape[1]
@@ -247,6 +248,7 @@ def _fill_matrad(vox, nx, nyx, aff, cursor0, bp, mp, fp, table, entry, xc, yc, a
                 data[p] = vals[k]
                 rows[p] = i
                 cur[c] = p + 1
+        cursor_end[ch] = cur
 
 
 # ----------------------------------------------------------------- helpers
@@ -432,17 +434,20 @@ def influence_matrix(density: np.ndarray, grid: Grid, geometries: Sequence[BeamG
         fan = _fan_for(dens, grid, geom, u_rng, v_rng, s_lo, s_hi, back)
         t_trace += time.perf_counter() - ts
         ts = time.perf_counter()
+        cursor_end = np.empty_like(cursor0)
         if gaussian:
             uu, vv = np.meshgrid(xc, yc)
             r2 = (uu * uu + vv * vv) * 1e-4
             horn_map = np.ascontiguousarray(1.0 + gp[9] * r2 + gp[10] * r2 * r2)
             _fill_gaussian(vi, nx, nyx, aff, cursor0, bparams[b], gp, correction.value, fan.params, fan.table,
-                           fan.entry_mm, lengths, xe, ye, xc, yc, active_idx, horn_map, cutoff, data, rows)
+                           fan.entry_mm, lengths, xe, ye, xc, yc, active_idx, horn_map, cutoff, data, rows, cursor_end)
         else:
             ktab, kt0, kres = _matrad_tables(model, bg, geom, fan)
             _fill_matrad(vi, nx, nyx, aff, cursor0, bparams[b], mp, fan.params, fan.table, fan.entry_mm, xc, yc,
-                         active_idx, cutoff, ktab, kt0, kres, data, rows)
+                         active_idx, cutoff, ktab, kt0, kres, data, rows, cursor_end)
         t_fill += time.perf_counter() - ts
+        if not np.array_equal(cursor_end, cursor0 + hist):  # count and fill passes must agree exactly
+            raise RuntimeError(f"influence matrix: beam {b}: fill pass disagrees with the count pass")
         base = int(col_ptr[-1])
         del fan
         log.info("beam %d/%d (%s): %d beamlets, %d non-zeros, %.2f s, peak RSS %.0f MiB",
