@@ -70,6 +70,8 @@ def test_tg119_v73_round_trip(tg119, tmp_path):
         b = back.structures[name]
         assert np.array_equal(b.mask, s.mask) and b.role == s.role and b.original_name == s.original_name
         assert b.metadata["matrad"]["type"] == s.metadata["matrad"]["type"]
+        # objectives (kept as metadata) survive the round trip
+        assert b.metadata["matrad"]["objectives"] == s.metadata["matrad"]["objectives"]
     with h5py.File(out, "r") as f:
         assert {"ct", "cst", "resultGUI"} <= set(f.keys())
         assert {"cube", "cubeHU", "resolution", "cubeDim", "x", "y", "z"} <= set(f["ct"].keys())

@@ -420,6 +420,22 @@ def matrad_voxel_order(grid: Grid) -> np.ndarray:
     return np.ravel_multi_index((zz, yy, xx), grid.shape)
 
 
+def _objectives_cell(objectives) -> "_Cell":
+    """matRad objective structs (className, parameters, penalty) kept from a read, as a cell."""
+    out = []
+    for ob in objectives if isinstance(objectives, list) else []:
+        if not isinstance(ob, dict) or not isinstance(ob.get("className"), str):
+            continue
+        params = ob.get("parameters", [])
+        params = params if isinstance(params, list) else [params]
+        item = {"className": ob["className"],
+                "parameters": _Cell([np.asarray(v, dtype=float) for v in params if v is not None])}
+        if ob.get("penalty") is not None:
+            item["penalty"] = float(np.asarray(ob["penalty"], dtype=float).ravel()[0])
+        out.append(item)
+    return _Cell(out)
+
+
 def _header() -> bytes:
     now = _dt.datetime.now().strftime("%a %b %d %H:%M:%S %Y")
     text = f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {now} HDF5 schema 1.00 .".encode("ascii")
@@ -479,7 +495,8 @@ def write_matrad(path: str | Path, case: Case, dose_gy: np.ndarray | None = None
         tissue = {k: (np.asarray(v, dtype=float) if isinstance(v, (list, int, float)) else v)
                   for k, v in tissue.items() if not isinstance(v, (dict, type(None)))}
         name = s.original_name if s.original_name and normalize_name(s.original_name) == s.name else s.name
-        rows.append([float(idx), name, mtype, _Cell([_matrad_voxels(s.mask, g.shape)]), tissue, _Cell([])])
+        rows.append([float(idx), name, mtype, _Cell([_matrad_voxels(s.mask, g.shape)]), tissue,
+                     _objectives_cell(prior.get("objectives"))])
     n = len(rows)
     cst = _Cell([rows[r][c] for c in range(6) for r in range(n)], shape=(n, 6)) if n else _Cell([], shape=(0, 6))
     with timed(f"write matRad {p.name}", log), atomic_output(p) as tmp:
