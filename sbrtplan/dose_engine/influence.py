@@ -424,6 +424,8 @@ def influence_matrix(density: np.ndarray, grid: Grid, geometries: Sequence[BeamG
         indptr[offsets[b] + 1:offsets[b + 1] + 1] = col_ptr[1:]
         if nnz_beam[b] == 0:
             log.warning("beam %d (%s): no voxel within the cut-off of its beamlets", b, geom.label())
+            if progress is not None:
+                progress(b + 1, n_beams)
             continue
         cursor0 = np.ascontiguousarray(col_ptr[:-1][None, :] + np.cumsum(hist, axis=0) - hist)
         r, c = bg.rows_cols()
