@@ -112,7 +112,7 @@ class KeptObjective:
     name: str
     objectives: list[tuple[Term, float]]
     bound: float
-    relax_cost: float = 1e4
+    relax_cost: float = 1.0
 
     constraint_kind = ConstraintKind.SCALAR_UPPER
 
