@@ -179,7 +179,6 @@ def write_matrad_dij(path: Path, D) -> Path:
     doubles as matRad stores them.
     """
     import h5py
-    import scipy.sparse as sp
 
     from .._log import atomic_output
 
@@ -188,9 +187,6 @@ def write_matrad_dij(path: Path, D) -> Path:
     k, j, i = np.unravel_index(D.voxel_indices, g.shape)
     lin = (j + ny * (i + nx * k)).astype(np.int64)         # 0-based column-major index of cube (y, x, z)
     m = D.matrix
-    rows = lin[m.indices]
-    big = sp.csc_matrix((m.data.astype(np.float64), rows, m.indptr.astype(np.int64)), shape=(g.size, m.shape[1]))
-    big.sort_indices()
     n_beams = len(D.geometries)
     bixel_num, ray_num, beam_num, rays_per_beam = [], [], [], []
     for b, bg in enumerate(D.beamlet_grids):
@@ -230,9 +226,7 @@ def write_matrad_dij(path: Path, D) -> Path:
             sgrp = refs.create_group("a")
             sgrp.attrs["MATLAB_class"] = np.bytes_("double")
             sgrp.attrs["MATLAB_sparse"] = np.uint64(g.size)
-            sgrp.create_dataset("data", data=big.data)
-            sgrp.create_dataset("ir", data=big.indices.astype(np.uint64))
-            sgrp.create_dataset("jc", data=big.indptr.astype(np.uint64))
+            _write_sparse_columns(sgrp, m, lin)
             cell = dij.create_dataset("physicalDose", shape=(1, 1), dtype=h5py.ref_dtype)
             cell[0, 0] = sgrp.ref
             cell.attrs["MATLAB_class"] = np.bytes_("cell")
@@ -244,6 +238,28 @@ def write_matrad_dij(path: Path, D) -> Path:
         with open(tmp, "r+b") as fh:
             fh.write(_MAT_HEADER.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
     return path
+
+
+def _write_sparse_columns(grp, m, lin: np.ndarray, batch_nnz: int = 1 << 23) -> None:
+    """MATLAB sparse datasets (data, ir, jc) of ``m`` with rows mapped through ``lin``, written in column
+    batches (rows re-sorted within each column) so that memory stays bounded for large matrices."""
+    nnz = int(m.nnz)
+    ptr = m.indptr.astype(np.int64)
+    d_data = grp.create_dataset("data", shape=(nnz,), dtype=np.float64)
+    d_ir = grp.create_dataset("ir", shape=(nnz,), dtype=np.uint64)
+    grp.create_dataset("jc", data=ptr.astype(np.uint64))
+    c0 = 0
+    n_cols = m.shape[1]
+    while c0 < n_cols:
+        c1 = int(np.searchsorted(ptr, ptr[c0] + batch_nnz, side="right")) - 1
+        c1 = min(max(c1, c0 + 1), n_cols)
+        a, b = int(ptr[c0]), int(ptr[c1])
+        rows = lin[m.indices[a:b]]
+        col = np.repeat(np.arange(c0, c1), np.diff(ptr[c0:c1 + 1]))
+        order = np.lexsort((rows, col))
+        d_ir[a:b] = rows[order].astype(np.uint64)
+        d_data[a:b] = m.data[a:b][order].astype(np.float64)
+        c0 = c1
 
 
 def _scalar(grp, name, value) -> None:
