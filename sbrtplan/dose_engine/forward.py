@@ -346,10 +346,15 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
             if s.mu > 0:
                 samples.append((beam, s))
     acc = np.zeros(vi.size, dtype=np.float64)
+    # source distances of the voxels from their bounding sphere (cheap, slightly generous fan range)
+    centre = 0.5 * (pts.min(axis=0) + pts.max(axis=0)) if pts.size else np.zeros(3)
+    radius = float(np.sqrt(np.max(np.sum((pts - centre) ** 2, axis=1)))) if pts.size else 0.0
     with timed(f"forward dose: {len(beam_set.beams)} beams, {len(samples)} sub-fields, {vi.size} voxels", log):
         for k, (beam, s) in enumerate(samples):
+            dc = float(np.linalg.norm(np.asarray(s.geometry.source_mm) - centre))
             aperture_dose_per_mu(dens, grid, pts, s.geometry, s.aperture, beam.mlc.leaf_boundaries_mm,
-                                 beam.mlc.transmission, model, correction, out=acc, scale=s.mu)
+                                 beam.mlc.transmission, model, correction, out=acc, scale=s.mu,
+                                 s_range=(max(dc - radius, 1.0), dc + radius))
             if progress is not None:
                 progress(k + 1, len(samples))
     out = np.zeros(grid.size, dtype=np.float64)
