@@ -1,0 +1,565 @@
+"""VMAT direct aperture optimisation (DAO) by column generation.
+
+One MLC aperture and one MU weight per arc sector (optimisation control
+point).  The method follows Romeijn et al. (2005) for the column generation
+and Peng et al. (2012) for its VMAT form:
+
+1. **Pricing.**  From the gradient ``g = dF/dx`` of the plan objective ``F``
+   with respect to the beamlet intensities (MU through a fully open beamlet,
+   per fraction) every sector that has no aperture yet is priced: per leaf
+   pair the open interval with the most negative summed gradient
+   (:func:`~sbrtplan.optimizer.dao_pricing.price_aperture`), restricted to
+   the leaf positions reachable from the nearest sectors on either side that
+   already hold an aperture (``k * max_leaf_travel_mm`` when the neighbour is
+   ``k`` sectors away).  The most negative reduced costs win; sectors are
+   added one at a time and the windows of the others re-derived after each,
+   so apertures chosen in the same iteration stay mutually deliverable.
+2. **Master.**  The convex problem in the aperture weights (MU per sector)
+   is re-solved with the bounds ``mu_per_deg_range * sector_width_deg``:
+   the dose is ``D_total @ P @ w`` with ``P`` the (beamlets x apertures) open
+   fractions (a beamlet partially covered by a leaf counts fractionally;
+   closed beamlets inside the jaw-tracked field receive the leaf
+   transmission).
+3. Stop when no sector prices negatively, every sector holds an aperture or
+   ``max_iterations`` is reached.  Sectors still empty receive the linear
+   interpolation (in leaf position) of their neighbours -- which respects the
+   travel limit by construction -- and the minimum MU; a last master solve
+   sets all weights.
+
+Leaf-travel feasibility is enforced, not just checked: the leaf positions
+returned by the pricing (beamlet edges) are clipped to the continuous travel
+windows, so ``|x_leaf(s + 1) - x_leaf(s)| <= max_leaf_travel_mm`` holds for
+every leaf between adjacent sectors.
+
+Units: ``D`` maps MU per fraction to Gy per fraction (the influence matrix);
+the objective sees total dose ``n_fractions * D @ x``, as every dose in the
+project is a total.  MU are per fraction.
+
+References
+----------
+H.E. Romeijn, R.K. Ahuja, J.F. Dempsey, A. Kumar, "A column generation
+approach to radiation therapy treatment planning using aperture modulation",
+SIAM J. Optim. 15 (2005) 838-862.
+F. Peng, X. Jia, X. Gu, M.A. Epelman, H.E. Romeijn, S.B. Jiang, "A new
+column-generation-based algorithm for VMAT treatment plan optimization",
+Phys. Med. Biol. 57 (2012) 4569-4588.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._log import get_logger
+from ..beams import BeamletGrid
+from ..errors import InputError, OptimizationError
+from .dao_pricing import price_aperture
+
+log = get_logger(__name__)
+
+
+class DoseObjective(Protocol):
+    """Anything that gives the plan objective and its dose gradient."""
+
+    def value_and_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        """Objective value and gradient with respect to the (total) dose at the matrix rows."""
+        ...
+
+
+@dataclass
+class ArcSector:
+    """One optimisation control point of an arc.
+
+    Parameters
+    ----------
+    gantry_deg : float
+        Gantry angle of the sector centre (IEC 61217).
+    beamlet_grid : BeamletGrid
+        Beamlets of this control point; grid rows are MLC leaf pairs, columns
+        run along the leaf motion (Xb).
+    columns : slice
+        Its columns in the influence matrix (the active beamlets, row-major).
+    """
+
+    gantry_deg: float
+    beamlet_grid: BeamletGrid
+    columns: slice
+
+
+@dataclass
+class DAOResult:
+    """Apertures and weights of a VMAT arc found by :func:`vmat_dao`.
+
+    Attributes
+    ----------
+    left_mm, right_mm : list of ndarray
+        Per sector, per beamlet row (leaf pair): positions of the x1 and x2
+        leaves at the isocentre plane (mm, IEC BLD Xb).  ``left == right``: closed.
+    mu : ndarray
+        MU per sector, per fraction.
+    x_beamlet : ndarray
+        Equivalent beamlet weights (aperture MU spread over its open
+        fractions, transmission included), one per influence-matrix column.
+    dose_gy : ndarray
+        Optimiser dose (total over the course) at the matrix rows.
+    history : list of dict
+        Per iteration: ``iteration``, ``phase`` (``column_generation``, ``fill``,
+        ``refinement``), ``objective``, ``n_apertures``, ``best_reduced_cost``, ``time_s``
+        (and ``apertures_moved`` in refinement).
+    objective : float
+        Final objective value.
+    """
+
+    left_mm: list[np.ndarray]
+    right_mm: list[np.ndarray]
+    mu: np.ndarray
+    x_beamlet: np.ndarray
+    dose_gy: np.ndarray
+    history: list[dict] = field(default_factory=list)
+    objective: float = float("nan")
+
+
+# ----------------------------------------------------------------------------- geometry helpers
+
+def _overlap_fraction(edges: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(n_rows, n_cols) fraction of each column ``[edges[c], edges[c+1]]`` inside ``[lo_r, hi_r]``."""
+    e0 = edges[None, :-1]
+    e1 = edges[None, 1:]
+    ov = np.clip(np.minimum(e1, hi[:, None]) - np.maximum(e0, lo[:, None]), 0.0, None)
+    return ov / (e1 - e0)
+
+
+def aperture_fractions(grid: BeamletGrid, left_mm: np.ndarray, right_mm: np.ndarray,
+                       leaf_transmission: float) -> np.ndarray:
+    """Relative fluence through each active beamlet for one aperture.
+
+    The open part of a beamlet (its overlap with ``[left, right]``) counts fully,
+    the rest of the jaw-tracked field (jaws at the outermost open leaves along
+    Xb and the first/last open pair along Yb) counts ``leaf_transmission``;
+    beamlets outside the jaws count zero.
+
+    Returns
+    -------
+    ndarray (n_beamlets,)
+        In the row-major order of ``grid.active``.
+    """
+    x = np.asarray(grid.x_edges_mm, float)
+    n_rows, n_cols = grid.shape
+    left_mm = np.asarray(left_mm, float)
+    right_mm = np.asarray(right_mm, float)
+    open_frac = _overlap_fraction(x, left_mm, right_mm)
+    is_open = right_mm > left_mm + 1e-9
+    frac = np.zeros((n_rows, n_cols))
+    if np.any(is_open):
+        rows = np.nonzero(is_open)[0]
+        jx1 = float(left_mm[is_open].min())
+        jx2 = float(right_mm[is_open].max())
+        in_jaw = np.zeros(n_rows, bool)
+        in_jaw[rows[0]:rows[-1] + 1] = True
+        jaw_frac = _overlap_fraction(x, np.full(n_rows, jx1), np.full(n_rows, jx2)) * in_jaw[:, None]
+        frac = leaf_transmission * jaw_frac + (1.0 - leaf_transmission) * open_frac
+    return frac[grid.active]
+
+
+def _edge_window(edges: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(n_rows, 2) inclusive range of edge indices inside ``[lo, hi]``; nearest edge when none is."""
+    tol = 1e-6
+    i_lo = np.searchsorted(edges, lo - tol, side="left")
+    i_hi = np.searchsorted(edges, hi + tol, side="right") - 1
+    empty = i_lo > i_hi
+    if np.any(empty):
+        mid = 0.5 * (lo[empty] + hi[empty])
+        near = np.abs(edges[None, :] - mid[:, None]).argmin(axis=1)
+        i_lo[empty] = near
+        i_hi[empty] = near
+    n = edges.size - 1
+    return np.stack([np.clip(i_lo, 0, n), np.clip(i_hi, 0, n)], 1).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- objective adapters
+
+class _StageObjective:
+    """Objective of the optimiser's stages as a ``value_and_grad`` of the dose.
+
+    Sums the terms of every stage (each stage's own weights); constraints of
+    later stages are ignored in the gradient (the master handles them when it
+    is the optimiser's prioritised solve).
+    """
+
+    def __init__(self, stages: Sequence[Any]):
+        self.terms = []
+        for st in stages:
+            terms = getattr(st, "terms", None)
+            if terms is None:
+                raise InputError(f"vmat_dao: stage {st!r} has no 'terms'; expected OptimizationStage "
+                                 "objects or an object with value_and_grad(dose_gy)")
+            for t in terms:
+                self.terms.append(t)
+
+    def value_and_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        val = 0.0
+        grad = np.zeros_like(dose_gy, dtype=float)
+        for t in self.terms:
+            if hasattr(t, "value_and_grad"):
+                v, g = t.value_and_grad(dose_gy)
+            else:
+                v, g = t.value(dose_gy), t.gradient(dose_gy)
+            val += float(v)
+            grad += g
+        return val, grad
+
+
+def _as_objective(stages: Any) -> DoseObjective:
+    if hasattr(stages, "value_and_grad"):
+        return stages
+    if isinstance(stages, (list, tuple)) and stages and all(hasattr(s, "value_and_grad") for s in stages):
+        class _Sum:
+            def value_and_grad(self, d):
+                vals = [s.value_and_grad(d) for s in stages]
+                return sum(float(v) for v, _ in vals), sum(g for _, g in vals)
+        return _Sum()
+    return _StageObjective(list(stages))
+
+
+# ----------------------------------------------------------------------------- master problem
+
+def _solve_master(A: np.ndarray, objective: DoseObjective, w0: np.ndarray, lb: np.ndarray,
+                  ub: np.ndarray, max_iter: int = 1000, rtol: float = 1e-8) -> tuple[np.ndarray, float]:
+    """Minimise ``F(A w)`` over ``lb <= w <= ub``.
+
+    Spectral projected gradient (Birgin, Martinez, Raydan, SIAM J. Optim. 10 (2000) 1196) with
+    a non-monotone Armijo line search: the master has a few hundred variables at most, and this
+    needs no LAPACK (whose threads oversubscribe a small shared machine) and no factorisation.
+    """
+    if A.shape[1] == 0:
+        v, _ = objective.value_and_grad(np.zeros(A.shape[0]))
+        return w0, float(v)
+    A = np.asarray(A, dtype=np.float64)   # mixed float32/float64 products bypass BLAS
+    w = np.clip(np.asarray(w0, float), lb, ub)
+    Aw = A @ w
+    f, gd = objective.value_and_grad(Aw)
+    g = A.T @ gd
+    recent = [f]
+    best = (f, w.copy())
+    best_hist = [f]
+    # Initial step: a projected-gradient step that changes w by about 1 % of the box size.
+    gn = np.abs(np.clip(w - g, lb, ub) - w).max()
+    box = np.where(np.isfinite(ub - lb), ub - lb, np.abs(w) + 1.0)
+    step = 0.01 * float(np.max(box)) / gn if gn > 0 else 1.0
+    for _ in range(max_iter):
+        d = np.clip(w - step * g, lb, ub) - w
+        if np.abs(d).max() <= 1e-12 * max(1.0, np.abs(w).max()):
+            break
+        gtd = float(g @ d)
+        f_ref = max(recent[-10:])
+        lam = 1.0
+        Ad = A @ d
+        while True:
+            f_new, gd_new = objective.value_and_grad(Aw + lam * Ad)
+            if f_new <= f_ref + 1e-4 * lam * gtd or lam < 1e-10:
+                break
+            lam *= 0.5
+        w_new = w + lam * d
+        Aw = Aw + lam * Ad
+        g_new = A.T @ gd_new
+        s_vec, y_vec = w_new - w, g_new - g
+        sy = float(s_vec @ y_vec)
+        step = float(s_vec @ s_vec) / sy if sy > 0 else 10.0 * step
+        step = min(max(step, 1e-12), 1e12)
+        w, f, g = w_new, f_new, g_new
+        recent.append(f)
+        if f < best[0]:
+            best = (f, w.copy())
+        best_hist.append(best[0])
+        # Converged when the best value gained less than rtol (relative) over 20 iterations.
+        if len(best_hist) > 20 and best_hist[-21] - best[0] <= rtol * max(abs(best[0]), 1e-30):
+            break
+    w = np.clip(best[1], lb, ub)
+    if not np.all(np.isfinite(w)):
+        raise OptimizationError("vmat_dao: master problem diverged (non-finite aperture weights)")
+    f, _ = objective.value_and_grad(A @ w)
+    return w, float(f)
+
+
+# ----------------------------------------------------------------------------- main loop
+
+def _park_positions(grid: BeamletGrid) -> np.ndarray:
+    """Per row, the centre of its optimised beamlets (of all active ones for an empty row)."""
+    x = np.asarray(grid.x_edges_mm, float)
+    xc = 0.5 * (x[1:] + x[:-1])
+    act = np.asarray(grid.active, bool)
+    any_act = act.any(axis=1)
+    all_c = xc[act.any(axis=0)].mean() if act.any() else 0.5 * (x[0] + x[-1])
+    cnt = np.maximum(act.sum(axis=1), 1)
+    return np.where(any_act, (act * xc[None, :]).sum(axis=1) / cnt, all_c)
+
+
+def _neighbour_windows(s: int, has: np.ndarray, left: list, right: list, travel_mm: float,
+                       n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Continuous windows ``[lo, hi]`` (mm) of the x1 and x2 leaves of sector ``s``."""
+    a_lo = np.full(n_rows, -np.inf)
+    a_hi = np.full(n_rows, np.inf)
+    b_lo = np.full(n_rows, -np.inf)
+    b_hi = np.full(n_rows, np.inf)
+    n = has.size
+    for step in (-1, 1):
+        k = s + step
+        while 0 <= k < n and not has[k]:
+            k += step
+        if 0 <= k < n:
+            reach = abs(k - s) * travel_mm
+            a_lo = np.maximum(a_lo, left[k] - reach)
+            a_hi = np.minimum(a_hi, left[k] + reach)
+            b_lo = np.maximum(b_lo, right[k] - reach)
+            b_hi = np.minimum(b_hi, right[k] + reach)
+    return a_lo, a_hi, b_lo, b_hi
+
+
+def _price_sector(g_map: np.ndarray, edges: np.ndarray, windows,
+                  park_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    a_lo, a_hi, b_lo, b_hi = windows
+    big = 1e6
+    aw = _edge_window(edges, np.maximum(a_lo, edges[0] - big), np.minimum(a_hi, edges[-1] + big))
+    bw = _edge_window(edges, np.maximum(b_lo, edges[0] - big), np.minimum(b_hi, edges[-1] + big))
+    ia, ib, cost = price_aperture(g_map, aw, bw)
+    left = np.clip(edges[ia], a_lo, a_hi)
+    right = np.clip(edges[ib], b_lo, b_hi)
+    # Park closed pairs as near the row's park position as the windows allow: a pair closed at
+    # the field edge could not reach the target at the next sectors within the travel limit.
+    closed = ia == ib
+    if np.any(closed):
+        lo = np.maximum(a_lo[closed], b_lo[closed])
+        hi = np.minimum(a_hi[closed], b_hi[closed])
+        pos = np.clip(park_mm[closed], lo, hi)
+        ok = lo <= hi
+        left[closed] = np.where(ok, pos, left[closed])
+        right[closed] = np.where(ok, pos, right[closed])
+    # A closed pair placed where the windows forced the edges apart: close it inside both windows.
+    bad = right < left
+    if np.any(bad):
+        lo = np.maximum(a_lo[bad], b_lo[bad])
+        hi = np.minimum(a_hi[bad], b_hi[bad])
+        mid = np.clip(0.5 * (left[bad] + right[bad]), lo, hi)
+        left[bad] = mid
+        right[bad] = mid
+    return left, right, cost
+
+
+def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
+             mu_per_deg_range: tuple[float, float] = (0.5, 10.0), sector_width_deg: float,
+             max_leaf_travel_mm: float, max_iterations: int = 40, apertures_per_iteration: int = 4,
+             leaf_transmission: float = 0.015, refine_passes: int = 20,
+             progress: Callable[[int, int], None] | None = None) -> DAOResult:
+    """Direct aperture optimisation of one or more arcs (one aperture and MU per sector).
+
+    Parameters
+    ----------
+    D : sparse or dense (n_voxels, n_beamlets)
+        Influence matrix, Gy per fraction per MU through a fully open beamlet.
+    sectors : list of ArcSector
+        In delivery order; adjacent entries are adjacent control points (for
+        two arcs, call once per arc or accept the travel limit across the join).
+    stages : sequence of OptimizationStage, or an object with ``value_and_grad(dose_gy)``
+        The plan objective (total dose).
+    n_fractions : int
+    mu_per_deg_range : (float, float)
+        Admissible MU per degree of gantry rotation, per fraction.
+    sector_width_deg : float
+        Gantry rotation covered by one sector.
+    max_leaf_travel_mm : float
+        Largest leaf travel between adjacent sectors (leaf speed x sector time).
+    max_iterations, apertures_per_iteration : int
+        Column-generation budget.
+    leaf_transmission : float
+        Relative fluence through closed leaves inside the jaw-tracked field.
+    refine_passes : int
+        Sweeps of local leaf-position refinement after the column generation (0: none).
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    DAOResult
+    """
+    n_sec = len(sectors)
+    if n_sec == 0:
+        raise InputError("vmat_dao: 'sectors' is empty; expected at least one arc sector")
+    if n_fractions < 1:
+        raise InputError(f"vmat_dao: n_fractions={n_fractions}; expected a positive integer")
+    mu_lo_deg, mu_hi_deg = map(float, mu_per_deg_range)
+    if not 0.0 <= mu_lo_deg < mu_hi_deg:
+        raise InputError(f"vmat_dao: mu_per_deg_range={mu_per_deg_range}; expected 0 <= min < max")
+    if sector_width_deg <= 0 or max_leaf_travel_mm <= 0:
+        raise InputError(f"vmat_dao: sector_width_deg={sector_width_deg}, max_leaf_travel_mm="
+                         f"{max_leaf_travel_mm}; both must be positive")
+    if not 0.0 <= leaf_transmission < 0.2:
+        raise InputError(f"vmat_dao: leaf_transmission={leaf_transmission}; expected within [0, 0.2)")
+    n_vox, n_bl = D.shape
+    for i, sec in enumerate(sectors):
+        start, stop, step = sec.columns.indices(n_bl)
+        if step != 1 or stop - start != sec.beamlet_grid.n_beamlets:
+            raise InputError(f"vmat_dao: sector {i} (gantry {sec.gantry_deg} deg) has columns "
+                             f"{sec.columns} but its beamlet grid has {sec.beamlet_grid.n_beamlets} beamlets")
+    n_rows = {s.beamlet_grid.shape[0] for s in sectors}
+    if len(n_rows) != 1:
+        raise InputError(f"vmat_dao: sectors have different numbers of leaf rows {sorted(n_rows)}; "
+                         "expected one beamlet grid row layout per arc")
+    n_rows = n_rows.pop()
+
+    objective = _as_objective(stages)
+    Dt = (D.tocsc() if sp.issparse(D) else np.asarray(D)) * float(n_fractions)
+    mu_min = mu_lo_deg * sector_width_deg
+    mu_max = mu_hi_deg * sector_width_deg
+
+    has = np.zeros(n_sec, bool)
+    left: list = [None] * n_sec
+    right: list = [None] * n_sec
+    cols_dose = np.zeros((n_vox, n_sec))      # dose per MU (total) of each sector's aperture
+    w = np.zeros(n_sec)
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    dose = np.zeros(n_vox)
+    fval, gdose = objective.value_and_grad(dose)
+
+    def set_aperture(s, lft, rgt):
+        sec = sectors[s]
+        left[s], right[s] = lft, rgt
+        has[s] = True
+        frac = aperture_fractions(sec.beamlet_grid, lft, rgt, leaf_transmission)
+        cols_dose[:, s] = Dt[:, sec.columns] @ frac
+
+    for it in range(max_iterations):
+        if has.all():
+            break
+        g_beam = Dt.T @ gdose
+        best_cost = 0.0
+        added = 0
+        for _ in range(apertures_per_iteration):
+            cand = None
+            for s in np.nonzero(~has)[0]:
+                sec = sectors[s]
+                grid = sec.beamlet_grid
+                g_map = np.zeros(grid.shape)
+                # Opening over beamlets outside the optimised set delivers unmodelled dose:
+                # price them as unattractive so leaves stay closed there.
+                g_map[~grid.active] = np.abs(g_beam[sec.columns]).max(initial=0.0) + 1e-12
+                g_map[grid.active] = g_beam[sec.columns]
+                win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows)
+                lft, rgt, cost = _price_sector(g_map, np.asarray(grid.x_edges_mm, float), win,
+                                               _park_positions(grid))
+                if cand is None or cost < cand[0]:
+                    cand = (cost, s, lft, rgt)
+            if cand is None or cand[0] >= -1e-12 * max(1.0, abs(fval)):
+                break
+            best_cost = min(best_cost, cand[0])
+            set_aperture(cand[1], cand[2], cand[3])
+            w[cand[1]] = mu_min
+            added += 1
+        if added == 0:
+            log.info("DAO iteration %d: no sector prices negatively; stopping", it)
+            break
+        idx = np.nonzero(has)[0]
+        w_sub, fval = _solve_master(cols_dose[:, idx], objective, w[idx], np.full(idx.size, mu_min),
+                                    np.full(idx.size, mu_max))
+        w[idx] = w_sub
+        dose = cols_dose[:, idx] @ w_sub
+        fval, gdose = objective.value_and_grad(dose)
+        rec = {"iteration": it, "phase": "column_generation", "objective": float(fval),
+               "n_apertures": int(has.sum()),
+               "best_reduced_cost": float(best_cost), "time_s": time.perf_counter() - t0}
+        history.append(rec)
+        log.info("DAO iteration %d: objective %.6g, %d/%d apertures, best reduced cost %.3g, %.1f s",
+                 it, fval, rec["n_apertures"], n_sec, best_cost, rec["time_s"])
+        if progress is not None:
+            progress(it + 1, max_iterations)
+
+    priced = has.copy()
+    _fill_empty_sectors(has, left, right, sectors, n_rows)
+    for s in np.nonzero(~priced)[0]:
+        set_aperture(s, left[s], right[s])
+        w[s] = mu_min
+    lb_all, ub_all = np.full(n_sec, mu_min), np.full(n_sec, mu_max)
+    w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all)
+    dose = cols_dose @ w
+    fval, gdose = objective.value_and_grad(dose)
+    history.append({"iteration": len(history), "phase": "fill", "objective": float(fval),
+                    "n_apertures": n_sec, "best_reduced_cost": 0.0, "time_s": time.perf_counter() - t0})
+
+    # Local refinement of the leaf positions (one sector at a time, neighbours fixed): the priced
+    # aperture is the steepest first-order replacement within the travel windows; moves towards
+    # it (full, half, quarter way -- convex combinations stay inside the windows) are accepted
+    # when they lower the objective, then the master re-solves the weights.
+    for p in range(refine_passes):
+        f_start = fval
+        moved = 0
+        order = range(n_sec) if p % 2 == 0 else range(n_sec - 1, -1, -1)
+        for s in order:
+            sec = sectors[s]
+            grid = sec.beamlet_grid
+            D_s = Dt[:, sec.columns]
+            g_map = np.zeros(grid.shape)
+            g_s = D_s.T @ gdose
+            g_map[~grid.active] = np.abs(g_s).max(initial=0.0) + 1e-12
+            g_map[grid.active] = g_s
+            win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows)
+            lft, rgt, _ = _price_sector(g_map, np.asarray(grid.x_edges_mm, float), win,
+                                        _park_positions(grid))
+            for alpha in (1.0, 0.5, 0.25):
+                l_c = left[s] + alpha * (lft - left[s])
+                r_c = right[s] + alpha * (rgt - right[s])
+                col = D_s @ aperture_fractions(grid, l_c, r_c, leaf_transmission)
+                d_c = dose + w[s] * (col - cols_dose[:, s])
+                f_c, g_c = objective.value_and_grad(d_c)
+                if f_c < fval * (1 - 1e-9):
+                    left[s], right[s] = l_c, r_c
+                    cols_dose[:, s] = col
+                    dose, fval, gdose = d_c, f_c, g_c
+                    moved += 1
+                    break
+        w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all)
+        dose = cols_dose @ w
+        fval, gdose = objective.value_and_grad(dose)
+        history.append({"iteration": len(history), "phase": "refinement", "objective": float(fval),
+                        "n_apertures": n_sec, "best_reduced_cost": 0.0,
+                        "time_s": time.perf_counter() - t0, "apertures_moved": moved})
+        log.info("DAO refinement pass %d: objective %.6g, %d apertures moved", p, fval, moved)
+        if moved == 0 or fval > f_start * (1 - 1e-4):
+            break
+    log.info("DAO final: objective %.6g, %d apertures, total MU/fx %.0f", fval, n_sec, w.sum())
+
+    x = np.zeros(n_bl)
+    for s, sec in enumerate(sectors):
+        x[sec.columns] += w[s] * aperture_fractions(sec.beamlet_grid, left[s], right[s], leaf_transmission)
+    return DAOResult(left_mm=[np.asarray(a, float) for a in left],
+                     right_mm=[np.asarray(b, float) for b in right], mu=w, x_beamlet=x,
+                     dose_gy=dose, history=history, objective=float(fval))
+
+
+def _fill_empty_sectors(has: np.ndarray, left: list, right: list, sectors: list[ArcSector],
+                        n_rows: int) -> None:
+    """Give each empty sector the leaf-position interpolation of its nearest filled neighbours."""
+    filled = np.nonzero(has)[0]
+    n = has.size
+    if filled.size == 0:
+        # Nothing priced negatively: a closed aperture parked at the field centre everywhere.
+        for s in range(n):
+            x = np.asarray(sectors[s].beamlet_grid.x_edges_mm, float)
+            c = np.full(n_rows, 0.5 * (x[0] + x[-1]))
+            left[s], right[s] = c.copy(), c.copy()
+        return
+    for s in range(n):
+        if has[s]:
+            continue
+        lo = filled[filled < s]
+        hi = filled[filled > s]
+        if lo.size and hi.size:
+            k0, k1 = lo[-1], hi[0]
+            t = (s - k0) / (k1 - k0)
+            left[s] = (1 - t) * left[k0] + t * left[k1]
+            right[s] = (1 - t) * right[k0] + t * right[k1]
+        else:
+            k = lo[-1] if lo.size else hi[0]
+            left[s], right[s] = left[k].copy(), right[k].copy()
