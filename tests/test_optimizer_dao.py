@@ -266,3 +266,42 @@ def test_master_solver_matches_lbfgsb():
     # Convex problem: same optimum value to 1e-6 relative (solver tolerances are 1e-8 / 1e-14).
     assert f == pytest.approx(ref.fun, rel=1e-6)
     assert np.all(w >= lb) and np.all(w <= ub)
+
+
+def test_dao_with_optimizer_stages_honours_hard_limit():
+    """Real prioritised stages: coverage first with an OAR maximum as a hard limit, then low dose.
+
+    The column generation prices on the stages' summed penalty; the final weights come from the
+    prioritised solve, whose hard OAR limit must hold exactly in the DAO dose.
+    """
+    from sbrtplan.optimizer import MaxDose, OptimizationStage, QuadOverdose, QuadUnderdose, VoxelRegion
+
+    X, Y, Z, labels = _phantom()
+    width = 8.0
+    D, sectors = _matrix(X, Y, Z, np.arange(-176.0, 180.0, width))   # 45 sectors: keeps it fast
+
+    def region(name, lab):
+        rows = np.flatnonzero(labels == lab)
+        return VoxelRegion(name, rows, np.ones(rows.size), volume_cc=rows.size * 2.5 ** 3 / 1000)
+
+    ptv, cord, body = region("PTV", 1), region("SpinalCord", 2), region("Body", 0)
+    oar_max = 16.0
+    stages = [OptimizationStage("coverage", [(QuadUnderdose(ptv, RX_GY), 1.0), (QuadOverdose(ptv, 1.1 * RX_GY), 1.0)],
+                                constraints=[MaxDose(cord, oar_max)]),
+              OptimizationStage("low dose", [(QuadOverdose(body, 0.5 * RX_GY), 1.0)],
+                                constraints=[MaxDose(cord, oar_max)])]   # hard limits hold per stage
+    travel = 25.0 * width / 6.0
+    res = vmat_dao(D, sectors, stages, n_fractions=N_FX, sector_width_deg=width,
+                   max_leaf_travel_mm=travel, max_iterations=20, refine_passes=4)
+    assert res.optimization is not None and not res.optimization.relaxed
+    d = res.dose_gy
+    # Hard limit of the prioritised master: 0.2 % of the limit is the optimiser's feasibility tolerance.
+    assert d[cord.rows].max() <= oar_max * 1.002
+    # Coverage stage: mean PTV dose within 5 % of Rx despite the OAR limit 4 mm away.
+    assert abs(d[ptv.rows].mean() - RX_GY) < 0.05 * RX_GY
+    mu_per_deg = res.mu / width
+    assert np.all(mu_per_deg >= 0.5 - 1e-6) and np.all(mu_per_deg <= 10.0 + 1e-6)
+    for s in range(len(sectors) - 1):
+        assert np.max(np.abs(res.left_mm[s + 1] - res.left_mm[s])) <= travel + 1e-9
+        assert np.max(np.abs(res.right_mm[s + 1] - res.right_mm[s])) <= travel + 1e-9
+    np.testing.assert_allclose(N_FX * (D @ res.x_beamlet), d, rtol=1e-4, atol=1e-4)

@@ -111,7 +111,9 @@ class DAOResult:
         ``refinement``), ``objective``, ``n_apertures``, ``best_reduced_cost``, ``time_s``
         (and ``apertures_moved`` in refinement).
     objective : float
-        Final objective value.
+        Final value of the summed penalty the pricing used (see ``stages`` in :func:`vmat_dao`).
+    optimization : OptimizationResult or None
+        The prioritised master's result (per-stage values, relaxed limits) when it ran.
     """
 
     left_mm: list[np.ndarray]
@@ -121,6 +123,7 @@ class DAOResult:
     dose_gy: np.ndarray
     history: list[dict] = field(default_factory=list)
     objective: float = float("nan")
+    optimization: Any = None
 
 
 # ----------------------------------------------------------------------------- geometry helpers
@@ -183,31 +186,35 @@ def _edge_window(edges: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarra
 # ----------------------------------------------------------------------------- objective adapters
 
 class _StageObjective:
-    """Objective of the optimiser's stages as a ``value_and_grad`` of the dose.
+    """All stages' penalties as one smooth function of the dose (``value_and_grad``).
 
-    Sums the terms of every stage (each stage's own weights); constraints of
-    later stages are ignored in the gradient (the master handles them when it
-    is the optimiser's prioritised solve).
+    Uses :attr:`OptimizationStage.terms`: the objectives with their weights and
+    every hard constraint as a heavily weighted quadratic penalty.  A term that
+    appears in several stages counts once, with its largest weight.
+    Fluence-smoothness terms contribute nothing (apertures are smooth by
+    construction).
     """
 
     def __init__(self, stages: Sequence[Any]):
-        self.terms = []
+        by_term: dict[int, Any] = {}
         for st in stages:
             terms = getattr(st, "terms", None)
             if terms is None:
                 raise InputError(f"vmat_dao: stage {st!r} has no 'terms'; expected OptimizationStage "
                                  "objects or an object with value_and_grad(dose_gy)")
             for t in terms:
-                self.terms.append(t)
+                key = id(getattr(t, "term", t))
+                if key not in by_term or getattr(t, "weight", 1.0) > getattr(by_term[key], "weight", 1.0):
+                    by_term[key] = t
+        self.terms = list(by_term.values())
+        if not self.terms:
+            raise InputError("vmat_dao: the stages have no objective or constraint terms")
 
     def value_and_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
         val = 0.0
-        grad = np.zeros_like(dose_gy, dtype=float)
+        grad = np.zeros(len(dose_gy))
         for t in self.terms:
-            if hasattr(t, "value_and_grad"):
-                v, g = t.value_and_grad(dose_gy)
-            else:
-                v, g = t.value(dose_gy), t.gradient(dose_gy)
+            v, g = t.value_and_grad(dose_gy)
             val += float(v)
             grad += g
         return val, grad
@@ -222,7 +229,28 @@ def _as_objective(stages: Any) -> DoseObjective:
                 vals = [s.value_and_grad(d) for s in stages]
                 return sum(float(v) for v, _ in vals), sum(g for _, g in vals)
         return _Sum()
+    if not isinstance(stages, (list, tuple)) or not stages:
+        raise InputError("vmat_dao: 'stages' must be a non-empty list of OptimizationStage or an "
+                         "object with value_and_grad(dose_gy)")
     return _StageObjective(list(stages))
+
+
+def _prioritized_master(A: np.ndarray, stages: Sequence[Any], w0: np.ndarray, lb: np.ndarray,
+                        ub: np.ndarray):
+    """Re-solve the aperture weights with the prioritised optimiser (hard limits, stage order)."""
+    from dataclasses import replace
+
+    from .prioritized import prioritized_solve
+    from .terms import Smoothness
+
+    # Smoothness terms index beamlets, not apertures: drop them from the master.
+    clean = [replace(st, objectives=[(t, wt) for t, wt in st.objectives if not isinstance(t, Smoothness)],
+                     constraints=[c for c in st.constraints if not isinstance(c, Smoothness)])
+             for st in stages]
+    clean = [st for st in clean if st.objectives or st.constraints]
+    if not clean:
+        return None
+    return prioritized_solve(sp.csr_matrix(A.astype(np.float32)), clean, x_lb=lb, x_ub=ub, x0=w0)
 
 
 # ----------------------------------------------------------------------------- master problem
@@ -353,6 +381,7 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
              mu_per_deg_range: tuple[float, float] = (0.5, 10.0), sector_width_deg: float,
              max_leaf_travel_mm: float, max_iterations: int = 40, apertures_per_iteration: int = 4,
              leaf_transmission: float = 0.015, refine_passes: int = 20,
+             prioritized_master: bool = True,
              progress: Callable[[int, int], None] | None = None) -> DAOResult:
     """Direct aperture optimisation of one or more arcs (one aperture and MU per sector).
 
@@ -364,7 +393,7 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         In delivery order; adjacent entries are adjacent control points (for
         two arcs, call once per arc or accept the travel limit across the join).
     stages : sequence of OptimizationStage, or an object with ``value_and_grad(dose_gy)``
-        The plan objective (total dose).
+        The plan objective on the total dose at the rows of ``D``.
     n_fractions : int
     mu_per_deg_range : (float, float)
         Admissible MU per degree of gantry rotation, per fraction.
@@ -378,6 +407,11 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         Relative fluence through closed leaves inside the jaw-tracked field.
     refine_passes : int
         Sweeps of local leaf-position refinement after the column generation (0: none).
+    prioritized_master : bool
+        With :class:`OptimizationStage` stages, re-solve the final aperture weights with
+        :func:`prioritized_solve` (stage order and hard limits honoured exactly; the
+        column generation itself works on the summed penalty of
+        :attr:`OptimizationStage.terms`, hard limits as heavy quadratic penalties).
     progress : callable(done, total), optional
 
     Returns
@@ -530,12 +564,25 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             break
     log.info("DAO final: objective %.6g, %d apertures, total MU/fx %.0f", fval, n_sec, w.sum())
 
+    opt_result = None
+    if prioritized_master and isinstance(stages, (list, tuple)) and stages \
+            and all(hasattr(st, "objectives") and hasattr(st, "constraints") for st in stages):
+        opt_result = _prioritized_master(cols_dose, stages, w, lb_all, ub_all)
+        if opt_result is not None:
+            w = np.clip(np.asarray(opt_result.x, float), lb_all, ub_all)
+            dose = cols_dose @ w
+            fval, _ = objective.value_and_grad(dose)
+            history.append({"iteration": len(history), "phase": "prioritized_master",
+                            "objective": float(fval), "n_apertures": n_sec, "best_reduced_cost": 0.0,
+                            "time_s": time.perf_counter() - t0})
+            log.info("DAO prioritised master: objective %.6g, total MU/fx %.0f", fval, w.sum())
+
     x = np.zeros(n_bl)
     for s, sec in enumerate(sectors):
         x[sec.columns] += w[s] * aperture_fractions(sec.beamlet_grid, left[s], right[s], leaf_transmission)
     return DAOResult(left_mm=[np.asarray(a, float) for a in left],
                      right_mm=[np.asarray(b, float) for b in right], mu=w, x_beamlet=x,
-                     dose_gy=dose, history=history, objective=float(fval))
+                     dose_gy=dose, history=history, objective=float(fval), optimization=opt_result)
 
 
 def _fill_empty_sectors(has: np.ndarray, left: list, right: list, sectors: list[ArcSector],
