@@ -83,11 +83,39 @@ class ArcSector:
         run along the leaf motion (Xb).
     columns : slice
         Its columns in the influence matrix (the active beamlets, row-major).
+    arc : int
+        Index of the arc the sector belongs to.  Leaf-travel windows and the
+        interpolation of empty sectors only link adjacent sectors of the same arc.
     """
 
     gantry_deg: float
     beamlet_grid: BeamletGrid
     columns: slice
+    arc: int = 0
+
+
+def sectors_from_influence(influence, arc_of_beam: Sequence[int] | None = None) -> list[ArcSector]:
+    """One :class:`ArcSector` per beam of an influence matrix (beams in delivery order).
+
+    Parameters
+    ----------
+    influence : InfluenceMatrix
+        With ``geometries``, ``beamlet_grids`` and ``beam_offsets`` (see
+        :func:`sbrtplan.dose_engine.influence_matrix`), its beams being the
+        optimisation control points of the arcs.
+    arc_of_beam : sequence of int, optional
+        Arc index of each beam (default: all one arc).
+    """
+    grids = list(influence.beamlet_grids)
+    off = np.asarray(influence.beam_offsets, np.int64)
+    if off.size != len(grids) + 1:
+        raise InputError(f"sectors_from_influence: {len(grids)} beamlet grids but {off.size} beam offsets; "
+                         "expected one more offset than beams")
+    arcs = np.zeros(len(grids), int) if arc_of_beam is None else np.asarray(arc_of_beam, int)
+    if arcs.shape != (len(grids),):
+        raise InputError(f"sectors_from_influence: arc_of_beam has {arcs.size} entries, expected {len(grids)}")
+    return [ArcSector(float(influence.geometries[b].gantry_deg), grids[b], slice(int(off[b]), int(off[b + 1])),
+                      int(arcs[b])) for b in range(len(grids))]
 
 
 @dataclass
@@ -327,7 +355,7 @@ def _park_positions(grid: BeamletGrid) -> np.ndarray:
 
 
 def _neighbour_windows(s: int, has: np.ndarray, left: list, right: list, travel_mm: float,
-                       n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                       n_rows: int, arc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Continuous windows ``[lo, hi]`` (mm) of the x1 and x2 leaves of sector ``s``."""
     a_lo = np.full(n_rows, -np.inf)
     a_hi = np.full(n_rows, np.inf)
@@ -336,9 +364,9 @@ def _neighbour_windows(s: int, has: np.ndarray, left: list, right: list, travel_
     n = has.size
     for step in (-1, 1):
         k = s + step
-        while 0 <= k < n and not has[k]:
+        while 0 <= k < n and arc[k] == arc[s] and not has[k]:
             k += step
-        if 0 <= k < n:
+        if 0 <= k < n and arc[k] == arc[s]:
             reach = abs(k - s) * travel_mm
             a_lo = np.maximum(a_lo, left[k] - reach)
             a_hi = np.minimum(a_hi, left[k] + reach)
@@ -443,6 +471,7 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
                          "expected one beamlet grid row layout per arc")
     n_rows = n_rows.pop()
 
+    arc_id = np.array([int(sec.arc) for sec in sectors])
     objective = _as_objective(stages)
     Dt = (D.tocsc() if sp.issparse(D) else np.asarray(D)) * float(n_fractions)
     mu_min = mu_lo_deg * sector_width_deg
@@ -481,7 +510,7 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
                 # price them as unattractive so leaves stay closed there.
                 g_map[~grid.active] = np.abs(g_beam[sec.columns]).max(initial=0.0) + 1e-12
                 g_map[grid.active] = g_beam[sec.columns]
-                win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows)
+                win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows, arc_id)
                 lft, rgt, cost = _price_sector(g_map, np.asarray(grid.x_edges_mm, float), win,
                                                _park_positions(grid))
                 if cand is None or cost < cand[0]:
@@ -511,7 +540,7 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             progress(it + 1, max_iterations)
 
     priced = has.copy()
-    _fill_empty_sectors(has, left, right, sectors, n_rows)
+    _fill_empty_sectors(has, left, right, sectors, n_rows, arc_id)
     for s in np.nonzero(~priced)[0]:
         set_aperture(s, left[s], right[s])
         w[s] = mu_min
@@ -538,7 +567,7 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             g_s = D_s.T @ gdose
             g_map[~grid.active] = np.abs(g_s).max(initial=0.0) + 1e-12
             g_map[grid.active] = g_s
-            win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows)
+            win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows, arc_id)
             lft, rgt, _ = _price_sector(g_map, np.asarray(grid.x_edges_mm, float), win,
                                         _park_positions(grid))
             for alpha in (1.0, 0.5, 0.25):
@@ -586,19 +615,17 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
 
 
 def _fill_empty_sectors(has: np.ndarray, left: list, right: list, sectors: list[ArcSector],
-                        n_rows: int) -> None:
-    """Give each empty sector the leaf-position interpolation of its nearest filled neighbours."""
-    filled = np.nonzero(has)[0]
+                        n_rows: int, arc: np.ndarray) -> None:
+    """Give each empty sector the leaf-position interpolation of its nearest filled neighbours (same arc)."""
     n = has.size
-    if filled.size == 0:
-        # Nothing priced negatively: a closed aperture parked at the field centre everywhere.
-        for s in range(n):
-            x = np.asarray(sectors[s].beamlet_grid.x_edges_mm, float)
-            c = np.full(n_rows, 0.5 * (x[0] + x[-1]))
-            left[s], right[s] = c.copy(), c.copy()
-        return
     for s in range(n):
         if has[s]:
+            continue
+        filled = np.nonzero(has & (arc == arc[s]))[0]
+        if filled.size == 0:
+            # Nothing in this arc priced negatively: closed pairs parked over the optimised beamlets.
+            c = _park_positions(sectors[s].beamlet_grid)
+            left[s], right[s] = c.copy(), c.copy()
             continue
         lo = filled[filled < s]
         hi = filled[filled > s]
