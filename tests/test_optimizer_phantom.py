@@ -1,6 +1,6 @@
 """A 2-D slab phantom with Gaussian pencil beamlets for the optimiser tests.
 
-Geometry: a 2-D water slab (``size_mm`` square, ``spacing_mm`` pixels), a round
+Geometry: a 2-D water slab (``size_mm`` square, ``spacing_mm`` pixels, ``slice_mm`` thick), a round
 target at the centre and a round organ at risk beside it.  Beams come from
 ``n_beams`` equispaced directions; each beam is split into beamlets of
 ``beamlet_mm`` width.  Dose per MU of a beamlet at a point: a Gaussian lateral
@@ -21,7 +21,7 @@ from sbrtplan.optimizer import VoxelRegion
 
 
 def slab_phantom(size_mm=60.0, spacing_mm=2.0, n_beams=5, beamlet_mm=4.0, target_r_mm=10.0,
-                 organ_r_mm=5.0, organ_centre_mm=(0.0, 17.0), sigma_mm=3.0, mu_per_mm=0.005):
+                 organ_r_mm=5.0, organ_centre_mm=(0.0, 17.0), sigma_mm=3.0, mu_per_mm=0.005, slice_mm=None):
     n = int(round(size_mm / spacing_mm))
     c = (np.arange(n) + 0.5) * spacing_mm - size_mm / 2
     X, Y = np.meshgrid(c, c, indexing="xy")
@@ -54,7 +54,8 @@ def slab_phantom(size_mm=60.0, spacing_mm=2.0, n_beams=5, beamlet_mm=4.0, target
             k += 1
         del along
     D = sp.csr_matrix(np.array(cols).T.astype(np.float32))
-    vox_cc = (spacing_mm / 10) ** 2 * (spacing_mm / 10)   # 2-D slab: one voxel deep
+    # 2-D slab: one voxel deep unless a slice thickness is given (each pixel a long prism)
+    vox_cc = (spacing_mm / 10) ** 2 * ((slice_mm or spacing_mm) / 10)
     r_t = np.hypot(px, py)
     r_o = np.hypot(px - organ_centre_mm[0], py - organ_centre_mm[1])
     target_rows = np.flatnonzero(r_t <= target_r_mm)

@@ -27,7 +27,7 @@ Stages (the priorities of :class:`sbrtplan.protocols.Priority`):
    the best coverage they allow: the protocol's fallback (V100 >= 90 %) is then
    checked on the result; the GTV minimum stays a constraint.
 2. **conformity**: keep stage 1 within the slack (plus an RMS underdose
-   allowance of 1 % Rx) and minimise the dose in rings around the target above
+   allowance of 0.5 % Rx) and minimise the dose in rings around the target above
    a fall-off profile (:func:`ring_dose_fraction`: Rx at the PTV surface, half
    of Rx at the distance where the 50 % isodose volume equals the RTOG R50 %
    limit, below the D2cm limit at 2 cm), hot spots outside the GTV/ITV
@@ -211,7 +211,7 @@ def stages_from_goals(goals: list[tuple[Goal, VoxelRegion | None]], *, prescript
 
     s1_obj: list[tuple[Term, float]] = [(QuadUnderdose(target, rx), 1.0)] + coverage
     stage1 = OptimizationStage("coverage", s1_obj, list(hard), keep=KeepMode.OBJECTIVE,
-                               keep_abs=(0.01 * rx) ** 2)
+                               keep_abs=(0.005 * rx) ** 2)
 
     s2_obj: list[tuple[Term, float]] = []
     for region, inner_mm, _outer_mm in rings:
