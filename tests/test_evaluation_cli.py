@@ -186,3 +186,33 @@ def test_cli_evaluate_case_with_its_reference_dose(shared_data, tmp_path, capsys
     # a case without a dose needs --rtdose
     rc = main(["evaluate", "--case", "phantom:cshape", "--scheme", "70/35"])
     assert rc == 2 and "carries no dose; give --rtdose" in capsys.readouterr().err
+
+
+def test_cli_evaluate_refuses_structures_of_another_frame(tmp_path, capsys):
+    # a structure set contoured on other images (another FrameOfReferenceUID than the RTDOSE's) would put
+    # every organ in the wrong place on the dose grid: `evaluate` refuses it, naming both files and frames
+    if not hasattr(sio, "write_rtdose"):
+        pytest.skip("sbrtplan.io RT export not available")
+    from sbrtplan.phantoms import make_phantom
+
+    case = make_phantom("cshape", 5.0)
+    structure_frame = case.patient.frame_of_reference_uid
+    sio.write_rtstruct(case, tmp_path / "rtss.dcm")
+    dose = np.full(case.grid.shape, 2.0, np.float32)
+    case.patient.frame_of_reference_uid = "1.2.826.0.1.3680043.8.498.777"  # the dose of another registration
+    sio.write_rtdose(dose, case.grid, tmp_path / "rtdose.dcm", case=case, rtplan_uid="1.2.826.0.1.3680043.8.498.1")
+    rc = main(["evaluate", "--rtdose", str(tmp_path / "rtdose.dcm"), "--rtstruct", str(tmp_path / "rtss.dcm"),
+               "--scheme", "27/3", "--target", "PTV"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "rtss.dcm" in err and "rtdose.dcm" in err and "PTV" in err
+    assert structure_frame in err and "1.2.826.0.1.3680043.8.498.777" in err and "refused" in err
+    # the same files in one frame are accepted: the uniform 2 Gy comes back as the PTV's mean
+    case.patient.frame_of_reference_uid = structure_frame
+    sio.write_rtdose(dose, case.grid, tmp_path / "rtdose.dcm", case=case, rtplan_uid="1.2.826.0.1.3680043.8.498.1")
+    out = tmp_path / "m.json"
+    rc = main(["evaluate", "--rtdose", str(tmp_path / "rtdose.dcm"), "--rtstruct", str(tmp_path / "rtss.dcm"),
+               "--scheme", "27/3", "--target", "PTV", "--json", str(out)])
+    assert rc == 0
+    # 32-bit RTDOSE scaling: 2 Gy stored to ~2 / 4e9 Gy
+    assert json.loads(out.read_text())["structures"]["PTV"]["mean_gy"] == pytest.approx(2.0, abs=1e-4)

@@ -2,7 +2,8 @@
 
 The RTSTRUCT is rasterised directly onto the RTDOSE grid with sub-voxel
 occupancy, so the evaluation does not depend on the CT (a clinical export may
-come with a single CT slice); ``--ct`` adds a check that the dose grid lies on
+come with a single CT slice); a structure set in another frame of reference
+than the RTDOSE is refused; ``--ct`` adds a check that the dose grid lies on
 the CT.  ``--case SPEC`` takes the structures from any case ``io.load_case``
 reads (DICOM folder, matRad ``.mat``, OpenKBP folder, ``phantom:NAME``),
 resampled onto the dose grid; without ``--rtdose`` the case's own reference
@@ -59,6 +60,48 @@ def _io():
     return sio, read_rtdose, read_rtstruct
 
 
+def _frame_of_reference(rtdose_path) -> str | None:
+    """FrameOfReferenceUID of an RTDOSE header (None when the file does not give one)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(str(rtdose_path), stop_before_pixels=True, specific_tags=["FrameOfReferenceUID"])
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # the dose reader accepted the file; without a readable header there is nothing to compare
+    uid = str(ds.get("FrameOfReferenceUID", "") or "").strip()
+    return uid or None
+
+
+def _check_same_frame(rtstruct_path, rtdose_path, frame_uid: str) -> None:
+    """Refuse a structure set whose ROIs lie in another frame of reference than the dose."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from ..errors import InputError
+
+    try:
+        ds = pydicom.dcmread(str(rtstruct_path), stop_before_pixels=True,
+                             specific_tags=["StructureSetROISequence", "ReferencedFrameOfReferenceSequence"])
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError):
+        return  # the RTSTRUCT reader reports an unreadable file in its own words
+    rois = list(ds.get("StructureSetROISequence", []) or [])
+    foreign = [(str(r.get("ROIName", "")).strip(), str(r.get("ReferencedFrameOfReferenceUID", "") or "").strip())
+               for r in rois]
+    foreign = [(n, u) for n, u in foreign if u and u != frame_uid]
+    if not rois:  # no ROI-level reference: the structure set's own referenced frame decides
+        refs = {str(i.get("FrameOfReferenceUID", "") or "").strip()
+                for i in ds.get("ReferencedFrameOfReferenceSequence", []) or []} - {""}
+        if refs and frame_uid not in refs:
+            foreign = [("(structure set)", u) for u in sorted(refs)]
+    if foreign:
+        names = ", ".join(n for n, _ in foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        uids = ", ".join(sorted({u for _, u in foreign}))
+        raise InputError(f"--rtstruct {rtstruct_path}: ROI(s) {names} are in frame of reference {uids}, but "
+                         f"--rtdose {rtdose_path} is in {frame_uid}; refused (the structures must be contoured on "
+                         f"the images the dose was computed on, or registered to them)")
+
+
 def run(args) -> int:
     import sys
     from pathlib import Path
@@ -108,7 +151,11 @@ def run(args) -> int:
                       for n, s in case.structures.items()}
     else:
         dose = read_rtdose(args.rtdose)
-        structures = read_rtstruct(args.rtstruct, dose.grid, occupancy=True)
+        # the structures are rasterised straight onto the dose grid: they must share its frame of reference
+        frame_uid = _frame_of_reference(args.rtdose)
+        if frame_uid:
+            _check_same_frame(args.rtstruct, args.rtdose, frame_uid)
+        structures = read_rtstruct(args.rtstruct, dose.grid, occupancy=True, frame_of_reference_uid=frame_uid)
         if isinstance(structures, (list, tuple)):
             structures = {s.name: s for s in structures}
     if args.ct:
