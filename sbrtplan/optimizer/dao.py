@@ -409,7 +409,8 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
              mu_per_deg_range: tuple[float, float] = (0.5, 10.0), sector_width_deg: float,
              max_leaf_travel_mm: float, max_iterations: int = 40, apertures_per_iteration: int = 4,
              leaf_transmission: float = 0.015, refine_passes: int = 20,
-             prioritized_master: bool = True,
+             prioritized_master: bool = True, master_iterations: int = 150,
+             time_limit_s: float | None = None,
              progress: Callable[[int, int], None] | None = None) -> DAOResult:
     """Direct aperture optimisation of one or more arcs (one aperture and MU per sector).
 
@@ -435,6 +436,11 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         Relative fluence through closed leaves inside the jaw-tracked field.
     refine_passes : int
         Sweeps of local leaf-position refinement after the column generation (0: none).
+    master_iterations : int
+        Iteration cap of each intermediate master solve (warm-started; the final one gets 4x).
+    time_limit_s : float, optional
+        Wall-clock budget: column generation and refinement stop when it is spent (the
+        remaining sectors are interpolated and the final master still runs).
     prioritized_master : bool
         With :class:`OptimizationStage` stages, re-solve the final aperture weights with
         :func:`prioritized_solve` (stage order and hard limits honoured exactly; the
@@ -494,8 +500,14 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         frac = aperture_fractions(sec.beamlet_grid, lft, rgt, leaf_transmission)
         cols_dose[:, s] = Dt[:, sec.columns] @ frac
 
+    def out_of_time() -> bool:
+        return time_limit_s is not None and time.perf_counter() - t0 > time_limit_s
+
     for it in range(max_iterations):
         if has.all():
+            break
+        if out_of_time():
+            log.info("DAO: time limit of %.0f s reached after %d iterations", time_limit_s, it)
             break
         g_beam = Dt.T @ gdose
         best_cost = 0.0
@@ -526,7 +538,7 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             break
         idx = np.nonzero(has)[0]
         w_sub, fval = _solve_master(cols_dose[:, idx], objective, w[idx], np.full(idx.size, mu_min),
-                                    np.full(idx.size, mu_max))
+                                    np.full(idx.size, mu_max), max_iter=master_iterations)
         w[idx] = w_sub
         dose = cols_dose[:, idx] @ w_sub
         fval, gdose = objective.value_and_grad(dose)
@@ -545,7 +557,8 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         set_aperture(s, left[s], right[s])
         w[s] = mu_min
     lb_all, ub_all = np.full(n_sec, mu_min), np.full(n_sec, mu_max)
-    w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all)
+    w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all,
+                            max_iter=master_iterations * (4 if refine_passes == 0 else 1))
     dose = cols_dose @ w
     fval, gdose = objective.value_and_grad(dose)
     history.append({"iteration": len(history), "phase": "fill", "objective": float(fval),
@@ -582,14 +595,20 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
                     dose, fval, gdose = d_c, f_c, g_c
                     moved += 1
                     break
-        w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all)
+        w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all,
+                                max_iter=4 * master_iterations if p == refine_passes - 1 else master_iterations)
         dose = cols_dose @ w
         fval, gdose = objective.value_and_grad(dose)
         history.append({"iteration": len(history), "phase": "refinement", "objective": float(fval),
                         "n_apertures": n_sec, "best_reduced_cost": 0.0,
                         "time_s": time.perf_counter() - t0, "apertures_moved": moved})
         log.info("DAO refinement pass %d: objective %.6g, %d apertures moved", p, fval, moved)
-        if moved == 0 or fval > f_start * (1 - 1e-4):
+        if moved == 0 or fval > f_start * (1 - 1e-4) or out_of_time():
+            if p < refine_passes - 1:   # converged early: polish the weights once more
+                w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all, max_iter=4 * master_iterations)
+                dose = cols_dose @ w
+                fval, gdose = objective.value_and_grad(dose)
+                history[-1]["objective"] = float(fval)
             break
     log.info("DAO final: objective %.6g, %d apertures, total MU/fx %.0f", fval, n_sec, w.sum())
 
