@@ -17,6 +17,41 @@ def test_aliases_map_to_tg263(raw, tg263):
     assert normalize_name(raw) == tg263
 
 
+@pytest.mark.parametrize("raw, tg263", [
+    # head and neck (TG-263 table: paired organs end in _L / _R, glands are Glnd_*, bones Bone_*)
+    ("Parotid_L", "Parotid_L"), ("parotid l", "Parotid_L"), ("L Parotid", "Parotid_L"), ("LeftParotid", "Parotid_L"),
+    ("PAROTID_LT", "Parotid_L"), ("Rt Parotid", "Parotid_R"), ("RightParotid", "Parotid_R"), ("parotid-r", "Parotid_R"),
+    ("Parotids", "Parotids"), ("mandible", "Bone_Mandible"), ("Bone Mandible", "Bone_Mandible"),
+    ("BONE_MANDIBLE", "Bone_Mandible"), ("Larynx", "Larynx"), ("supraglottic larynx", "Larynx_SG"),
+    ("Submandibular Gland L", "Glnd_Submand_L"), ("glnd_submand_r", "Glnd_Submand_R"), ("oral cavity", "Cavity_Oral"),
+    ("Cavity_Oral", "Cavity_Oral"), ("Thyroid", "Glnd_Thyroid"), ("constrictors", "Musc_Constrict"),
+    ("Eye_L", "Eye_L"), ("rt lens", "Lens_R"), ("Cochlea Left", "Cochlea_L"), ("TMJ R", "Joint_TM_R"),
+    ("Hippocampus_Lt", "Hippocampus_L"), ("temporal lobe l", "Lobe_Temporal_L"), ("pituitary", "Pituitary"),
+    # the re-irradiation table lists OpticChiasm and Retina_L/R: clinical names must reach them
+    ("Optic Chiasm", "OpticChiasm"), ("chiasm", "OpticChiasm"), ("Retina R", "Retina_R"),
+    # thorax, abdomen and pelvis
+    ("SVC", "V_Venacava_S"), ("inferior vena cava", "V_Venacava_I"), ("pulmonary artery", "A_Pulmonary"),
+    ("Breast L", "Breast_L"), ("LT BREAST", "Breast_L"), ("left main bronchus", "Bronchus_Main_L"),
+    ("adrenal_r", "Glnd_Adrenal_R"), ("Sigmoid Colon", "Colon_Sigmoid"), ("penile bulb", "PenileBulb"),
+    ("urethra", "Urethra"), ("Sacrum", "Sacrum"),
+])
+def test_head_neck_and_trunk_aliases(raw, tg263):
+    assert normalize_name(raw) == tg263
+    # every organ of the table is an organ at risk, also when the file calls it an ORGAN or gives no type;
+    # its PRV is a PRV
+    assert infer_role(tg263) is StructureRole.OAR
+    assert infer_role(normalize_name(raw), "ORGAN") is StructureRole.OAR
+    assert infer_role(normalize_name(raw + " PRV 3mm")) is StructureRole.PRV
+
+
+def test_openkbp_head_neck_names_normalise():
+    # the OpenKBP file stems (a head-and-neck data set) all have TG-263 names in the table
+    stems = {"LeftParotid": "Parotid_L", "RightParotid": "Parotid_R", "Mandible": "Bone_Mandible",
+             "SpinalCord": "SpinalCord", "Brainstem": "Brainstem", "Esophagus": "Esophagus", "Larynx": "Larynx"}
+    for stem, tg263 in stems.items():
+        assert normalize_name(stem) == tg263 and infer_role(tg263) is StructureRole.OAR
+
+
 def test_targets_prvs_and_unknown_names():
     assert normalize_name("ptv_41.4") == "PTV_41.4"
     assert normalize_name("gtv") == "GTV"
@@ -24,6 +59,10 @@ def test_targets_prvs_and_unknown_names():
     assert normalize_name("heart-ptv") == "Heart-PTV"
     # A name the table does not know is kept (never guessed).
     assert normalize_name("  Fiducial_3 ") == "Fiducial_3"
+    # a paired organ without a side is not guessed to be left or right
+    assert normalize_name("breast") == "breast" and infer_role("breast") is StructureRole.OTHER
+    # target names that contain an organ word stay targets
+    assert normalize_name("PTV_parotid") == "PTV_parotid" and infer_role("PTV_parotid") is StructureRole.PTV
 
 
 def test_roles_from_names_and_dicom_types():

@@ -5,7 +5,12 @@ Names in source files vary (``cord``, ``SPINALCORD``, ``Spinal Cord``,
 alias table keyed on a simplified form of the name (lower case, letters and
 digits only, left/right words turned into ``l``/``r`` suffixes).  Target names
 (GTV/CTV/ITV/PTV with dose or index suffixes) keep their suffix.  Unknown names
-are returned unchanged: a name the table does not know is never guessed.
+are returned unchanged: a name the table does not know is never guessed (nor is
+the side of a paired organ named without one).  The table covers the organs of
+SBRT protocols in the thorax, abdomen and pelvis and the common head-and-neck
+organs (parotids, submandibular glands, mandible, larynx, constrictors, eyes,
+lenses, cochleae, ...), with TG-263 spellings (``Glnd_*``, ``Bone_*``,
+``A_*``/``V_*`` vessels, ``_L``/``_R`` sides).
 """
 
 from __future__ import annotations
@@ -13,6 +18,14 @@ from __future__ import annotations
 import re
 
 from .structure import StructureRole
+
+def _lateral(side: str, *keys: str) -> tuple[str, ...]:
+    """Simplified aliases of a paired organ on ``side`` ('l' or 'r'): the side after the organ
+    ("parotid lt" -> "parotidl") or glued in front of it or spelt out ("LParotid", "LeftParotid")."""
+    words = ("l", "left", "lt") if side == "l" else ("r", "right", "rt")
+    return tuple(dict.fromkeys([k + side for k in keys] + [w + k for k in keys for w in words]
+                               + [k + w for k in keys for w in words[1:]]))
+
 
 # TG-263 name -> aliases (already in simplified form: lower-case alphanumerics,
 # laterality moved to a trailing 'l' / 'r').
@@ -56,7 +69,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "Bowel": ("bowel", "bowelbag", "bowelspace", "bowelcavity"),
     "Brain": ("brain",),
     "Carina": ("carina",),
-    "Chiasm": ("chiasm", "opticchiasm", "opticchiasma"),
+    "OpticChiasm": ("opticchiasm", "chiasm", "chiasma", "opticchiasma"),
     "Femur_Head_L": ("femurheadl", "femoralheadl", "lfemoralhead", "leftfemoralhead"),
     "Femur_Head_R": ("femurheadr", "femoralheadr", "rfemoralhead", "rightfemoralhead"),
     "Gallbladder": ("gallbladder", "gb"),
@@ -71,6 +84,48 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "Stomach_Duodenum": ("stomachduodenum",),
     "Trachea_Bronchus": ("tracheabronchus",),
     "VB": ("vb", "vertebralbody", "vertebralbodies", "vertebra", "vertebrae"),
+    # Head and neck.
+    "Bone_Mandible": ("bonemandible", "mandible", "mandibula", "mandibularbone", "jaw"),
+    "Larynx_Glottic": ("larynxglottic", "glotticlarynx", "glottis", "glottic"),
+    "Larynx_SG": ("larynxsg", "supraglotticlarynx", "larynxsupraglottic", "supraglottis", "supraglottic"),
+    "Musc_Constrict": ("muscconstrict", "constrictors", "constrictor", "pharyngealconstrictors",
+                       "pharynxconstrictors", "constrictormuscles", "pcm"),
+    "Musc_Constrict_S": ("muscconstricts", "superiorconstrictor", "constrictorsuperior", "spcm", "supcm"),
+    "Musc_Constrict_M": ("muscconstrictm", "middleconstrictor", "constrictormiddle", "mpcm", "midpcm"),
+    "Musc_Constrict_I": ("muscconstricti", "inferiorconstrictor", "constrictorinferior", "ipcm", "infpcm"),
+    "Cavity_Oral": ("cavityoral", "oralcavity", "mouth", "oralcav"),
+    "Lips": ("lips", "lip"),
+    "Glnd_Thyroid": ("glndthyroid", "thyroid", "thyroidgland", "glandthyroid"),
+    "Pituitary": ("pituitary", "pituitarygland", "hypophysis"),
+    "Cerebellum": ("cerebellum",),
+    "Parotids": ("parotids", "bothparotids", "parotidstotal", "parotidsboth"),
+    "Glnd_Submands": ("glndsubmands", "submandibulars", "submandibularglands", "bothsubmandibulars"),
+    **{f"{organ}_{side.upper()}": _lateral(side, *keys) for side in "lr" for organ, keys in (
+        ("Parotid", ("parotid", "parotidgland", "glndparotid")),
+        ("Glnd_Submand", ("glndsubmand", "submandibular", "submandibulargland", "submand", "smg")),
+        ("Glnd_Lacrimal", ("glndlacrimal", "lacrimal", "lacrimalgland")),
+        ("Eye", ("eye", "globe", "eyeball")),
+        ("Lens", ("lens",)),
+        ("Retina", ("retina",)),
+        ("Cochlea", ("cochlea",)),
+        ("Hippocampus", ("hippocampus", "hippo")),
+        ("Lobe_Temporal", ("lobetemporal", "temporallobe")),
+        ("Joint_TM", ("jointtm", "tmj", "temporomandibularjoint")),
+        # thorax and abdomen
+        ("Breast", ("breast",)),
+        ("Bronchus_Main", ("bronchusmain", "mainbronchus", "mainstembronchus")),
+        ("Glnd_Adrenal", ("glndadrenal", "adrenal", "adrenalgland")),
+        ("Ureter", ("ureter",)),
+    )},
+    # Thorax, abdomen and pelvis.
+    "A_Pulmonary": ("apulmonary", "pulmonaryartery", "pulmonaryarteries", "pulmonarytrunk"),
+    "V_Venacava_S": ("vvenacavas", "svc", "superiorvenacava", "venacavasuperior", "venacavasup"),
+    "V_Venacava_I": ("vvenacavai", "ivc", "inferiorvenacava", "venacavainferior", "venacavainf"),
+    "Breasts": ("breasts", "bothbreasts"),
+    "Colon_Sigmoid": ("colonsigmoid", "sigmoid", "sigmoidcolon"),
+    "Urethra": ("urethra",),
+    "PenileBulb": ("penilebulb", "bulbpenis", "penisbulb", "bulbofpenis"),
+    "Sacrum": ("sacrum",),
 }
 
 _LOOKUP: dict[str, str] = {}
