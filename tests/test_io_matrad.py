@@ -8,7 +8,7 @@ from scipy import ndimage, sparse
 
 from sbrtplan.case import Case, Grid, Structure, StructureRole
 from sbrtplan.errors import InputError
-from sbrtplan.io import read_matrad, write_matrad
+from sbrtplan.io import read_matrad, write_matrad, write_matrad_dij
 
 h5py = pytest.importorskip("h5py")
 
@@ -118,6 +118,79 @@ def test_written_indices_follow_matrad_conventions(tmp_path):
             row = int(m[:, b].nonzero()[0][0])  # matRad voxel (0-based, column-major)
             y, x, z = np.unravel_index(row, (ny, nx, nz), order="F")
             assert np.ravel_multi_index((z, y, x), case.grid.shape) == 7 * b
+
+
+def _small_influence():
+    """A dose-influence matrix on the small grid: 2 beams (2 + 3 beamlets), 7 body voxels; beamlet b
+    deposits 0.01 (b + 1) Gy/MU in voxel row r = b and 0.001 in row 6 (the rows given out of
+    matRad's order so that the writer has to sort them within each column)."""
+    from types import SimpleNamespace
+
+    from sbrtplan.beams import BeamGeometry
+
+    g = _small_case().grid
+    vox = np.array([2, 9, 31, 57, 64, 100, 119])  # C-order flat indices on (z, y, x)
+    rows = np.concatenate([np.arange(5), np.full(5, 6)])
+    cols = np.concatenate([np.arange(5), np.arange(5)])
+    vals = np.concatenate([0.01 * (np.arange(5) + 1), np.full(5, 0.001)]).astype(np.float32)
+    m = sparse.csc_matrix((vals, (rows, cols)), shape=(vox.size, 5))
+    geoms = [BeamGeometry(0.0, 0.0, 0.0, (1.0, 2.0, 3.0)), BeamGeometry(90.0, 0.0, 270.0, (1.0, 2.0, 3.0))]
+    return SimpleNamespace(matrix=m, voxel_indices=vox, grid=g, geometries=geoms,
+                           beam_offsets=np.array([0, 2, 5]))
+
+
+def test_write_matrad_dij_follows_matrad_conventions(tmp_path):
+    D = _small_influence()
+    g = D.grid
+    nz, ny, nx = g.shape
+    # a tiny batch forces the column-batched writer through several batches
+    out = write_matrad_dij(tmp_path / "dij.mat", D, batch_nnz=3)
+    assert out.read_bytes()[:19] == b"MATLAB 7.3 MAT-file"  # MATLAB header in the 512-byte user block
+    with h5py.File(out, "r") as f:
+        d = f["dij"]
+        assert d.attrs["MATLAB_class"] == b"struct"
+        fields = {b"".join(x).decode() for x in d.attrs["MATLAB_fields"]}
+        assert fields == set(d.keys())  # MATLAB lists the fields it loads
+        assert float(d["numOfBeams"][0, 0]) == 2 and float(d["totalNumOfBixels"][0, 0]) == 5
+        assert np.array_equal(np.asarray(d["doseGrid"]["dimensions"]).ravel(), [ny, nx, nz])
+        assert float(d["doseGrid"]["resolution"]["y"][0, 0]) == g.spacing_mm[1]
+        assert np.allclose(np.asarray(d["ctGrid"]["x"]).ravel(), g.axis_coordinates_mm()[0])
+        # matRad's bookkeeping vectors are columns (totalNumOfBixels x 1; HDF5 stores them transposed)
+        assert d["beamNum"].shape == (1, 5) and np.array_equal(d["beamNum"][0], [1, 1, 2, 2, 2])
+        assert np.array_equal(d["rayNum"][0], [1, 2, 1, 2, 3])
+        assert np.array_equal(np.asarray(d["numOfRaysPerBeam"]).ravel(), [2, 3])
+        sg = f[d["physicalDose"][0, 0]]
+        assert sg.attrs["MATLAB_class"] == b"double" and int(sg.attrs["MATLAB_sparse"]) == g.size
+        jc, ir, data = sg["jc"][()].astype(int), sg["ir"][()].astype(int), sg["data"][()]
+        assert data.dtype == np.float64
+        stf = f["stf_angles"]
+        assert np.array_equal(np.asarray(stf["gantryAngles"]).ravel(), [0, 90])
+        assert np.array_equal(np.asarray(stf["couchAngles"]).ravel(), [0, 270])
+    # MATLAB sparse: rows sorted within every column ...
+    for c in range(5):
+        assert np.all(np.diff(ir[jc[c]:jc[c + 1]]) > 0)
+    # ... and the same dose in the same voxel: matRad row (0-based, column-major on (y, x, z)) -> (z, y, x)
+    m = sparse.csc_matrix((data, ir, jc), shape=(g.size, 5))
+    dense = np.zeros((g.size, 5))
+    yy, xx, zz = np.unravel_index(np.arange(g.size), (ny, nx, nz), order="F")
+    dense[np.ravel_multi_index((zz, yy, xx), g.shape)] = m.toarray()
+    expected = np.zeros((g.size, 5))
+    expected[D.voxel_indices] = D.matrix.toarray()
+    assert np.allclose(dense, expected, rtol=1e-7, atol=0)  # float32 -> double exactly
+
+
+def test_write_matrad_dij_refuses_inconsistent_input(tmp_path):
+    D = _small_influence()
+    D.beam_offsets = np.array([0, 2, 4])
+    with pytest.raises(InputError, match="beam_offsets"):
+        write_matrad_dij(tmp_path / "x.mat", D)
+    D = _small_influence()
+    D.voxel_indices = D.voxel_indices[:-1]
+    with pytest.raises(InputError, match="7 rows but 6 voxel indices"):
+        write_matrad_dij(tmp_path / "x.mat", D)
+    with pytest.raises(InputError, match="influence matrix"):
+        write_matrad_dij(tmp_path / "x.mat", object())
+    assert not (tmp_path / "x.mat").exists()
 
 
 def test_v5_read_and_matrad_default_axes(tmp_path):

@@ -2,11 +2,11 @@
 
 Writes a scipy ``.npz`` (readable with ``scipy.sparse.load_npz``; the extra
 arrays hold the voxel indices, the dose grid and every beam's geometry and
-beamlets) or, when ``--out`` ends in ``.mat``, a matRad-like MATLAB v7.3 file
-with a ``dij`` struct (``dij.physicalDose{1}`` sparse, rows = matRad's
-1-based column-major dose-cube voxel index in (y, x, z) order, columns =
-beamlets) and ``stf``-like beam angles.  Prints build time, non-zeros and
-peak memory.
+beamlets) or, when ``--out`` ends in ``.mat``, a matRad MATLAB v7.3 file
+with a ``dij`` struct written by :func:`sbrtplan.io.write_matrad_dij`
+(``dij.physicalDose{1}`` sparse, rows = matRad's 1-based column-major
+dose-cube voxel index in (y, x, z) order, columns = beamlets) and the beam
+angles.  Prints build time, non-zeros and peak memory.
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ def run(args) -> int:
     if out.suffix.lower() == ".npz":
         write_npz(out, D)
     else:
+        from ..io import write_matrad_dij
+
         write_matrad_dij(out, D)
     write_s = time.perf_counter() - tw
     print(f"influence matrix: {D.n_voxels} voxels x {D.n_beamlets} beamlets, {D.nnz} non-zeros "
@@ -166,108 +168,3 @@ def write_npz(path: Path, D) -> Path:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return path
-
-
-_MAT_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: sbrtplan, HDF5 schema 1.00 ."
-
-
-def write_matrad_dij(path: Path, D) -> Path:
-    """A matRad-like ``dij`` in a MATLAB v7.3 (HDF5) file.
-
-    ``dij.physicalDose{1}`` is a double sparse matrix of size (prod(dij.doseGrid.dimensions), bixels); the
-    dose cube is matRad's (y, x, z) with column-major 1-based linear indices.  Scalars and vectors are
-    doubles as matRad stores them.
-    """
-    import h5py
-
-    from .._log import atomic_output
-
-    g = D.grid
-    nz, ny, nx = g.shape
-    k, j, i = np.unravel_index(D.voxel_indices, g.shape)
-    lin = (j + ny * (i + nx * k)).astype(np.int64)         # 0-based column-major index of cube (y, x, z)
-    m = D.matrix
-    n_beams = len(D.geometries)
-    bixel_num, ray_num, beam_num, rays_per_beam = [], [], [], []
-    for b, bg in enumerate(D.beamlet_grids):
-        nb = bg.n_beamlets
-        bixel_num.append(np.ones(nb))
-        ray_num.append(np.arange(1, nb + 1, dtype=float))
-        beam_num.append(np.full(nb, b + 1, dtype=float))
-        rays_per_beam.append(nb)
-    x, y, z = g.axis_coordinates_mm() if g.is_axis_aligned else (None, None, None)
-    res = np.array(g.spacing_mm, dtype=float)
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w", userblock_size=512) as f:
-            refs = f.create_group("#refs#")
-            dij = f.create_group("dij")
-            dij.attrs["MATLAB_class"] = np.bytes_("struct")
-            _scalar(dij, "numOfBeams", n_beams)
-            _scalar(dij, "numOfVoxels", g.size)
-            _scalar(dij, "totalNumOfBixels", m.shape[1])
-            _scalar(dij, "totalNumOfRays", m.shape[1])
-            _vector(dij, "numOfRaysPerBeam", np.array(rays_per_beam, float))
-            _vector(dij, "bixelNum", np.concatenate(bixel_num))
-            _vector(dij, "rayNum", np.concatenate(ray_num))
-            _vector(dij, "beamNum", np.concatenate(beam_num))
-            _vector(dij, "dimensions", np.array([ny, nx, nz], float))
-            dg = dij.create_group("doseGrid")
-            dg.attrs["MATLAB_class"] = np.bytes_("struct")
-            rg = dg.create_group("resolution")
-            rg.attrs["MATLAB_class"] = np.bytes_("struct")
-            for name, v in zip("xyz", res):
-                _scalar(rg, name, v)
-            _vector(dg, "dimensions", np.array([ny, nx, nz], float))
-            _scalar(dg, "numOfVoxels", g.size)
-            if x is not None:
-                _vector(dg, "x", x)
-                _vector(dg, "y", y)
-                _vector(dg, "z", z)
-            sgrp = refs.create_group("a")
-            sgrp.attrs["MATLAB_class"] = np.bytes_("double")
-            sgrp.attrs["MATLAB_sparse"] = np.uint64(g.size)
-            _write_sparse_columns(sgrp, m, lin)
-            cell = dij.create_dataset("physicalDose", shape=(1, 1), dtype=h5py.ref_dtype)
-            cell[0, 0] = sgrp.ref
-            cell.attrs["MATLAB_class"] = np.bytes_("cell")
-            stf = f.create_group("stf_angles")
-            stf.attrs["MATLAB_class"] = np.bytes_("struct")
-            _vector(stf, "gantryAngles", np.array([b.gantry_deg for b in D.geometries]))
-            _vector(stf, "couchAngles", np.array([b.couch_deg for b in D.geometries]))
-            _vector(stf, "isoCenter", np.asarray(D.geometries[0].isocenter_mm, float))
-        with open(tmp, "r+b") as fh:
-            fh.write(_MAT_HEADER.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
-    return path
-
-
-def _write_sparse_columns(grp, m, lin: np.ndarray, batch_nnz: int = 1 << 23) -> None:
-    """MATLAB sparse datasets (data, ir, jc) of ``m`` with rows mapped through ``lin``, written in column
-    batches (rows re-sorted within each column) so that memory stays bounded for large matrices."""
-    nnz = int(m.nnz)
-    ptr = m.indptr.astype(np.int64)
-    d_data = grp.create_dataset("data", shape=(nnz,), dtype=np.float64)
-    d_ir = grp.create_dataset("ir", shape=(nnz,), dtype=np.uint64)
-    grp.create_dataset("jc", data=ptr.astype(np.uint64))
-    c0 = 0
-    n_cols = m.shape[1]
-    while c0 < n_cols:
-        c1 = int(np.searchsorted(ptr, ptr[c0] + batch_nnz, side="right")) - 1
-        c1 = min(max(c1, c0 + 1), n_cols)
-        a, b = int(ptr[c0]), int(ptr[c1])
-        rows = lin[m.indices[a:b]]
-        col = np.repeat(np.arange(c0, c1), np.diff(ptr[c0:c1 + 1]))
-        order = np.lexsort((rows, col))
-        d_ir[a:b] = rows[order].astype(np.uint64)
-        d_data[a:b] = m.data[a:b][order].astype(np.float64)
-        c0 = c1
-
-
-def _scalar(grp, name, value) -> None:
-    ds = grp.create_dataset(name, data=np.array([[float(value)]]))
-    ds.attrs["MATLAB_class"] = np.bytes_("double")
-
-
-def _vector(grp, name, values) -> None:
-    # MATLAB stores arrays transposed in HDF5: a row vector 1 x n is an (n, 1) dataset
-    ds = grp.create_dataset(name, data=np.asarray(values, float).reshape(-1, 1))
-    ds.attrs["MATLAB_class"] = np.bytes_("double")

@@ -34,3 +34,4 @@ from .rtexport import write_rtdose, write_rtstruct  # noqa: E402
 from .rtplan import read_rtplan, write_rtplan  # noqa: E402
 
 __all__ += ["write_ct_series", "write_rtstruct", "write_rtplan", "write_rtdose", "read_rtplan"]
+from .matrad_io import write_matrad_dij  # noqa: E402,F401  (influence matrix -> matRad dij)

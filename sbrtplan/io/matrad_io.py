@@ -520,3 +520,126 @@ def write_matrad(path: str | Path, case: Case, dose_gy: np.ndarray | None = None
             fh.write(_header())
     log.info("%s: wrote matRad v7.3 file (%d structures)", p, n)
     return p
+
+
+def write_matrad_dij(path: str | Path, influence, *, batch_nnz: int = 1 << 23) -> Path:
+    """Write a dose-influence matrix as a matRad ``dij`` struct in a MATLAB v7.3 (HDF5) file.
+
+    Parameters
+    ----------
+    path : path
+        Output ``.mat`` file (written atomically).
+    influence : InfluenceMatrix
+        What :func:`sbrtplan.dose_engine.influence_matrix` returns: ``matrix``
+        (voxels x beamlets, Gy per fraction per MU), ``voxel_indices`` (C-order
+        flat indices of the rows on ``grid``), ``grid``, ``geometries`` (one
+        :class:`~sbrtplan.beams.BeamGeometry` per beam) and ``beam_offsets``
+        (columns of each beam).
+    batch_nnz : int
+        Non-zeros re-ordered per batch of columns, which bounds the memory used
+        beyond the matrix itself (default 8 M, 128 MiB).
+
+    Returns
+    -------
+    Path
+
+    Notes
+    -----
+    ``dij.physicalDose{1}`` is a double sparse matrix of
+    ``prod(dij.doseGrid.dimensions)`` rows (every voxel of the dose cube, in
+    matRad's 1-based column-major order on the ``(y, x, z)`` cube) by
+    ``dij.totalNumOfBixels`` columns; ``dij.doseGrid`` and ``dij.ctGrid`` give
+    the cube's ``dimensions`` ``[ny nx nz]``, ``resolution`` and world axes
+    ``x``, ``y``, ``z`` (DICOM patient mm; left out for a grid that is not
+    axis-aligned, which matRad cannot describe); ``dij.beamNum``,
+    ``dij.rayNum`` and ``dij.bixelNum`` are column vectors as matRad builds
+    them (one ray per bixel for photons).  ``stf_angles`` holds the gantry and
+    couch angles (degrees) and the isocentre of every beam.
+    """
+    import h5py
+
+    p = Path(path)
+    m = getattr(influence, "matrix", None)
+    g = getattr(influence, "grid", None)
+    if m is None or g is None or not hasattr(influence, "voxel_indices"):
+        raise InputError(f"{p}: write_matrad_dij expects an influence matrix (matrix, voxel_indices, grid, "
+                         f"geometries), got {type(influence).__name__}")
+    vox = np.asarray(influence.voxel_indices, dtype=np.int64)
+    if m.shape[0] != vox.size:
+        raise InputError(f"{p}: the influence matrix has {m.shape[0]} rows but {vox.size} voxel indices")
+    if vox.size and (vox.min() < 0 or vox.max() >= g.size):
+        raise InputError(f"{p}: voxel indices must lie in [0, {g.size}) for the grid {g.shape} (z, y, x)")
+    geometries = list(getattr(influence, "geometries", []) or [])
+    offsets = getattr(influence, "beam_offsets", None)
+    offsets = (np.asarray(offsets, dtype=np.int64) if offsets is not None
+               else np.concatenate([[0], np.cumsum([bg.n_beamlets for bg in influence.beamlet_grids])]))
+    n_beams = offsets.size - 1
+    if offsets[0] != 0 or offsets[-1] != m.shape[1] or np.any(np.diff(offsets) < 0):
+        raise InputError(f"{p}: beam_offsets {offsets.tolist()} do not split the {m.shape[1]} columns into beams")
+    if len(geometries) != n_beams:
+        raise InputError(f"{p}: {len(geometries)} beam geometries for {n_beams} beams")
+    nz, ny, nx = g.shape
+    k, j, i = np.unravel_index(vox, g.shape)
+    lin = (j + ny * (i + nx * k)).astype(np.int64)  # 0-based column-major index on the (y, x, z) cube
+    rays = np.diff(offsets)
+    ray_num = np.concatenate([np.arange(1, r + 1, dtype=float) for r in rays]) if n_beams else np.zeros(0)
+    beam_num = np.repeat(np.arange(1, n_beams + 1, dtype=float), rays)
+    grid_struct: dict = {"resolution": {"x": float(g.spacing_mm[0]), "y": float(g.spacing_mm[1]),
+                                        "z": float(g.spacing_mm[2])},
+                         "dimensions": np.array([ny, nx, nz], dtype=float), "numOfVoxels": float(g.size)}
+    if g.is_axis_aligned:
+        x, y, z = g.axis_coordinates_mm()
+        grid_struct.update(x=x, y=y, z=z)
+    else:
+        log.warning("%s: the dose grid is not axis-aligned; dij.doseGrid has no world axes x, y, z", p)
+    dij = {"doseGrid": grid_struct, "ctGrid": dict(grid_struct), "numOfBeams": float(n_beams),
+           "numOfVoxels": float(g.size), "dimensions": np.array([ny, nx, nz], dtype=float),
+           "numOfRaysPerBeam": rays.astype(float), "totalNumOfBixels": float(m.shape[1]),
+           "totalNumOfRays": float(m.shape[1]), "bixelNum": np.ones((m.shape[1], 1)),
+           "rayNum": ray_num.reshape(-1, 1), "beamNum": beam_num.reshape(-1, 1), "numOfScenarios": 1.0}
+    stf = {"gantryAngles": np.array([b.gantry_deg for b in geometries], dtype=float),
+           "couchAngles": np.array([b.couch_deg for b in geometries], dtype=float),
+           "isoCenter": np.array([np.asarray(b.isocenter_mm, float) for b in geometries]).reshape(n_beams, 3)}
+    csc = m.tocsc() if hasattr(m, "tocsc") else m
+    with timed(f"write matRad dij {p.name} ({csc.nnz} non-zeros)", log), atomic_output(p) as tmp:
+        with h5py.File(tmp, "w", userblock_size=512) as f:
+            w = _Writer(f)
+            grp = w.write(f, "dij", dij)
+            sparse_grp = w.refs.create_group(w._ref_name())
+            sparse_grp.attrs["MATLAB_class"] = np.bytes_("double")
+            sparse_grp.attrs["MATLAB_sparse"] = np.uint64(g.size)
+            _write_sparse_columns(sparse_grp, csc, lin, batch_nnz)
+            cell = grp.create_dataset("physicalDose", shape=(1, 1), dtype=h5py.ref_dtype)
+            cell[0, 0] = sparse_grp.ref
+            cell.attrs["MATLAB_class"] = np.bytes_("cell")
+            w._fields(grp, list(dij) + ["physicalDose"])
+            w.write(f, "stf_angles", stf)
+        with open(tmp, "r+b") as fh:
+            fh.write(_header())
+    log.info("%s: wrote matRad dij (%d voxels x %d bixels, %d beams)", p, g.size, m.shape[1], n_beams)
+    return p
+
+
+def _write_sparse_columns(grp, m, lin: np.ndarray, batch_nnz: int = 1 << 23) -> None:
+    """MATLAB sparse datasets (data, ir, jc) of the CSC matrix ``m`` with rows mapped through ``lin``,
+    written in column batches (rows re-sorted within each column, as MATLAB requires) so that memory
+    stays bounded for large matrices."""
+    nnz = int(m.nnz)
+    ptr = m.indptr.astype(np.int64)
+    grp.create_dataset("jc", data=ptr.astype(np.uint64))
+    if nnz == 0:
+        return
+    d_data = grp.create_dataset("data", shape=(nnz,), dtype=np.float64)
+    d_ir = grp.create_dataset("ir", shape=(nnz,), dtype=np.uint64)
+    c0 = 0
+    n_cols = m.shape[1]
+    while c0 < n_cols:
+        c1 = int(np.searchsorted(ptr, ptr[c0] + max(int(batch_nnz), 1), side="right")) - 1
+        c1 = min(max(c1, c0 + 1), n_cols)
+        a, b = int(ptr[c0]), int(ptr[c1])
+        rows = lin[m.indices[a:b]]
+        col = np.repeat(np.arange(c0, c1), np.diff(ptr[c0:c1 + 1]))
+        order = np.lexsort((rows, col))
+        d_ir[a:b] = rows[order].astype(np.uint64)
+        d_data[a:b] = m.data[a:b][order].astype(np.float64)
+        c0 = c1
