@@ -79,6 +79,8 @@ OBJ_NORM = 1.0
 RHO0 = 10.0
 KEEP_METHOD = "dual"
 KEEP_RHO = 10.0
+MAXCOR = 50
+INNER_LATER = 1.0
 
 
 class MatrixOps:
@@ -498,9 +500,9 @@ def _solve_stage(ops: MatrixOps, remap: np.ndarray, objectives, constraints, lb:
     max_viol = 0.0
     outer = 0
     for outer in range(1, max_outer + 1):
-        it_budget = inner_iter if outer == 1 else max(inner_iter // 2, 50)
+        it_budget = inner_iter if outer == 1 else max(int(inner_iter * INNER_LATER), 50)
         res = minimize(P.lagrangian, z, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options=dict(maxiter=it_budget, maxcor=20, ftol=1e-13, gtol=1e-9, maxls=50))
+                       options=dict(maxiter=it_budget, maxcor=MAXCOR, ftol=1e-13, gtol=1e-9, maxls=50))
         z = res.x
         iters += int(res.nit)
         x, t = P.split(z)
