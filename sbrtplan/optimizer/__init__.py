@@ -17,13 +17,9 @@ goals in :mod:`.from_goals`.
 from .problem import KeepMode, OptimizationResult, OptimizationStage, SolverMethod, StageResult
 from .prioritized import prioritized_solve
 from .regions import VoxelRegion
+from .from_goals import ring_dose_fraction, stages_from_goals
 from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, MinDose, QuadOverdose, QuadUnderdose,
                     Smoothness, Term, UpperDVH)
-
-try:  # stage builder from protocol goals
-    from .from_goals import ring_dose_fraction, stages_from_goals
-except ImportError:  # pragma: no cover - during development
-    pass
 
 __all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDVH", "QuadOverdose",
            "QuadUnderdose", "LinearMean", "Smoothness", "Term", "ConstraintKind", "OptimizationStage", "KeepMode",

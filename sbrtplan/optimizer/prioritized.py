@@ -49,7 +49,7 @@ from .terms import ConstraintKind, Smoothness, Term
 
 log = get_logger(__name__)
 
-AUTO_CVXPY_MAX_NNZ = 300_000
+AUTO_CVXPY_MAX_NNZ = 100_000
 AUTO_CVXPY_MAX_VARS = 1_500
 RELAX_MARGIN = 1e-3
 FO_RELAX_VIOLATION = 1e-2   # first-order path: a violation above 1 % of a limit means infeasible
