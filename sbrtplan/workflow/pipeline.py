@@ -184,7 +184,9 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
     notes.extend(res.notes)
     step(4)
     with timed("final dose", log, timings):
-        dose = np.asarray(forward_dose(cg.density, cg.grid, beam_set, model=model), dtype=np.float32)
+        body = cg.body.flat_indices() if cg.body is not None else None
+        dose = np.asarray(forward_dose(cg.density, cg.grid, beam_set, model=model, voxel_indices=body),
+                          dtype=np.float32)
     step(5)
     with timed("normalisation", log, timings):
         level, vol = _coverage_level_pct(protocol, sch)
