@@ -493,6 +493,11 @@ def _solve_stage(ops: MatrixOps, remap: np.ndarray, objectives, constraints, lb:
         x, _ = P.split(res.x)
         return dict(x=x, status="feasibility", iterations=int(res.nit), max_violation=np.nan, outer=1)
 
+    def stop_at_deadline(intermediate_result=None):
+        # the time budget is checked at every L-BFGS-B iteration, not only between outer iterations
+        if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
+            raise StopIteration
+
     prev_viol_vox = np.full(len(P.vox), np.inf)
     prev_viol_scal = np.full(len(P.scal), np.inf)
     prev_obj = np.inf
@@ -501,7 +506,7 @@ def _solve_stage(ops: MatrixOps, remap: np.ndarray, objectives, constraints, lb:
     outer = 0
     for outer in range(1, max_outer + 1):
         it_budget = inner_iter if outer == 1 else max(int(inner_iter * INNER_LATER), 50)
-        res = minimize(P.lagrangian, z, jac=True, method="L-BFGS-B", bounds=bounds,
+        res = minimize(P.lagrangian, z, jac=True, method="L-BFGS-B", bounds=bounds, callback=stop_at_deadline,
                        options=dict(maxiter=it_budget, maxcor=MAXCOR, ftol=1e-13, gtol=1e-9, maxls=50))
         z = res.x
         iters += int(res.nit)
