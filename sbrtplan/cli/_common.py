@@ -19,9 +19,18 @@ class StageBar:
         self.bar.set_postfix_str(stage)
         self.bar.update(max(done - self.bar.n, 0))
 
-    def close(self) -> None:
-        self.bar.update(self.bar.total - self.bar.n)
+    def close(self, completed: bool = True) -> None:
+        if completed:
+            self.bar.set_postfix_str("done")
+            self.bar.update(self.bar.total - self.bar.n)
         self.bar.close()
+
+    def __enter__(self) -> "StageBar":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # a failed job leaves its bar where it stopped; the error is printed after it
+        self.close(completed=exc_type is None)
 
 
 def add_plan_arguments(p, *, case_required: bool = True) -> None:

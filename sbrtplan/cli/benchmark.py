@@ -30,11 +30,8 @@ def run(args) -> int:
     from ._common import StageBar, plan_kwargs, print_summary
 
     case = load_case(args.case, rtstruct=args.rtstruct)
-    bar = StageBar("plan", 8)
-    try:
+    with StageBar("plan", 8) as bar:
         p = plan(case, args.protocol, args.scheme, args.technique, args.beams, progress=bar, **plan_kwargs(args))
-    finally:
-        bar.close()
     out = Path(args.out)
     write_plan(p, out)
     clinical = read_rtdose(args.clinical_rtdose, grid=p.case.grid)

@@ -30,11 +30,8 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for scheme in schemes:
-        bar = StageBar(f"plan {scheme}", 8)
-        try:
+        with StageBar(f"plan {scheme}", 8) as bar:
             p = plan(case, args.protocol, scheme, args.technique, args.beams, progress=bar, **plan_kwargs(args))
-        finally:
-            bar.close()
         write_plan(p, out / scheme.replace("/", "-"))
         rows.append(rows_from_plan(p))
     table, csv_text = fraction_comparison(rows)

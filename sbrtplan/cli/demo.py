@@ -23,17 +23,11 @@ def run(args) -> int:
     protocol = {"spine": "bone_spine", "liver": "liver_hcc"}.get(args.phantom, "bone_spine")
     case = make_phantom(args.phantom)
     print(case.summary())
-    bar = StageBar("plan", 8)
-    try:
+    with StageBar("plan", 8) as bar:
         # The phantom holds the organs near its target; far ones the protocol names (brainstem,
         # cauda, plexus, skin) are not modelled, so their goals are reported as not evaluable.
         p = plan(case, protocol, args.scheme, args.technique, progress=bar, allow_missing=True)
-    finally:
-        bar.close()
-    wbar = StageBar("write", 7)
-    try:
+    with StageBar("write", 7) as wbar:
         write_plan(p, args.out, progress=wbar)
-    finally:
-        wbar.close()
     print_summary(p, args.out)
     return 0

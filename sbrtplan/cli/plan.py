@@ -21,16 +21,14 @@ def run(args) -> int:
     from ..workflow import plan, write_plan
     from ._common import StageBar, plan_kwargs, print_summary
 
+    from ..protocols import load_protocol
+
+    protocol = load_protocol(args.protocol)
+    protocol.scheme(args.scheme)  # refuse a bad protocol or scheme before loading the case
     case = load_case(args.case, rtstruct=args.rtstruct)
-    bar = StageBar("plan", 8)
-    try:
-        p = plan(case, args.protocol, args.scheme, args.technique, args.beams, progress=bar, **plan_kwargs(args))
-    finally:
-        bar.close()
-    wbar = StageBar("write", 7)
-    try:
+    with StageBar("plan", 8) as bar:
+        p = plan(case, protocol, args.scheme, args.technique, args.beams, progress=bar, **plan_kwargs(args))
+    with StageBar("write", 7) as wbar:
         write_plan(p, args.out, progress=wbar)
-    finally:
-        wbar.close()
     print_summary(p, args.out)
     return 0

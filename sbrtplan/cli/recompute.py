@@ -30,9 +30,8 @@ def run(args) -> int:
     from ..workflow.outputs import write_metrics_json
     from ._common import StageBar
 
-    bar = StageBar("recompute", 5)
     t0 = time.perf_counter()
-    try:
+    with StageBar("recompute", 5) as bar:
         bar("read", 0, 5)
         case = load_case(args.ct, rtstruct=args.rtstruct)
         beam_set = read_rtplan(args.rtplan)
@@ -55,8 +54,6 @@ def run(args) -> int:
                            "total_mu_per_fraction": round(beam_set.total_mu_per_fraction, 1),
                            "n_fractions": beam_set.n_fractions, "seconds": round(time.perf_counter() - t0, 1)}
         write_metrics_json(out / "metrics.json", metrics)
-    finally:
-        bar.close()
     print(format_report(report))
     print(f"{len(beam_set.beams)} beams, {beam_set.total_mu_per_fraction:.0f} MU per fraction x {beam_set.n_fractions};"
           f" dose written to {out / 'RTDOSE.dcm'} ({time.perf_counter() - t0:.0f} s)")
