@@ -20,11 +20,24 @@ that the returned plan meets the real limit.  A maximum-dose limit is one
 constraint per row (with one multiplier per row), a dose-volume (CVaR) limit
 one scalar constraint.
 
+Kept objectives of earlier stages (``F_k(x) <= B_k``) are not penalised
+quadratically (a quadratic penalty on a sum of squared hinges is badly
+conditioned); they enter as Lagrangian weights ``lambda_k F_k / B_k`` plus a
+fixed one-sided penalty ``KEEP_RHO/2 (F_k / B_k - 1)_+^2`` (which keeps the inner
+minimiser continuous in ``lambda_k`` when the stage objective is linear), and
+``lambda_k`` is found by a safeguarded root search on ``log lambda_k``
+(expansion by 4, then false position with the Illinois rule).
+
 CVaR terms carry their Rockafellar-Uryasev threshold ``t`` as an extra
 (unbounded) variable; the hinge ``(z)_+`` inside is replaced by a smooth upper
 bound (a shifted Huber function, ``h(z) >= (z)_+``, ``h(z) - (z)_+ <= eps/8``
 with ``eps = smoothing x L``), so the smoothed CVaR over-estimates the exact one
-and a smoothed limit that is met is met exactly too.
+and a smoothed limit that is met is met exactly too.  The smoothing starts at
+1 % of the limit and shrinks by 0.3 per outer iteration to 0.02 % (continuation:
+well conditioned early, accurate at the end).
+
+The inner solves run with one OpenBLAS thread (:func:`single_thread_blas`) and
+stop at the time budget (checked at every L-BFGS-B iteration).
 
 The dose matrix restricted to the rows used by the terms, and its transpose,
 are held as CSR (float32 data, float64 accumulation) and multiplied by
