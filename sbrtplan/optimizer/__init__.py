@@ -6,7 +6,7 @@ VoxelRegion,
 MaxDose, MinDose, MeanDose, UpperDVH, LowerDVH, QuadOverdose, QuadUnderdose, LinearMean, Smoothness,
 Term, ConstraintKind,
 OptimizationStage, KeepMode, SolverMethod, prioritized_solve, OptimizationResult, StageResult,
-stages_from_goals, ring_dose_fraction
+stages_from_goals, ring_dose_fraction, normalize_to_coverage, Normalization
 
 The model (what every term means, how stages are kept, how infeasible limits
 are relaxed) is documented in :mod:`.terms` and :mod:`.prioritized`; the two
@@ -15,7 +15,7 @@ goals in :mod:`.from_goals`.
 """
 
 from .problem import KeepMode, OptimizationResult, OptimizationStage, SolverMethod, StageResult
-from .prioritized import prioritized_solve
+from .prioritized import Normalization, normalize_to_coverage, prioritized_solve
 from .regions import VoxelRegion
 from .from_goals import ring_dose_fraction, stages_from_goals
 from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, MinDose, QuadOverdose, QuadUnderdose,
@@ -24,4 +24,4 @@ from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, Min
 __all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDVH", "QuadOverdose",
            "QuadUnderdose", "LinearMean", "Smoothness", "Term", "ConstraintKind", "OptimizationStage", "KeepMode",
            "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult", "stages_from_goals",
-           "ring_dose_fraction"]
+           "ring_dose_fraction", "normalize_to_coverage", "Normalization"]

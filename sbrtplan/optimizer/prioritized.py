@@ -35,7 +35,7 @@ uses cvxpy while the matrix restricted to the used rows has at most
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -274,3 +274,53 @@ def prioritized_solve(D, stages: list[OptimizationStage], *, x_lb=None, x_ub=Non
             progress(k + 1, n_stages)
     dose = np.asarray(M @ x, dtype=np.float64).ravel()
     return OptimizationResult(x=x, dose_gy=dose, stages=results, timings_s=timings.as_dict(), method=chosen)
+
+
+@dataclass
+class Normalization:
+    """Result of :func:`normalize_to_coverage`: multiply the fluence (and dose) by ``factor``."""
+
+    factor: float
+    coverage_pct: float           # target volume (%) receiving >= dose_level_gy after scaling
+    wanted_factor: float          # the factor that gives exactly the wanted coverage
+    limited_by: str | None = None  # hard limit that capped the factor (None: not capped)
+
+
+def _weighted_quantile(d: np.ndarray, w: np.ndarray, q: float) -> float:
+    order = np.argsort(d, kind="stable")
+    cw = np.cumsum(w[order])
+    k = min(int(np.searchsorted(cw, q * cw[-1], side="left")), d.size - 1)
+    return float(d[order][k])
+
+
+def normalize_to_coverage(dose_gy: np.ndarray, target, dose_level_gy: float, volume_pct: float,
+                          constraints=()) -> Normalization:
+    """Scale factor that makes ``volume_pct`` % of ``target`` receive ``dose_level_gy`` (e.g. V100% = 95 %).
+
+    Dose is linear in the fluence, so scaling the plan by ``f`` scales every
+    dose by ``f``.  Hard upper limits among ``constraints`` whose measure is
+    homogeneous in the dose (maximum, mean, CVaR) cap the factor at
+    ``limit / value``; the capping limit is reported and the coverage reached
+    is returned (the protocol's fallback decides whether it is acceptable).
+    """
+    from .terms import ConstraintKind, LinearMean, MaxDose, MeanDose, UpperDVH
+
+    if not (0 < volume_pct < 100):
+        raise InputError(f"normalize_to_coverage: volume_pct must be in (0, 100), got {volume_pct!r}")
+    dose_gy = np.asarray(dose_gy, dtype=float)
+    d = dose_gy[target.rows]
+    d_v = _weighted_quantile(d, target.w, 1.0 - volume_pct / 100.0)
+    if d_v <= 0:
+        raise OptimizationError(f"normalize_to_coverage: target '{target.name}' receives no dose")
+    wanted = dose_level_gy / d_v
+    factor, limited = wanted, None
+    for c in constraints:
+        if not isinstance(c, (MaxDose, MeanDose, UpperDVH, LinearMean)):
+            continue
+        if c.constraint_kind is not ConstraintKind.SCALAR_UPPER and c.constraint_kind is not ConstraintKind.VOXEL_UPPER:
+            continue
+        m = c.constraint_measure(dose_gy)
+        if m > 0 and factor * m > c.constraint_limit:
+            factor, limited = c.constraint_limit / m, c.label
+    cov = float(target.w @ (d * factor >= dose_level_gy * (1 - 1e-9))) * 100.0
+    return Normalization(float(factor), cov, float(wanted), limited)
