@@ -6,6 +6,7 @@ A cohort file is YAML::
     schemes: [27/3, 30/3]          # one plan per case x scheme
     technique: imrt                # imrt | vmat
     beams: 7                       # IMRT beam count (optional)
+    select_beams: true             # IMRT: automatic beam-angle selection (false: site template)
     grid_mm: 2.0                   # dose grid (optional)
     output: cohort-out             # relative to the cohort file
     cases:
@@ -30,10 +31,10 @@ import yaml
 
 from ..errors import InputError
 
-_TOP_KEYS = {"protocol", "schemes", "technique", "beams", "grid_mm", "output", "cases", "allow_missing",
-             "conditions"}
-_CASE_KEYS = {"name", "case", "rtstruct", "target", "protocol", "schemes", "technique", "beams", "grid_mm",
-              "allow_missing", "conditions"}
+_TOP_KEYS = {"protocol", "schemes", "technique", "beams", "select_beams", "grid_mm", "output", "cases",
+             "allow_missing", "conditions"}
+_CASE_KEYS = {"name", "case", "rtstruct", "target", "protocol", "schemes", "technique", "beams", "select_beams",
+              "grid_mm", "allow_missing", "conditions"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class CohortTask:
     grid_mm: float = 2.0
     allow_missing: bool = False
     conditions: tuple[str, ...] = ()
+    select_beams: bool = True
 
     @property
     def key(self) -> str:
@@ -130,5 +132,6 @@ def load_cohort(path: str | Path, output_dir: str | Path | None = None) -> Cohor
                 rtstruct=_resolve(base, str(merged["rtstruct"])) if merged.get("rtstruct") else None,
                 target=merged.get("target"), n_beams=merged.get("beams"),
                 grid_mm=float(merged.get("grid_mm", 2.0)), allow_missing=bool(merged.get("allow_missing", False)),
-                conditions=tuple(merged.get("conditions", ()) or ())))
+                conditions=tuple(merged.get("conditions", ()) or ()),
+                select_beams=bool(merged.get("select_beams", True))))
     return Cohort(path=path, output_dir=out, tasks=tasks)

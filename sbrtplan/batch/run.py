@@ -49,7 +49,8 @@ def run_task(task: CohortTask, output_dir: str) -> dict:
         summary = plan_to_directory(task.case_spec, out, protocol=task.protocol, scheme=task.scheme,
                                     technique=task.technique, rtstruct=task.rtstruct, target=task.target,
                                     n_beams=task.n_beams, grid_mm=task.grid_mm,
-                                    allow_missing=task.allow_missing, conditions=task.conditions)
+                                    allow_missing=task.allow_missing, conditions=task.conditions,
+                                    select_beams=task.select_beams)
         row = {**base, "status": "done", "seconds": round(time.perf_counter() - t0, 2), **summary, "error": ""}
         with atomic_output(marker) as tmp:
             Path(tmp).write_text(json.dumps(row, indent=1))

@@ -14,7 +14,8 @@ from .structures import PlanningStructures, build_planning_structures
 
 def plan_to_directory(case_spec, out, *, protocol: str, scheme: str, technique: str = "vmat", rtstruct=None,
                       target: str | None = None, n_beams: int | None = None, grid_mm: float = 2.0,
-                      allow_missing: bool = False, conditions=(), progress=None) -> dict:
+                      allow_missing: bool = False, conditions=(), select_beams: bool = True,
+                      progress=None) -> dict:
     """Load a case, plan it and write every output into ``out``; returns :func:`summary_line`.
 
     ``case_spec`` is anything :func:`sbrtplan.io.load_case` accepts (``phantom:spine``, a DICOM
@@ -24,7 +25,8 @@ def plan_to_directory(case_spec, out, *, protocol: str, scheme: str, technique: 
 
     case = load_case(case_spec, rtstruct=rtstruct)
     p = plan(case, protocol, scheme, technique, n_beams, target=target, grid_mm=grid_mm,
-             allow_missing=allow_missing, conditions=tuple(conditions or ()), progress=progress)
+             allow_missing=allow_missing, conditions=tuple(conditions or ()), select_beams=select_beams,
+             progress=progress)
     write_plan(p, out)
     return summary_line(p)
 
