@@ -54,10 +54,11 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .._log import get_logger
+from .._log import get_logger, timed
 from ..beams import BeamletGrid
 from ..errors import InputError, OptimizationError
 from .dao_pricing import price_aperture
+from .first_order import single_thread_blas
 
 log = get_logger(__name__)
 
@@ -452,6 +453,24 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
     -------
     DAOResult
     """
+    with timed("VMAT direct aperture optimisation", log), single_thread_blas():
+        # Small dense products dominate: OpenBLAS threads cost more than they save (see
+        # first_order.single_thread_blas); the prioritised master sets its own threads.
+        return _vmat_dao(D, sectors, stages, n_fractions=n_fractions, mu_per_deg_range=mu_per_deg_range,
+                         sector_width_deg=sector_width_deg, max_leaf_travel_mm=max_leaf_travel_mm,
+                         max_iterations=max_iterations, apertures_per_iteration=apertures_per_iteration,
+                         leaf_transmission=leaf_transmission, refine_passes=refine_passes,
+                         prioritized_master=prioritized_master, master_iterations=master_iterations,
+                         time_limit_s=time_limit_s, progress=progress)
+
+
+def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
+              mu_per_deg_range: tuple[float, float] = (0.5, 10.0), sector_width_deg: float,
+              max_leaf_travel_mm: float, max_iterations: int = 40, apertures_per_iteration: int = 4,
+              leaf_transmission: float = 0.015, refine_passes: int = 20,
+              prioritized_master: bool = True, master_iterations: int = 150,
+              time_limit_s: float | None = None,
+              progress: Callable[[int, int], None] | None = None) -> DAOResult:
     n_sec = len(sectors)
     if n_sec == 0:
         raise InputError("vmat_dao: 'sectors' is empty; expected at least one arc sector")
