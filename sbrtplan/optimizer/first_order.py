@@ -481,8 +481,9 @@ def _solve_stage(ops: MatrixOps, remap: np.ndarray, objectives, constraints, lb:
     """
     P = _Problem(ops, remap, objectives, constraints, x_scale=x_scale, d_ref=d_ref, smoothing=smoothing, tol=tol)
     t0 = time.perf_counter()
-    z = np.concatenate([np.clip(x0, lb, ub) / x_scale, P.init_aux(np.clip(x0, lb, ub)) / d_ref])
-    bounds = [(lo / x_scale, None if not np.isfinite(hi) else hi / x_scale) for lo, hi in zip(lb, ub)]
+    xs = np.broadcast_to(np.asarray(x_scale, dtype=float), lb.shape)
+    z = np.concatenate([np.clip(x0, lb, ub) / xs, P.init_aux(np.clip(x0, lb, ub)) / d_ref])
+    bounds = [(lo / s, None if not np.isfinite(hi) else hi / s) for lo, hi, s in zip(lb, ub, xs)]
     bounds += [(None, None)] * P.n_aux
     iters = 0
     status = "optimal"

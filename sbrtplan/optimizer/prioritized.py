@@ -52,7 +52,8 @@ log = get_logger(__name__)
 AUTO_CVXPY_MAX_NNZ = 100_000
 AUTO_CVXPY_MAX_VARS = 1_500
 RELAX_MARGIN = 1e-3
-FO_RELAX_VIOLATION = 1e-2   # first-order path: a violation above 1 % of a limit means infeasible
+FO_RELAX_VIOLATION = 1e-2
+JACOBI_SCALING = True   # first-order path: a violation above 1 % of a limit means infeasible
 
 
 def _as_csr(D) -> sp.csr_matrix:
@@ -184,9 +185,19 @@ def prioritized_solve(D, stages: list[OptimizationStage], *, x_lb=None, x_ub=Non
         peak = float(np.percentile(unit[unit > 0], 99)) if np.any(unit > 0) else 1.0
         x_scale = d_ref / peak
         chosen = _choose(method, A.nnz, n_vars)
+        x_scale_cols = x_scale
         if chosen is SolverMethod.FIRST_ORDER:
             from .first_order import MatrixOps
             ops = MatrixOps(A)
+            if JACOBI_SCALING:
+                # Jacobi scaling: every variable's unit moves the dose by the same amount (column 2-norm),
+                # which evens out the curvature L-BFGS-B sees across beamlets of different strength
+                norms = np.sqrt(np.asarray(A.multiply(A).sum(axis=0)).ravel())
+                ok = norms > 0
+                med = float(np.median(norms[ok])) if ok.any() else 1.0
+                ratio = np.ones(n_vars)
+                ratio[ok] = np.clip(med / norms[ok], 0.1, 10.0)
+                x_scale_cols = x_scale * ratio
         if x0 is None:
             x = np.clip(np.full(n_vars, 0.5 * x_scale), lb, ub)
         else:
@@ -208,7 +219,7 @@ def prioritized_solve(D, stages: list[OptimizationStage], *, x_lb=None, x_ub=Non
             return cvx_solve(A, remap, objectives, constraints, lb, ub, x_scale=x_scale, d_ref=d_ref,
                              feasibility=feasibility)
         from .first_order import solve_stage as fo_solve
-        return fo_solve(ops, remap, objectives, constraints, lb, ub, x_start, x_scale=x_scale, d_ref=d_ref,
+        return fo_solve(ops, remap, objectives, constraints, lb, ub, x_start, x_scale=x_scale_cols, d_ref=d_ref,
                         time_limit_s=budget, feasibility=feasibility)
 
     for k, stage in enumerate(stages):
