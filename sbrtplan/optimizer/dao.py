@@ -499,6 +499,10 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
     arc_id = np.array([int(sec.arc) for sec in sectors])
     objective = _as_objective(stages)
     Dt = (D.tocsc() if sp.issparse(D) else np.asarray(D)) * float(n_fractions)
+    # Products take the matrix's dtype (float32): a float64 vector would make scipy copy the
+    # whole matrix to float64 on every product.
+    vec_t = Dt.dtype if Dt.dtype in (np.float32, np.float64) else np.float64
+    Dt = Dt.astype(vec_t, copy=False)
     mu_min = mu_lo_deg * sector_width_deg
     mu_max = mu_hi_deg * sector_width_deg
 
@@ -517,7 +521,9 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         left[s], right[s] = lft, rgt
         has[s] = True
         frac = aperture_fractions(sec.beamlet_grid, lft, rgt, leaf_transmission)
-        cols_dose[:, s] = Dt[:, sec.columns] @ frac
+        cols_dose[:, s] = Dt[:, sec.columns] @ frac.astype(vec_t)
+
+    park = [_park_positions(sec.beamlet_grid) for sec in sectors]
 
     def out_of_time() -> bool:
         return time_limit_s is not None and time.perf_counter() - t0 > time_limit_s
@@ -528,12 +534,14 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         if out_of_time():
             log.info("DAO: time limit of %.0f s reached after %d iterations", time_limit_s, it)
             break
-        g_beam = Dt.T @ gdose
+        g_beam = (Dt.T @ gdose.astype(vec_t)).astype(np.float64)
         best_cost = 0.0
         added = 0
+        priced: dict[int, tuple] = {}
+        stale = set(np.nonzero(~has)[0].tolist())
         for _ in range(apertures_per_iteration):
-            cand = None
-            for s in np.nonzero(~has)[0]:
+            # Only sectors whose nearest filled neighbours changed need pricing again.
+            for s in stale:
                 sec = sectors[s]
                 grid = sec.beamlet_grid
                 g_map = np.zeros(grid.shape)
@@ -543,15 +551,23 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
                 g_map[grid.active] = g_beam[sec.columns]
                 win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows, arc_id)
                 lft, rgt, cost = _price_sector(g_map, np.asarray(grid.x_edges_mm, float), win,
-                                               _park_positions(grid))
-                if cand is None or cost < cand[0]:
-                    cand = (cost, s, lft, rgt)
+                                               park[s])
+                priced[s] = (cost, s, lft, rgt)
+            stale = set()
+            cand = min(priced.values(), key=lambda c: (c[0], c[1])) if priced else None
             if cand is None or cand[0] >= -1e-12 * max(1.0, abs(fval)):
                 break
             best_cost = min(best_cost, cand[0])
-            set_aperture(cand[1], cand[2], cand[3])
-            w[cand[1]] = mu_min
+            s_new = cand[1]
+            set_aperture(s_new, cand[2], cand[3])
+            w[s_new] = mu_min
             added += 1
+            del priced[s_new]
+            for step in (-1, 1):
+                k = s_new + step
+                while 0 <= k < n_sec and arc_id[k] == arc_id[s_new] and not has[k]:
+                    stale.add(k)
+                    k += step
         if added == 0:
             log.info("DAO iteration %d: no sector prices negatively; stopping", it)
             break
@@ -596,16 +612,15 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             grid = sec.beamlet_grid
             D_s = Dt[:, sec.columns]
             g_map = np.zeros(grid.shape)
-            g_s = D_s.T @ gdose
+            g_s = (D_s.T @ gdose.astype(vec_t)).astype(np.float64)
             g_map[~grid.active] = np.abs(g_s).max(initial=0.0) + 1e-12
             g_map[grid.active] = g_s
             win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows, arc_id)
-            lft, rgt, _ = _price_sector(g_map, np.asarray(grid.x_edges_mm, float), win,
-                                        _park_positions(grid))
+            lft, rgt, _ = _price_sector(g_map, np.asarray(grid.x_edges_mm, float), win, park[s])
             for alpha in (1.0, 0.5, 0.25):
                 l_c = left[s] + alpha * (lft - left[s])
                 r_c = right[s] + alpha * (rgt - right[s])
-                col = D_s @ aperture_fractions(grid, l_c, r_c, leaf_transmission)
+                col = D_s @ aperture_fractions(grid, l_c, r_c, leaf_transmission).astype(vec_t)
                 d_c = dose + w[s] * (col - cols_dose[:, s])
                 f_c, g_c = objective.value_and_grad(d_c)
                 if f_c < fval * (1 - 1e-9):
