@@ -617,17 +617,27 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             g_map[grid.active] = g_s
             win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows, arc_id)
             lft, rgt, _ = _price_sector(g_map, np.asarray(grid.x_edges_mm, float), win, park[s])
+            done = False
             for alpha in (1.0, 0.5, 0.25):
                 l_c = left[s] + alpha * (lft - left[s])
                 r_c = right[s] + alpha * (rgt - right[s])
                 col = D_s @ aperture_fractions(grid, l_c, r_c, leaf_transmission).astype(vec_t)
-                d_c = dose + w[s] * (col - cols_dose[:, s])
-                f_c, g_c = objective.value_and_grad(d_c)
-                if f_c < fval * (1 - 1e-9):
-                    left[s], right[s] = l_c, r_c
-                    cols_dose[:, s] = col
-                    dose, fval, gdose = d_c, f_c, g_c
-                    moved += 1
+                # Try the move at the same MU and at the MU that keeps the sector's integral dose
+                # (a smaller aperture usually wants more MU).
+                old_sum, new_sum = float(cols_dose[:, s].sum()), float(col.sum())
+                w_keep = float(np.clip(w[s] * old_sum / new_sum, mu_min, mu_max)) if new_sum > 0 else w[s]
+                for w_c in ((w[s], w_keep) if abs(w_keep - w[s]) > 1e-9 * max(w[s], 1.0) else (w[s],)):
+                    d_c = dose + w_c * col - w[s] * cols_dose[:, s]
+                    f_c, g_c = objective.value_and_grad(d_c)
+                    if f_c < fval * (1 - 1e-9):
+                        left[s], right[s] = l_c, r_c
+                        cols_dose[:, s] = col
+                        w[s] = w_c
+                        dose, fval, gdose = d_c, f_c, g_c
+                        moved += 1
+                        done = True
+                        break
+                if done:
                     break
         w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all,
                                 max_iter=4 * master_iterations if p == refine_passes - 1 else master_iterations)
