@@ -443,17 +443,19 @@ class _Problem:
                 gt += k * gt2
         for j, (fn, L, s, sign, _, delta) in enumerate(self.scal):
             rho, lam = self.rho_scal[j], self.lam_scal[j]
-            gd2, gx2, gt2 = np.zeros(d.size), np.zeros(self.n), np.zeros(self.n_aux)
-            m = self._accumulate(fn, 1.0, d, x, t, gd2, gx2, gt2, True)
-            chain = 1.0
+            # gradients stay on the term's own rows (no full-size temporaries)
+            m, gdl, gxl, gtl = fn.measure(d, x, t)
             c = sign * (m - L) / s
             a = max(c + lam / rho, 0.0)
             val += 0.5 * rho * (a * a - (lam / rho) ** 2)
             if a > 0:
-                k = rho * a * sign * chain / s
-                gd += k * gd2
-                gx += k * gx2
-                gt += k * gt2
+                k = rho * a * sign / s
+                if gdl is not None:
+                    gd[fn.loc] += k * gdl
+                if gxl is not None:
+                    gx += k * gxl
+                if fn.aux >= 0:
+                    gt[fn.aux] += k * gtl
         gx = gx + self.ops.rmatvec(gd)
         grad = np.concatenate([gx * self.xs, gt * self.dref])
         return float(val), grad
