@@ -23,8 +23,23 @@ and Peng et al. (2012) for its VMAT form:
 3. Stop when no sector prices negatively, every sector holds an aperture or
    ``max_iterations`` is reached.  Sectors still empty receive the linear
    interpolation (in leaf position) of their neighbours -- which respects the
-   travel limit by construction -- and the minimum MU; a last master solve
-   sets all weights.
+   travel limit by construction -- and the minimum MU; a master solve sets
+   all weights.
+4. **Leaf refinement** (local search): sector by sector, with its neighbours
+   fixed, the leaves move towards the aperture the pricing proposes within the
+   travel windows (all, half or a quarter of the way, at the same MU or at the
+   MU that keeps the sector's integral dose); a move is kept when the objective
+   drops.  Sweeps alternate direction, each followed by a master solve.
+5. With :class:`~sbrtplan.optimizer.OptimizationStage` stages, the final
+   aperture weights are re-solved by
+   :func:`~sbrtplan.optimizer.prioritized_solve` on the matrix ``D_total @ P``
+   (stage order kept, hard limits exact); steps 1-4 work on the stages'
+   summed penalty (:attr:`OptimizationStage.terms`, hard limits as heavily
+   weighted quadratic penalties).
+
+The intermediate master problems (a few hundred bounded variables) are solved
+by a spectral projected gradient method (Birgin, Martinez and Raydan, SIAM
+J. Optim. 10 (2000) 1196-1211), warm-started from the previous weights.
 
 Leaf-travel feasibility is enforced, not just checked: the leaf positions
 returned by the pricing (beamlet edges) are clipped to the continuous travel
