@@ -341,3 +341,26 @@ def test_two_arcs_from_influence_layout():
     assert abs(t.mean() - RX_GY) < 0.05 * RX_GY
     with pytest.raises(InputError, match="arc_of_beam"):
         sectors_from_influence(infl, arc_of_beam=[0, 1])
+
+
+def test_travel_windows_from_neighbours():
+    from sbrtplan.optimizer.dao_pricing import travel_windows
+
+    left1, right1 = np.array([2, 5]), np.array([6, 9])
+    left2, right2 = np.array([4, 5]), np.array([8, 7])
+    aw, bw = travel_windows([(left1, right1), (left2, right2)], travel_cols=2, n_cols=10)
+    # Each leaf may sit within 2 columns of both neighbours: the intersection of the two ranges.
+    np.testing.assert_array_equal(aw, [[2, 4], [3, 7]])
+    np.testing.assert_array_equal(bw, [[6, 8], [7, 9]])
+    # Clipped to the field: edges 0..n_cols.
+    aw, bw = travel_windows([(np.array([0]), np.array([10]))], travel_cols=3, n_cols=10)
+    np.testing.assert_array_equal(aw, [[0, 3]])
+    np.testing.assert_array_equal(bw, [[7, 10]])
+    # Neighbours further apart than twice the travel: the window collapses to their midpoint.
+    aw, _ = travel_windows([(np.array([0]), np.array([1])), (np.array([8]), np.array([9]))],
+                           travel_cols=1, n_cols=10)
+    assert aw[0, 0] == aw[0, 1] == 4
+    # The priced aperture then honours the windows.
+    g = -np.ones((2, 10))
+    left, right, _ = price_aperture(g, *travel_windows([(left1, right1)], 1, 10))
+    assert np.all(np.abs(left - left1) <= 1) and np.all(np.abs(right - right1) <= 1)
