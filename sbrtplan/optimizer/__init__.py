@@ -8,6 +8,9 @@ Term, ConstraintKind,
 OptimizationStage, KeepMode, SolverMethod, prioritized_solve, OptimizationResult, StageResult,
 stages_from_goals, ring_dose_fraction, normalize_to_coverage, Normalization
 
+Beam-angle selection (group lasso): select_beams, QuadraticPenalty, SelectionResult
+VMAT direct aperture optimisation: vmat_dao, ArcSector, DAOResult, sectors_from_influence
+
 The model (what every term means, how stages are kept, how infeasible limits
 are relaxed) is documented in :mod:`.terms` and :mod:`.prioritized`; the two
 solver paths in :mod:`.cvx` and :mod:`.first_order`; the mapping from protocol
@@ -18,10 +21,14 @@ from .problem import KeepMode, OptimizationResult, OptimizationStage, SolverMeth
 from .prioritized import Normalization, normalize_to_coverage, prioritized_solve
 from .regions import VoxelRegion
 from .from_goals import ring_dose_fraction, stages_from_goals
+from .beam_selection import QuadraticPenalty, SelectionResult, select_beams
+from .dao import ArcSector, DAOResult, sectors_from_influence, vmat_dao
 from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, MinDose, QuadOverdose, QuadUnderdose,
                     Smoothness, Term, UpperDVH)
 
 __all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDVH", "QuadOverdose",
            "QuadUnderdose", "LinearMean", "Smoothness", "Term", "ConstraintKind", "OptimizationStage", "KeepMode",
            "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult", "stages_from_goals",
-           "ring_dose_fraction", "normalize_to_coverage", "Normalization"]
+           "ring_dose_fraction", "normalize_to_coverage", "Normalization",
+           "select_beams", "QuadraticPenalty", "SelectionResult", "vmat_dao", "ArcSector", "DAOResult",
+           "sectors_from_influence"]

@@ -24,13 +24,18 @@ from ..beams import (BeamGeometry, BeamSet, MLCModel, Site, beam_template, beaml
                      candidate_directions, isocenter_for, segments_to_beam, sequence_fluence)
 from ..case import Case, distance_map_mm
 from ..dose_engine import forward_dose, influence_matrix
-from ..optimizer import prioritized_solve
-from ..optimizer.beam_selection import QuadraticPenalty, select_beams
+from ..optimizer import QuadraticPenalty, prioritized_solve, select_beams
 from ..protocols.model import Comparator, Metric
 from .problem import PlanProblem
 from .structures import PlanningStructures
 
 log = get_logger(__name__)
+
+#: Wall-clock budgets (s) of the first-order solver: the fluence stages and the segment-weight
+#: re-optimisation.  The solver returns its best feasible point at the limit; the final dose is
+#: always recomputed and evaluated, so a budget trades plan quality for time, never correctness.
+FLUENCE_TIME_LIMIT_S = 45.0
+SEGMENT_TIME_LIMIT_S = 25.0
 
 
 @dataclass
@@ -123,7 +128,7 @@ def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site:
     log.info("influence matrix: %d x %d, %.1f M non-zeros", im.matrix.shape[0], im.matrix.shape[1], im.nnz / 1e6)
     D = sp.csr_matrix(im.matrix, dtype=np.float32) * np.float32(n_fractions)
     with timed("fluence optimisation", log, timings):
-        res = prioritized_solve(D, problem.stages)
+        res = prioritized_solve(D, problem.stages, time_limit_s=FLUENCE_TIME_LIMIT_S)
     x = np.asarray(res.x, float)
 
     beams = []
@@ -173,7 +178,8 @@ def reweight_segments(case: Case, beam_set: BeamSet, problem: PlanProblem, model
         cols.append(np.asarray(d, np.float32).ravel()[problem.voxels.indices])
         keys.append((bi, si))
     Dseg = sp.csr_matrix(np.column_stack(cols))
-    res = prioritized_solve(Dseg, problem.stages, x_lb=np.full(len(keys), min_segment_mu))
+    res = prioritized_solve(Dseg, problem.stages, x_lb=np.full(len(keys), min_segment_mu),
+                            time_limit_s=SEGMENT_TIME_LIMIT_S)
     w = np.asarray(res.x, float)
     new_beams = []
     for bi, beam in enumerate(beam_set.beams):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._log import get_logger
 from ..case import Case
-from ..optimizer import VoxelRegion
+from ..optimizer import VoxelRegion, stages_from_goals
 from .goals import ResolvedGoals
 from .structures import PlanningStructures
 from .voxels import OptimizationVoxels, organ_structures, optimization_voxels, region_for
@@ -37,8 +37,6 @@ class PlanProblem:
 def build_problem(case: Case, ps: PlanningStructures, resolved: ResolvedGoals, prescription_gy: float,
                   n_fractions: int) -> PlanProblem:
     """Voxels, regions and stages of the plan's optimisation problem."""
-    from ..optimizer import stages_from_goals
-
     voxels = optimization_voxels(case, ps.target, organ_structures(case))
     log.info("optimisation voxels: %d (all within %.0f mm of %s)",
              voxels.n, voxels.near_mm, ps.target.name)

@@ -1,16 +1,17 @@
 """VMAT path: arc sectors, direct aperture optimisation, control points.
 
-1. Each arc is divided into optimisation sectors of ``sector_deg`` (4 deg);
+1. Each arc is divided into optimisation sectors of ``sector_deg`` (6 deg);
    the influence matrix is computed at every sector centre, on beamlet grids
    that share one row/column layout per arc (rows = MLC leaf pairs).
 2. Direct aperture optimisation (``optimizer.vmat_dao``) gives one aperture
    and one MU weight per sector, with the leaf travel between neighbouring
    sectors bounded by the machine limits (leaf speed x time the gantry needs
    for one sector) and the MU per degree within the QA range.
-3. Control points every ``cp_spacing_deg`` (2 deg): the control point at a
-   sector centre carries the sector's aperture, the control points between
-   two sectors the mean of the two (so leaves move linearly through the
-   optimised shapes), and each half sector delivers half the sector's MU.
+3. Control points every ``cp_spacing_deg`` (2 deg, so three per sector): each
+   control point carries the aperture interpolated linearly (in leaf
+   position) between the two nearest sector centres, so leaves move linearly
+   through the optimised shapes, and the sector's MU is spread evenly over
+   its control-point intervals.
 4. The final dose is computed by the caller from these control points with
    apertures interpolated at <= 1 deg (``beams.sample_delivery``).
 
@@ -31,7 +32,7 @@ from ..beams import (Aperture, Beam, BeamGeometry, BeamletGrid, BeamSet, Control
                      Technique, beamlet_grid_for_target, isocenter_for, max_leaf_travel_mm)
 from ..case import Case
 from ..dose_engine import influence_matrix
-from ..optimizer.dao import ArcSector, vmat_dao
+from ..optimizer import ArcSector, vmat_dao
 from .problem import PlanProblem
 from .structures import PlanningStructures
 
@@ -139,7 +140,7 @@ def arc_beam(name: str, arc: ArcPlanSpec, iso, mlc: MLCModel, sector_deg: float,
 
 def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arcs: int, cp_spacing_deg: float,
               beamlet_mm: float, model, mlc: MLCModel, limits: DeliveryLimits, prescription_gy: float,
-              n_fractions: int, timings: Timings, sector_deg: float = 4.0, progress=None) -> VmatResult:
+              n_fractions: int, timings: Timings, sector_deg: float = 6.0, progress=None) -> VmatResult:
     """Arc sectors, influence matrix, DAO and control points (see the module docstring)."""
     iso = tuple(float(v) for v in isocenter_for(ps.target))
     arcs = default_arcs(n_arcs)
@@ -169,7 +170,8 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
     # Arcs are optimised together: one DAO over all sectors, each arc a contiguous block.
     for s in range(len(geoms)):
         sectors_all.append(ArcSector(geoms[s].gantry_deg, grids[s], slice(int(im.beam_offsets[s]),
-                                                                          int(im.beam_offsets[s + 1]))))
+                                                                          int(im.beam_offsets[s + 1])),
+                                     arc=arc_of[s]))
     with timed("vmat: direct aperture optimisation", log, timings):
         by_arc = {}
         for a in range(len(arcs)):
@@ -203,9 +205,19 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
     return VmatResult(beam_set, dose_rows, info, notes)
 
 
+#: Column-generation budget: apertures added per iteration and iterations.  Each iteration re-solves
+#: the master problem, so fewer, larger iterations are much cheaper; sectors left without a priced
+#: aperture receive the interpolation of their neighbours and their MU from the master.
+DAO_APERTURES_PER_ITERATION = 10
+DAO_MAX_ITERATIONS = 14
+DAO_REFINE_PASSES = 4
+DAO_TIME_LIMIT_S = 150.0
+
+
 def _dao_all_arcs(D, sectors, by_arc, problem: PlanProblem, n_fractions, width, travel, mlc, limits, progress):
-    """DAO over all arcs at once (each arc a contiguous block of sectors); the stages give the objective."""
+    """DAO over all arcs at once (sectors carry their arc); the stages give the objective."""
     r = vmat_dao(D, sectors, problem.stages, n_fractions=n_fractions, mu_per_deg_range=limits.mu_per_deg_range,
                  sector_width_deg=width, max_leaf_travel_mm=travel, leaf_transmission=mlc.transmission,
-                 progress=progress)
+                 apertures_per_iteration=DAO_APERTURES_PER_ITERATION, max_iterations=DAO_MAX_ITERATIONS,
+                 refine_passes=DAO_REFINE_PASSES, time_limit_s=DAO_TIME_LIMIT_S, progress=progress)
     return {"left": r.left_mm, "right": r.right_mm, "mu": r.mu, "dose": r.dose_gy, "iterations": len(r.history)}
