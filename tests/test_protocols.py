@@ -16,7 +16,8 @@ def _find(goals, structure, label):
 
 
 def test_templates_shipped_and_valid():
-    assert set(list_protocols()) == {"bone_spine", "bone_nonspine", "liver_hcc", "cholangiocarcinoma"}
+    # the four clinical protocols of the standards, and the TG-119 C-shape benchmark protocol
+    assert set(list_protocols()) == {"bone_spine", "bone_nonspine", "liver_hcc", "cholangiocarcinoma", "tg119_cshape"}
     for name in list_protocols():
         p = load_protocol(name)
         for sch in ([o.scheme for o in p.schemes] or [Scheme(45, 3), Scheme(40, 5), Scheme(50, 10)]):

@@ -27,12 +27,13 @@ import numpy as np
 from .._log import Timings, get_logger, timed
 from ..beams import BeamSet, DeliveryLimits, MLCModel, check_deliverability, estimate_delivery_time, with_mu
 from ..case import Case, Dose, resample_case
-from ..dose_engine import forward_dose
 from ..dose_engine.model import default_beam_model
 from ..errors import StructureError
 from ..evaluation import PlanReport, Status, evaluate_plan
 from ..protocols import Protocol, load_protocol
 from ..protocols.model import Metric, Unit
+from ..dose_engine import forward_dose
+from .final_dose import final_dose
 from .goals import resolve_goals
 from .plan import Plan, PlanOptions, PlanTechnique
 from .problem import build_problem
@@ -184,9 +185,13 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
     notes.extend(res.notes)
     step(4)
     with timed("final dose", log, timings):
-        body = cg.body.flat_indices() if cg.body is not None else None
-        dose = np.asarray(forward_dose(cg.density, cg.grid, beam_set, model=model, voxel_indices=body),
-                          dtype=np.float32)
+        if opts.technique is PlanTechnique.VMAT:
+            dose = final_dose(cg, ps.target, beam_set, model=model)
+        else:
+            # static fields keep sharp edges far from the target: every body voxel is computed
+            dose = np.asarray(forward_dose(cg.density, cg.grid, beam_set, model=model,
+                                           voxel_indices=cg.body.flat_indices() if cg.body is not None else None),
+                              dtype=np.float32).reshape(cg.grid.shape)
     step(5)
     with timed("normalisation", log, timings):
         level, vol = _coverage_level_pct(protocol, sch)

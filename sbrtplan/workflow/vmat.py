@@ -212,6 +212,9 @@ DAO_APERTURES_PER_ITERATION = 10
 DAO_MAX_ITERATIONS = 14
 DAO_REFINE_PASSES = 4
 DAO_TIME_LIMIT_S = 150.0
+# The DAO master keeps hard limits as heavy penalties (the stages' terms); the final
+# normalisation then caps the dose scale at every hard organ limit, which is cheaper than a
+# prioritised re-solve in the aperture weights and meets the same limits.
 
 
 def _dao_all_arcs(D, sectors, by_arc, problem: PlanProblem, n_fractions, width, travel, mlc, limits, progress):
@@ -219,5 +222,6 @@ def _dao_all_arcs(D, sectors, by_arc, problem: PlanProblem, n_fractions, width, 
     r = vmat_dao(D, sectors, problem.stages, n_fractions=n_fractions, mu_per_deg_range=limits.mu_per_deg_range,
                  sector_width_deg=width, max_leaf_travel_mm=travel, leaf_transmission=mlc.transmission,
                  apertures_per_iteration=DAO_APERTURES_PER_ITERATION, max_iterations=DAO_MAX_ITERATIONS,
-                 refine_passes=DAO_REFINE_PASSES, time_limit_s=DAO_TIME_LIMIT_S, progress=progress)
+                 refine_passes=DAO_REFINE_PASSES, time_limit_s=DAO_TIME_LIMIT_S,
+                 prioritized_master=False, progress=progress)
     return {"left": r.left_mm, "right": r.right_mm, "mu": r.mu, "dose": r.dose_gy, "iterations": len(r.history)}
