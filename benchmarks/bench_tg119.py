@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_tg119.py                    # 2.5 mm grid (the setting)
     python benchmarks/bench_tg119.py --grid-mm 5        # quick look
     python benchmarks/bench_tg119.py --case PATH/TG119.mat --json out.json
+    python benchmarks/bench_tg119.py --grid-mm 5 --time-factor 4   # diagnostic: 4x the IMRT solver budgets
 
 Plans ``TG119.mat`` (matRad's copy of the AAPM TG-119 C-shape phantom) with the ``tg119_cshape``
 protocol: 50 Gy / 25 fx, 9 equispaced coplanar 6 MV beams (the generic beam template, no beam
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-mm", type=float, default=2.5, help="dose grid spacing (default 2.5 mm)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="no per-stage log lines")
+    ap.add_argument("--time-factor", type=float, default=1.0,
+                    help="diagnostic: multiply the IMRT solver time budgets (tells budget-limited from model-limited)")
     args = ap.parse_args(argv)
     import logging
 
@@ -131,6 +134,13 @@ def main(argv=None) -> int:
     from sbrtplan.io import load_case
     from sbrtplan.workflow import plan
 
+    if args.time_factor != 1.0:
+        from sbrtplan.workflow import imrt
+
+        imrt.FLUENCE_TIME_LIMIT_S *= args.time_factor
+        imrt.SEGMENT_TIME_LIMIT_S *= args.time_factor
+        print(f"diagnostic run: solver budgets x{args.time_factor:g} (fluence {imrt.FLUENCE_TIME_LIMIT_S:.0f} s, "
+              f"segments {imrt.SEGMENT_TIME_LIMIT_S:.0f} s)")
     t0 = time.perf_counter()
     case = load_case(args.case)
     load_s = time.perf_counter() - t0
