@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sbrtplan.beams import Aperture, BeamGeometry, MLCModel, beamlet_grid_for_target, isocenter_for, sample_delivery
+from sbrtplan.case import distance_map_mm
 from sbrtplan.phantoms import make_phantom
 from sbrtplan.protocols import load_protocol
 from sbrtplan.workflow.structures import build_planning_structures
@@ -100,6 +101,6 @@ def test_final_dose_lattice_matches_full_computation_for_arcs():
     err = np.abs(fast[body] - full[body])
     assert err.max() <= 0.05 * full.max()
     assert np.percentile(err, 99) <= 0.01 * full.max()
-    near = ps.target.mask | case.structure("SpinalCord").mask
+    near = ps.target.mask | (case.structure("SpinalCord").mask & (distance_map_mm(ps.target) <= 60.0))
     # computed, not interpolated: equal up to the engine's tabulation of broad kernel terms (< 0.1 %)
     np.testing.assert_allclose(fast[near], full[near], rtol=1e-3, atol=1e-4)

@@ -307,7 +307,7 @@ def _aperture_tables(gp: np.ndarray, yb, x1, x2, jaw, t_mlc: float, t_jaw: float
 
 def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: BeamModel | None = None,
                  voxel_indices: np.ndarray | None = None, max_gantry_step_deg: float = 1.0,
-                 correction: Correction = Correction.LATERAL,
+                 max_leaf_step_mm: float = 2.0, correction: Correction = Correction.LATERAL,
                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Total course dose (Gy) of a beam set from its MLC apertures, jaws and MU.
 
@@ -324,6 +324,8 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
         Voxels to compute (default: density > 0.05).
     max_gantry_step_deg : float
         Arc sampling step.
+    max_leaf_step_mm : float
+        Largest leaf or jaw motion within one sub-field (dynamic beams and arcs).
     correction : Correction
     progress : callable(done, total), optional
         Called after each sub-field.
@@ -342,7 +344,8 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
         if abs(float(beam.sad_mm) - float(model.sad_mm)) > 1e-6:
             raise GeometryError(f"beam '{beam.name}': SAD {beam.sad_mm} mm differs from the beam model's "
                                 f"{model.sad_mm} mm")
-        for s in sample_delivery(beam, b, max_gantry_step_deg=max_gantry_step_deg):
+        for s in sample_delivery(beam, b, max_gantry_step_deg=max_gantry_step_deg,
+                                 max_leaf_step_mm=max_leaf_step_mm):
             if s.mu > 0:
                 samples.append((beam, s))
     acc = np.zeros(vi.size, dtype=np.float64)

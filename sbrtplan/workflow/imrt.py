@@ -26,6 +26,9 @@ from ..case import Case, distance_map_mm
 from ..dose_engine import forward_dose, influence_matrix
 from ..optimizer import QuadraticPenalty, prioritized_solve, select_beams
 from ..protocols.model import Comparator, Metric
+from ..optimizer.penalty import penalty_solve
+from .penalties import plan_penalties
+from .plan import OptimizerPath
 from .problem import PlanProblem
 from .structures import PlanningStructures
 
@@ -117,8 +120,10 @@ def choose_directions(case: Case, ps: PlanningStructures, problem: PlanProblem, 
 
 def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site: str, n_beams: int, select: bool,
               beamlet_mm: float, max_segments: int, min_segment_mu: float, model, mlc: MLCModel,
-              prescription_gy: float, n_fractions: int, timings: Timings, progress=None) -> ImrtResult:
+              prescription_gy: float, n_fractions: int, timings: Timings,
+              optimizer: "OptimizerPath" = None, progress=None) -> ImrtResult:
     """Optimise, sequence and re-weight an IMRT plan (see the module docstring)."""
+    optimizer = OptimizerPath(optimizer or OptimizerPath.PENALTY)
     iso = tuple(float(v) for v in isocenter_for(ps.target))
     geoms, sel_info = choose_directions(case, ps, problem, iso, mlc, n_beams, _site(site), select, model, timings,
                                         progress)
@@ -127,8 +132,13 @@ def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site:
         im = influence_matrix(case.density, case.grid, geoms, grids, problem.voxels.indices, model=model)
     log.info("influence matrix: %d x %d, %.1f M non-zeros", im.matrix.shape[0], im.matrix.shape[1], im.nnz / 1e6)
     D = sp.csr_matrix(im.matrix, dtype=np.float32) * np.float32(n_fractions)
+    penalties = None
     with timed("fluence optimisation", log, timings):
-        res = prioritized_solve(D, problem.stages, time_limit_s=FLUENCE_TIME_LIMIT_S)
+        if optimizer is OptimizerPath.PENALTY:
+            penalties = plan_penalties(ps, problem)
+            res = penalty_solve(D, *penalties)
+        else:
+            res = prioritized_solve(D, problem.stages, time_limit_s=FLUENCE_TIME_LIMIT_S)
     x = np.asarray(res.x, float)
 
     beams = []
@@ -145,7 +155,7 @@ def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site:
     beam_set = BeamSet(beams, n_fractions=n_fractions, prescription_gy=prescription_gy)
 
     with timed("segment weight optimisation", log, timings):
-        beam_set, seg_dose = reweight_segments(case, beam_set, problem, model, min_segment_mu)
+        beam_set, seg_dose = reweight_segments(case, beam_set, problem, model, min_segment_mu, penalties)
     notes = [f"{len(beams)} beams, {sum(len(b.control_points) // 2 for b in beams)} segments"]
     return ImrtResult(beam_set, np.asarray(res.dose_gy), seg_dose, sel_info, notes)
 
@@ -168,7 +178,7 @@ def _single_segment_sets(beam_set: BeamSet):
 
 
 def reweight_segments(case: Case, beam_set: BeamSet, problem: PlanProblem, model,
-                      min_segment_mu: float) -> tuple[BeamSet, np.ndarray]:
+                      min_segment_mu: float, penalties=None) -> tuple[BeamSet, np.ndarray]:
     """Re-optimise the MU of every segment on its forward-computed dose."""
     from ..beams import Beam, ControlPoint
 
@@ -178,8 +188,13 @@ def reweight_segments(case: Case, beam_set: BeamSet, problem: PlanProblem, model
         cols.append(np.asarray(d, np.float32).ravel()[problem.voxels.indices])
         keys.append((bi, si))
     Dseg = sp.csr_matrix(np.column_stack(cols))
-    res = prioritized_solve(Dseg, problem.stages, x_lb=np.full(len(keys), min_segment_mu),
-                            time_limit_s=SEGMENT_TIME_LIMIT_S)
+    if penalties is not None:
+        # the weights the fluence optimisation adapted carry over to the segment weights
+        res = penalty_solve(Dseg, *penalties, x_lb=np.full(len(keys), min_segment_mu),
+                            x0=np.array([beam_set.beams[b].segment_mu()[s] for b, s in keys]))
+    else:
+        res = prioritized_solve(Dseg, problem.stages, x_lb=np.full(len(keys), min_segment_mu),
+                                time_limit_s=SEGMENT_TIME_LIMIT_S)
     w = np.asarray(res.x, float)
     new_beams = []
     for bi, beam in enumerate(beam_set.beams):

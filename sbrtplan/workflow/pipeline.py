@@ -172,14 +172,15 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
         res = plan_imrt(cg, ps, problem, site=protocol.site, n_beams=n_beams, select=opts.select_beams,
                         beamlet_mm=opts.beamlet_mm, max_segments=opts.max_segments,
                         min_segment_mu=opts.min_segment_mu, model=model, mlc=mlc, prescription_gy=sch.total_gy,
-                        n_fractions=sch.fractions, timings=timings)
+                        n_fractions=sch.fractions, timings=timings, optimizer=opts.optimizer)
         beam_set, opt_rows = res.beam_set, res.optimizer_dose_rows
         extra = {"beam_selection": res.selection}
     else:
         from .vmat import plan_vmat
         res = plan_vmat(cg, ps, problem, n_arcs=opts.n_arcs, cp_spacing_deg=opts.cp_spacing_deg,
                         beamlet_mm=opts.beamlet_mm, model=model, mlc=mlc, limits=limits,
-                        prescription_gy=sch.total_gy, n_fractions=sch.fractions, timings=timings)
+                        prescription_gy=sch.total_gy, n_fractions=sch.fractions, timings=timings,
+                        optimizer=opts.optimizer)
         beam_set, opt_rows = res.beam_set, res.optimizer_dose_rows
         extra = {"dao": res.info}
     notes.extend(res.notes)

@@ -29,6 +29,13 @@ class PlanTechnique(str, enum.Enum):
             raise InputError(f"technique must be one of {[t.value for t in cls]}, got {value!r}") from None
 
 
+class OptimizerPath(str, enum.Enum):
+    """How the fluence / aperture weights are optimised."""
+
+    PENALTY = "penalty"          # weighted penalties with adaptive weights on the hard limits (fast, full size)
+    PRIORITIZED = "prioritized"  # lexicographic convex stages (optimizer.prioritized_solve)
+
+
 @dataclass
 class PlanOptions:
     """Settings of an automatic plan (every one has a clinical default).
@@ -62,6 +69,9 @@ class PlanOptions:
     allow_missing : bool
         Plan even if organs the protocol names are not contoured.
     seed : int
+    optimizer : OptimizerPath
+        ``penalty`` (default, full-size problems in seconds) or ``prioritized``
+        (the lexicographic convex model, exact on small and medium problems).
     """
 
     technique: PlanTechnique = PlanTechnique.IMRT
@@ -77,6 +87,7 @@ class PlanOptions:
     conditions: tuple[str, ...] = ()
     allow_missing: bool = False
     seed: int = 0
+    optimizer: OptimizerPath = OptimizerPath.PENALTY
 
 
 @dataclass

@@ -33,6 +33,9 @@ from ..beams import (Aperture, Beam, BeamGeometry, BeamletGrid, BeamSet, Control
 from ..case import Case
 from ..dose_engine import influence_matrix
 from ..optimizer import ArcSector, vmat_dao
+from ..optimizer.penalty import PenaltyObjective
+from .penalties import plan_penalties
+from .plan import OptimizerPath
 from .problem import PlanProblem
 from .structures import PlanningStructures
 
@@ -140,7 +143,8 @@ def arc_beam(name: str, arc: ArcPlanSpec, iso, mlc: MLCModel, sector_deg: float,
 
 def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arcs: int, cp_spacing_deg: float,
               beamlet_mm: float, model, mlc: MLCModel, limits: DeliveryLimits, prescription_gy: float,
-              n_fractions: int, timings: Timings, sector_deg: float = 6.0, progress=None) -> VmatResult:
+              n_fractions: int, timings: Timings, sector_deg: float = 6.0, optimizer=None,
+              progress=None) -> VmatResult:
     """Arc sectors, influence matrix, DAO and control points (see the module docstring)."""
     iso = tuple(float(v) for v in isocenter_for(ps.target))
     arcs = default_arcs(n_arcs)
@@ -173,11 +177,13 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
                                                                           int(im.beam_offsets[s + 1])),
                                      arc=arc_of[s]))
     with timed("vmat: direct aperture optimisation", log, timings):
-        by_arc = {}
-        for a in range(len(arcs)):
-            idx = [s for s in range(len(geoms)) if arc_of[s] == a]
-            by_arc[a] = idx
-        res = _dao_all_arcs(D, sectors_all, by_arc, problem, n_fractions, width, travel, mlc, limits, progress)
+        by_arc = {a: [s for s in range(len(geoms)) if arc_of[s] == a] for a in range(len(arcs))}
+        if OptimizerPath(optimizer or OptimizerPath.PENALTY) is OptimizerPath.PENALTY:
+            pens, _ = plan_penalties(ps, problem)
+            objective = PenaltyObjective(pens, D.shape[0])
+        else:
+            objective = problem.stages
+        res = _dao_all_arcs(D, sectors_all, objective, n_fractions, width, travel, mlc, limits, progress)
     dose_rows = res["dose"]
     for a, arc in enumerate(arcs):
         idx = by_arc[a]
@@ -217,9 +223,12 @@ DAO_TIME_LIMIT_S = 150.0
 # prioritised re-solve in the aperture weights and meets the same limits.
 
 
-def _dao_all_arcs(D, sectors, by_arc, problem: PlanProblem, n_fractions, width, travel, mlc, limits, progress):
-    """DAO over all arcs at once (sectors carry their arc); the stages give the objective."""
-    r = vmat_dao(D, sectors, problem.stages, n_fractions=n_fractions, mu_per_deg_range=limits.mu_per_deg_range,
+def _dao_all_arcs(D, sectors, objective, n_fractions, width, travel, mlc, limits, progress):
+    """DAO over all arcs at once (sectors carry their arc)."""
+    # MU per degree kept 20 % inside the machine's range, so that the final normalisation
+    # (a few per cent either way) leaves every control point deliverable.
+    lo, hi = limits.mu_per_deg_range
+    r = vmat_dao(D, sectors, objective, n_fractions=n_fractions, mu_per_deg_range=(1.2 * lo, 0.8 * hi),
                  sector_width_deg=width, max_leaf_travel_mm=travel, leaf_transmission=mlc.transmission,
                  apertures_per_iteration=DAO_APERTURES_PER_ITERATION, max_iterations=DAO_MAX_ITERATIONS,
                  refine_passes=DAO_REFINE_PASSES, time_limit_s=DAO_TIME_LIMIT_S,
