@@ -188,12 +188,14 @@ def reweight_segments(case: Case, beam_set: BeamSet, problem: PlanProblem, model
         cols.append(np.asarray(d, np.float32).ravel()[problem.voxels.indices])
         keys.append((bi, si))
     Dseg = sp.csr_matrix(np.column_stack(cols))
+    # 15 % above the machine minimum, so that the final normalisation keeps every segment deliverable
+    lb = np.full(len(keys), 1.15 * min_segment_mu)
     if penalties is not None:
         # the weights the fluence optimisation adapted carry over to the segment weights
-        res = penalty_solve(Dseg, *penalties, x_lb=np.full(len(keys), min_segment_mu),
+        res = penalty_solve(Dseg, *penalties, x_lb=lb,
                             x0=np.array([beam_set.beams[b].segment_mu()[s] for b, s in keys]))
     else:
-        res = prioritized_solve(Dseg, problem.stages, x_lb=np.full(len(keys), min_segment_mu),
+        res = prioritized_solve(Dseg, problem.stages, x_lb=lb,
                                 time_limit_s=SEGMENT_TIME_LIMIT_S)
     w = np.asarray(res.x, float)
     new_beams = []

@@ -3,7 +3,8 @@
 Priorities become weights and adaptive limits:
 
 * hard organ limits (``Priority.HARD_OAR``, mandatory): over-dose penalty at
-  95 % of the limit on the goal's structure, measured exactly after every
+  95 % of the limit on the goal's structure, leaving free the hottest volume
+  the limit allows (``D_xcc < L``: 80 % of x cc), measured exactly after every
   round and re-weighted until met (:func:`optimizer.penalty_solve`);
 * target minimum and coverage: under-dose penalty below Rx on the
   optimisation target (PTV, or PTV! for the spine), the heaviest weight;
@@ -27,10 +28,13 @@ from ..protocols.model import Metric, Priority
 from .problem import PlanProblem
 from .structures import PlanningStructures
 
+# Weights are per unit of relative volume of each penalty's region; the fall-off term is scaled by
+# the volume of its region relative to the target's, so that one voxel outside the PTV counts
+# W_FALLOFF / W_TARGET_UNDER as much as one voxel of the target.
 W_TARGET_UNDER = 100.0
-W_TARGET_HOT = 10.0
-W_BOOST_HOT = 5.0
-W_FALLOFF = 8.0
+W_TARGET_HOT = 40.0
+W_BOOST_HOT = 10.0
+W_FALLOFF = 30.0
 W_HARD = 10.0
 W_OPTIONAL = 1.0
 
@@ -62,7 +66,8 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
                       for m in range(int(grid_mm.max(initial=0)) + 1)])
     # a little above the profile, so that it shapes the fall-off without fighting the coverage
     ref = np.minimum(1.05, 1.1 * table[grid_mm]) * rx
-    pens.append(Penalty("normal-tissue fall-off", outside, ref, W_FALLOFF, over=True,
+    volume_ratio = float(vox.weights[outside].sum()) / max(float(T.weights.sum()), 1e-9)
+    pens.append(Penalty("normal-tissue fall-off", outside, ref, W_FALLOFF * volume_ratio, over=True,
                         row_weights=vox.weights[outside]))
     limits: list[Limit] = []
     for goal, region in problem.goal_regions:
@@ -81,12 +86,15 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
             continue
         vol = max(region.volume_cc, 1e-6)
         if goal.metric is Metric.DMAX:
-            lim = Limit(p, L, min(0.035 / vol, 1.0), label=p.name)
+            frac = min(0.035 / vol, 1.0)          # ICRU 91 near-maximum
         elif goal.metric is Metric.D_CC:
-            lim = Limit(p, L, min(goal.parameter.value / vol, 1.0), label=p.name)
+            frac = min(goal.parameter.value / vol, 1.0)
         elif goal.metric is Metric.D_PCT:
-            lim = Limit(p, L, goal.parameter.value / 100.0, label=p.name)
+            frac = goal.parameter.value / 100.0
         else:
-            lim = Limit(p, L, mean=True, label=p.name)
-        limits.append(lim)
+            limits.append(Limit(p, L, mean=True, label=p.name))
+            continue
+        # the volume the limit allows above L stays free (less a margin, so the limit holds exactly)
+        p.allowed_fraction = 0.8 * frac
+        limits.append(Limit(p, L, frac, label=p.name))
     return pens, limits

@@ -1,0 +1,65 @@
+"""Final dose of an arc plan: forward dose from the deliverable apertures on the whole body.
+
+Every body voxel within ``full_mm`` (30 mm: the prescription isodose, R50% and
+the D2cm shell) of the target, every target voxel and every organ-at-risk voxel
+within ``organ_mm`` (60 mm) is computed at the dose-grid resolution.  Farther away an
+arc's dose is low and smooth in the plane of rotation (each field edge is
+spread over many gantry angles), so it is computed on every second voxel along each
+in-plane axis (every slice: the superior and inferior field edges of a coplanar
+arc stay sharp) and interpolated bilinearly to the voxels in between.  Measured on arcs
+(tests/test_workflow_parts.py) the error there stays within 5 % of the maximum
+dose at worst and within 1 % for 99 % of the body, even on a lattice twice as
+coarse as a 2 mm plan's; it cuts the cost of
+the final dose, which dominates a VMAT plan (hundreds of sub-fields), by about
+two to three.  Static fields keep sharp edges far from the target (up to 7 % of the
+maximum at 2 mm in a test), so IMRT plans compute every body voxel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .._log import get_logger
+from ..beams import BeamSet
+from ..case import Case, Structure, StructureRole, distance_map_mm
+from ..dose_engine import forward_dose
+
+log = get_logger(__name__)
+
+
+def final_dose(case: Case, target: Structure, beam_set: BeamSet, *, model=None, full_mm: float = 30.0, organ_mm: float = 60.0,
+               progress=None) -> np.ndarray:
+    """Total course dose (Gy) on ``case.grid`` from ``beam_set`` (see the module docstring)."""
+    body = case.body.mask if case.body is not None else case.density > 0.05
+    dist = distance_map_mm(target, max_distance_mm=full_mm + 5.0)
+    full = body & (dist <= full_mm)
+    organ_reach = distance_map_mm(target, max_distance_mm=organ_mm + 5.0) <= organ_mm
+    for s in case.structures.values():
+        if s.role in (StructureRole.GTV, StructureRole.CTV, StructureRole.ITV, StructureRole.PTV):
+            full |= s.mask & body
+        elif s.role in (StructureRole.OAR, StructureRole.PRV):
+            full |= s.mask & body & organ_reach
+    lattice = np.zeros_like(body)
+    lattice[:, ::2, ::2] = True
+    # lattice points of the whole body plus one voxel around it, so that interpolation at the
+    # body surface uses computed values, not zeros
+    near_body = ndimage.binary_dilation(body, iterations=2)
+    coarse = lattice & near_body & ~full
+    idx = np.flatnonzero(full | coarse)
+    log.info("final dose: %d voxels at full resolution, %d on the in-plane 2x lattice (of %d body voxels)",
+             int(full.sum()), int(coarse.sum()), int(body.sum()))
+    # Apertures are interpolated at every degree of gantry rotation (and at most every 5 mm of leaf
+    # motion); with control points every 2 degrees and <= 8 mm of leaf travel between them this
+    # samples each interval two or three times.
+    dose = np.asarray(forward_dose(case.density, case.grid, beam_set, model=model, voxel_indices=idx,
+                                   max_gantry_step_deg=1.0, max_leaf_step_mm=5.0, progress=progress),
+                      dtype=np.float32).reshape(case.grid.shape)
+    fill = body & ~full & ~lattice
+    if fill.any():
+        lat = dose[:, ::2, ::2]
+        k, j, i = np.nonzero(fill)
+        interp = ndimage.map_coordinates(lat, [k.astype(float), j / 2.0, i / 2.0], order=1, mode="nearest")
+        dose[k, j, i] = interp
+    dose[~body] = 0.0
+    return dose
