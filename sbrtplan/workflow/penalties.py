@@ -34,7 +34,7 @@ from .structures import PlanningStructures
 W_TARGET_UNDER = 100.0
 W_TARGET_HOT = 40.0
 W_BOOST_HOT = 10.0
-W_FALLOFF = 30.0
+W_FALLOFF = 5.0
 W_HARD = 10.0
 W_OPTIONAL = 1.0
 
