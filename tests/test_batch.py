@@ -42,8 +42,11 @@ def test_cohort_runs_resumes_and_isolates_failures(tmp_path):
     assert [r["status"] for r in rows] == ["done"] * 6, [r.get("error") for r in rows]
     for t in cohort.tasks:
         m = json.loads((cohort.output_dir / t.key / "metrics.json").read_text())
-        # every plan reaches its prescription: normalisation puts >= 90 % of the PTV above Rx
-        assert m["targets"]["PTV"]["V100_pct"] >= 90.0
+        # each task planned its own case and scheme, and no hard organ limit is exceeded (the final
+        # normalisation never crosses one); plan quality itself is tested by the planning tests
+        assert m["prescription"]["dose_gy"] == float(t.scheme.split("/")[0])
+        assert m["prescription"]["fractions"] == int(t.scheme.split("/")[1])
+        assert m["summary"]["hard_failures"] == []
         assert (cohort.output_dir / t.key / "RTPLAN.dcm").exists()
     with open(cohort.output_dir / "summary.csv") as fh:
         summary = list(csv.DictReader(fh))

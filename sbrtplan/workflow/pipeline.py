@@ -56,14 +56,19 @@ def _dose_grid_case(case: Case, grid_mm: float) -> Case:
 
 
 def _coverage_level_pct(protocol: Protocol, scheme) -> tuple[float, float]:
-    """(dose level in % Rx, volume % to normalise to) from the protocol's primary coverage goal."""
-    level, vol = 100.0, 95.0
-    for g in protocol.coverage_for(scheme).primary:
-        if g.metric is Metric.COVERAGE and g.limit is not None:
-            if g.parameter is not None and g.parameter.unit is Unit.PCT_RX:
-                level = g.parameter.value
-            vol = max(vol, float(g.limit.value))
-    return level, min(vol + 0.5, 98.0)
+    """(dose level in % Rx, volume % to normalise to) from the protocol's prescription coverage goal.
+
+    The goal ``V100%Rx >= v %`` of the primary coverage rule sets the normalisation (with 0.5 %
+    to spare, at most 98 %); other coverage goals (``V90%Rx >= 99 %``) are evaluated, not
+    normalised to.
+    """
+    goals = [g for g in protocol.coverage_for(scheme).primary if g.metric is Metric.COVERAGE and g.limit is not None]
+    at_rx = [g for g in goals if g.parameter is None or (g.parameter.unit is Unit.PCT_RX and g.parameter.value >= 100.0)]
+    if not at_rx:
+        return 100.0, 95.0
+    g = at_rx[0]
+    level = 100.0 if g.parameter is None else float(g.parameter.value)
+    return level, min(float(g.limit.value) + 0.5, 98.0)
 
 
 def _weighted_quantile_dose(dose: np.ndarray, structure, volume_pct: float) -> float:
