@@ -80,7 +80,9 @@ def run_phantom(name: str, technique: str) -> None:
         budget = 300.0
     case = make_phantom(name)
     t0 = time.perf_counter()
-    p = plan(case, proto, scheme, technique, 7 if technique == "imrt" else None)
+    # the phantoms model the organs near their targets; far organs the protocol names are reported
+    # as not evaluable
+    p = plan(case, proto, scheme, technique, 7 if technique == "imrt" else None, allow_missing=True)
     report(p, time.perf_counter() - t0, budget, 4.0 if technique == "imrt" else 6.0)
 
 
