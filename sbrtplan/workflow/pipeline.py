@@ -144,7 +144,7 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
     sch = protocol.scheme(scheme)
     model = model or default_beam_model()
     limits = limits or DeliveryLimits()
-    mlc = MLCModel.millennium120()
+    mlc = MLCModel.by_name(opts.mlc)
     timings = Timings()
     notes: list[str] = []
     t_start = time.perf_counter()

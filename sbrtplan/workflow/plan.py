@@ -69,6 +69,9 @@ class PlanOptions:
     allow_missing : bool
         Plan even if organs the protocol names are not contoured.
     seed : int
+    mlc : str
+        ``Millennium120`` (5 mm central leaves) or ``HD120`` (2.5 mm central leaves);
+        beamlet rows follow the leaves.
     optimizer : OptimizerPath
         ``penalty`` (default, full-size problems in seconds) or ``prioritized``
         (the lexicographic convex model, exact on small and medium problems).
@@ -88,6 +91,7 @@ class PlanOptions:
     allow_missing: bool = False
     seed: int = 0
     optimizer: OptimizerPath = OptimizerPath.PENALTY
+    mlc: str = "Millennium120"
 
 
 @dataclass
