@@ -1,4 +1,4 @@
-"""Import of patient data into the Case model.
+"""Patient data in and out: the Case model from DICOM / matRad / OpenKBP, and DICOM RT export.
 
 Public API
 ----------
@@ -16,22 +16,25 @@ read_matrad(path) -> Case ; write_matrad(path, case, dose_gy=None, dij=None) -> 
     matRad ``ct``/``cst`` (MATLAB v5 or v7.3) and a matRad-compatible v7.3 writer.
 read_openkbp(directory) -> Case
     OpenKBP sparse CSV patient with its reference dose in ``case.doses``.
+write_matrad_dij(path, influence) -> Path
+    An influence matrix as a matRad ``dij`` (v7.3).
+
+DICOM RT export and RTPLAN reading:
+write_ct_series(case, directory), write_rtstruct(case, path), write_rtplan(beam_set, path, case=...),
+write_rtdose(dose, grid, path, case=...), read_rtplan(path) -> BeamSet
 """
 
 from .body import body_outline
+from .ctwrite import write_ct_series
 from .dicom_ct import read_ct_series
 from .load import load_case
-from .matrad_io import read_matrad, write_matrad
+from .matrad_io import read_matrad, write_matrad, write_matrad_dij
 from .openkbp import read_openkbp
 from .rtdose import read_rtdose
+from .rtexport import write_rtdose, write_rtstruct
+from .rtplan import read_rtplan, write_rtplan
 from .rtstruct import read_rtstruct
 
 __all__ = ["load_case", "read_ct_series", "read_rtstruct", "read_rtdose", "body_outline",
-           "read_matrad", "write_matrad", "read_openkbp"]
-
-from .ctwrite import write_ct_series  # noqa: E402  (RT export)
-from .rtexport import write_rtdose, write_rtstruct  # noqa: E402
-from .rtplan import read_rtplan, write_rtplan  # noqa: E402
-
-__all__ += ["write_ct_series", "write_rtstruct", "write_rtplan", "write_rtdose", "read_rtplan"]
-from .matrad_io import write_matrad_dij  # noqa: E402,F401  (influence matrix -> matRad dij)
+           "read_matrad", "write_matrad", "write_matrad_dij", "read_openkbp",
+           "write_ct_series", "write_rtstruct", "write_rtplan", "write_rtdose", "read_rtplan"]
