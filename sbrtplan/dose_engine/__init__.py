@@ -8,12 +8,14 @@ Ray tracing: radiological_depth
 Influence matrices: Correction, InfluenceMatrix, influence_matrix, dropped_fraction, default_voxels
 Forward dose: forward_dose, fluence_dose, aperture_dose_per_mu
 Water formulas: water_dose_relative, central_axis_gy_per_mu, output_factor, pdd, tmr_table, output_factor_table
+Independent MU check (Clarkson): mu_check, MUCheckReport, MUCheckRow, independent_point_dose, engine_point_dose
 """
 
 from .commission import commission, evaluate_model
 from .forward import aperture_dose_per_mu, fluence_dose, forward_dose
 from .influence import Correction, InfluenceMatrix, default_voxels, dropped_fraction, influence_matrix
 from .mcc import read_mcc
+from .mucheck import MUCheckReport, MUCheckRow, engine_point_dose, independent_point_dose, mu_check
 from .model import BeamModel, ModelKind, default_beam_model, load_beam_model, load_matrad_machine, shipped_models
 from .raytrace import radiological_depth
 from .water import central_axis_gy_per_mu, output_factor, output_factor_table, pdd, tmr_table, water_dose_relative
@@ -23,4 +25,5 @@ __all__ = ["BeamModel", "ModelKind", "default_beam_model", "load_beam_model", "l
            "Correction", "InfluenceMatrix", "influence_matrix", "dropped_fraction", "default_voxels",
            "forward_dose", "fluence_dose", "aperture_dose_per_mu",
            "water_dose_relative", "central_axis_gy_per_mu", "output_factor", "pdd", "tmr_table",
-           "output_factor_table"]
+           "output_factor_table", "mu_check", "MUCheckReport", "MUCheckRow", "independent_point_dose",
+           "engine_point_dose"]
