@@ -52,7 +52,14 @@ def _dose_grid_case(case: Case, grid_mm: float) -> Case:
         return Case(name=case.name, grid=case.grid, hu=case.hu, structures=dict(case.structures),
                     calibration=case.calibration, density=case.density, patient_position=case.patient_position,
                     patient=case.patient, doses=dict(case.doses), source=case.source, metadata=dict(case.metadata))
-    return resample_case(case, grid_mm, region=case.body, margin_mm=4.0 * grid_mm)
+    cg = resample_case(case, grid_mm, region=case.body, margin_mm=4.0 * grid_mm)
+    if len(cg.patient.ct_sop_instance_uids) != cg.grid.nz:
+        # the planning CT on the dose grid is a new series (written with the plan): its slices get
+        # new image identifiers, the study, patient and frame of reference stay those of the CT
+        from dataclasses import replace
+
+        cg.patient = replace(cg.patient, series_instance_uid=None, ct_sop_instance_uids=[])
+    return cg
 
 
 def _coverage_level_pct(protocol: Protocol, scheme) -> tuple[float, float]:
