@@ -264,6 +264,11 @@ class _StageObjective:
         return val, grad
 
 
+def stage_objective(stages: Any) -> DoseObjective:
+    """The stages' terms summed into one smooth dose objective (hard limits as heavy penalties)."""
+    return _as_objective(stages)
+
+
 def _as_objective(stages: Any) -> DoseObjective:
     if hasattr(stages, "value_and_grad"):
         return stages

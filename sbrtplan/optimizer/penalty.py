@@ -209,3 +209,28 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
             break
     dose = ops.matvec(x)
     return PenaltyResult(x, dose, f, hist, violated)
+
+
+def objective_solve(D, objective, *, x0: np.ndarray | None = None, x_lb: float | np.ndarray = 0.0,
+                    x_ub: float | np.ndarray = np.inf, max_iter: int = 500) -> PenaltyResult:
+    """Minimise any smooth dose objective (``value_and_grad(dose)``) over bounded weights with L-BFGS-B.
+
+    Used with the prioritised stages' terms summed into one function (hard limits as heavy
+    penalties; ``optimizer.dao.stage_objective``): the fast path for full-size plans.
+    """
+    ops = MatrixOps(D)
+    n = ops.shape[1]
+    lb = np.broadcast_to(np.asarray(x_lb, float), (n,)).copy()
+    ub = np.broadcast_to(np.asarray(x_ub, float), (n,)).copy()
+    ub_list = [None if not np.isfinite(u) else float(u) for u in ub]
+    if x0 is None:
+        x0 = np.ones(n)
+        f1, _ = objective.value_and_grad(ops.matvec(x0))
+        # scale the start so that the mean dose is of the order of the objective's doses
+        for s in (0.1, 0.3, 3.0, 10.0, 30.0, 100.0):
+            f, _ = objective.value_and_grad(ops.matvec(s * np.ones(n)))
+            if f < f1:
+                f1, x0 = f, s * np.ones(n)
+    x, f, nit = _lbfgs(ops, objective, np.maximum(np.asarray(x0, float), lb), lb, ub_list, max_iter)
+    log.info("objective solve: %.5g after %d L-BFGS-B iterations", f, nit)
+    return PenaltyResult(x, ops.matvec(x), f, [{"round": 0, "objective": f, "iterations": nit}], [])

@@ -26,7 +26,8 @@ from ..case import Case, distance_map_mm
 from ..dose_engine import forward_dose, influence_matrix
 from ..optimizer import QuadraticPenalty, prioritized_solve, select_beams
 from ..protocols.model import Comparator, Metric
-from ..optimizer.penalty import penalty_solve
+from ..optimizer.dao import stage_objective
+from ..optimizer.penalty import objective_solve, penalty_solve
 from .penalties import plan_penalties
 from .plan import OptimizerPath
 from .problem import PlanProblem
@@ -137,6 +138,8 @@ def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site:
         if optimizer is OptimizerPath.PENALTY:
             penalties = plan_penalties(ps, problem)
             res = penalty_solve(D, *penalties)
+        elif optimizer is OptimizerPath.STAGES:
+            res = objective_solve(D, stage_objective(problem.stages))
         else:
             res = prioritized_solve(D, problem.stages, time_limit_s=FLUENCE_TIME_LIMIT_S)
     x = np.asarray(res.x, float)
@@ -155,7 +158,8 @@ def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site:
     beam_set = BeamSet(beams, n_fractions=n_fractions, prescription_gy=prescription_gy)
 
     with timed("segment weight optimisation", log, timings):
-        beam_set, seg_dose = reweight_segments(case, beam_set, problem, model, min_segment_mu, penalties)
+        beam_set, seg_dose = reweight_segments(case, beam_set, problem, model, min_segment_mu, penalties,
+                                               optimizer)
     notes = [f"{len(beams)} beams, {sum(len(b.control_points) // 2 for b in beams)} segments"]
     return ImrtResult(beam_set, np.asarray(res.dose_gy), seg_dose, sel_info, notes)
 
@@ -178,7 +182,7 @@ def _single_segment_sets(beam_set: BeamSet):
 
 
 def reweight_segments(case: Case, beam_set: BeamSet, problem: PlanProblem, model,
-                      min_segment_mu: float, penalties=None) -> tuple[BeamSet, np.ndarray]:
+                      min_segment_mu: float, penalties=None, optimizer=None) -> tuple[BeamSet, np.ndarray]:
     """Re-optimise the MU of every segment on its forward-computed dose."""
     from ..beams import Beam, ControlPoint
 
@@ -190,7 +194,10 @@ def reweight_segments(case: Case, beam_set: BeamSet, problem: PlanProblem, model
     Dseg = sp.csr_matrix(np.column_stack(cols))
     # 15 % above the machine minimum, so that the final normalisation keeps every segment deliverable
     lb = np.full(len(keys), 1.15 * min_segment_mu)
-    if penalties is not None:
+    if optimizer is OptimizerPath.STAGES:
+        res = objective_solve(Dseg, stage_objective(problem.stages), x_lb=lb,
+                              x0=np.maximum([beam_set.beams[b].segment_mu()[s] for b, s in keys], lb))
+    elif penalties is not None:
         # the weights the fluence optimisation adapted carry over to the segment weights
         res = penalty_solve(Dseg, *penalties, x_lb=lb,
                             x0=np.array([beam_set.beams[b].segment_mu()[s] for b, s in keys]))

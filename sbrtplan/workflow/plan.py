@@ -32,6 +32,7 @@ class PlanTechnique(str, enum.Enum):
 class OptimizerPath(str, enum.Enum):
     """How the fluence / aperture weights are optimised."""
 
+    STAGES = "stages"            # the prioritised stages' terms summed (hard limits heavy), L-BFGS-B (fast)
     PENALTY = "penalty"          # weighted penalties with adaptive weights on the hard limits (fast, full size)
     PRIORITIZED = "prioritized"  # lexicographic convex stages (optimizer.prioritized_solve)
 
