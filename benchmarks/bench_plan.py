@@ -6,8 +6,9 @@ Usage::
     python benchmarks/bench_plan.py spine-vmat      # spine phantom 27/3, two arcs
     python benchmarks/bench_plan.py liver-imrt      # liver phantom 45/3
     python benchmarks/bench_plan.py liver-vmat
-    python benchmarks/bench_plan.py tg119           # TG-119 C-shape, 9 equispaced coplanar beams, 50 Gy, 2.5 mm
     python benchmarks/bench_plan.py all
+
+The TG-119 C-shape plan has its own script: benchmarks/bench_tg119.py.
 
 Each run prints every stage's time, the peak resident memory of the process, and
 every number the issues ask for with its limit and a pass/fail mark. The figures
@@ -86,35 +87,17 @@ def run_phantom(name: str, technique: str) -> None:
     report(p, time.perf_counter() - t0, budget, 4.0 if technique == "imrt" else 6.0)
 
 
-def run_tg119() -> None:
-    from pathlib import Path
-
-    from sbrtplan.beams import BeamGeometry
-    from sbrtplan.io import read_matrad
-
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "matrad" / "TG119.mat"
-    if not path.exists():
-        print(f"TG119.mat not found at {path}: skipped")
-        return
-    case = read_matrad(path)
-    print(case.summary())
-    print("TG-119: run with the 'cshape' goals via sbrtplan.workflow is not wired yet")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", choices=["spine-imrt", "spine-vmat", "liver-imrt", "liver-vmat", "tg119", "all"])
+    ap.add_argument("which", choices=["spine-imrt", "spine-vmat", "liver-imrt", "liver-vmat", "all"])
     args = ap.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    todo = ["spine-imrt", "spine-vmat", "liver-imrt", "liver-vmat", "tg119"] if args.which == "all" else [args.which]
+    todo = ["spine-imrt", "spine-vmat", "liver-imrt", "liver-vmat"] if args.which == "all" else [args.which]
     for w in todo:
-        if w == "tg119":
-            run_tg119()
-        else:
-            site, tech = w.split("-")
-            run_phantom(site, tech)
+        site, tech = w.split("-")
+        run_phantom(site, tech)
     return 0
 
 
