@@ -28,19 +28,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._log import get_logger
+from .penalty import Penalty, PenaltyObjective
 
 log = get_logger(__name__)
 
 
-@dataclass
-class QuadraticPenalty:
-    """``weight * mean_w((d - ref)_+^2)`` (over) or ``(ref - d)_+^2`` (under) on some rows."""
-
-    rows: np.ndarray
-    reference_gy: np.ndarray
-    weight: float
-    over: bool
-    row_weights: np.ndarray | None = None
+def QuadraticPenalty(rows, reference_gy, weight: float, over: bool, row_weights=None) -> Penalty:
+    """A one-sided quadratic penalty for the selection problem (see :class:`optimizer.penalty.Penalty`)."""
+    return Penalty("selection", rows, reference_gy, weight, over, row_weights)
 
 
 @dataclass
@@ -53,17 +48,8 @@ class SelectionResult:
     path: list[dict] = field(default_factory=list)
 
 
-def _objective_grad(D, Dt, x, penalties: list[QuadraticPenalty]):
-    d = D @ x
-    g_d = np.zeros_like(d)
-    f = 0.0
-    for p in penalties:
-        r = d[p.rows] - p.reference_gy
-        r = np.maximum(r, 0.0) if p.over else np.minimum(r, 0.0)
-        w = p.row_weights if p.row_weights is not None else np.ones(r.size)
-        c = p.weight / max(w.sum(), 1e-12)
-        f += c * float(np.dot(w, r * r))
-        g_d += np.bincount(p.rows, weights=2.0 * c * w * r, minlength=d.size)
+def _objective_grad(D, Dt, x, penalties: list[Penalty]):
+    f, g_d = PenaltyObjective(penalties, D.shape[0]).value_and_grad(D @ x)
     return f, Dt @ g_d
 
 

@@ -249,8 +249,23 @@ class MinDose(_QuadLower):
         return f"{self.region.name} min >= {self.dose_gy:.4g} Gy"
 
 
+class _BoundedQuad:
+    """Shared by the quadratic over/under-dose terms: as a constraint, ``bound_gy2 <= 0`` means a
+    per-voxel dose bound at ``dose_gy``, otherwise a bound on the mean squared excess."""
+
+    @property
+    def constraint_limit(self):
+        return self.dose_gy if self.bound_gy2 <= 0 else self.bound_gy2
+
+    def relaxed(self, limit):
+        from dataclasses import replace
+        if self.bound_gy2 <= 0:
+            return replace(self, dose_gy=float(limit))
+        return replace(self, bound_gy2=float(limit))
+
+
 @dataclass(eq=False)
-class QuadOverdose(_QuadUpper):
+class QuadOverdose(_BoundedQuad, _QuadUpper):
     """Mean squared dose above ``dose_gy`` (as a constraint: <= ``bound_gy2``; 0 means d_i <= L)."""
 
     bound_gy2: float = 0.0
@@ -259,20 +274,10 @@ class QuadOverdose(_QuadUpper):
     def constraint_kind(self):
         return ConstraintKind.VOXEL_UPPER if self.bound_gy2 <= 0 else ConstraintKind.SCALAR_UPPER
 
-    @property
-    def constraint_limit(self):
-        return self.dose_gy if self.bound_gy2 <= 0 else self.bound_gy2
-
     def constraint_measure(self, dose_gy, x=None):
         if self.bound_gy2 <= 0:
             return float(self._d(dose_gy).max())
         return self.value_and_grad(dose_gy)[0]
-
-    def relaxed(self, limit):
-        from dataclasses import replace
-        if self.bound_gy2 <= 0:
-            return replace(self, dose_gy=float(limit))
-        return replace(self, bound_gy2=float(limit))
 
     @property
     def label(self):
@@ -280,7 +285,7 @@ class QuadOverdose(_QuadUpper):
 
 
 @dataclass(eq=False)
-class QuadUnderdose(_QuadLower):
+class QuadUnderdose(_BoundedQuad, _QuadLower):
     """Mean squared dose below ``dose_gy`` (as a constraint: <= ``bound_gy2``; 0 means d_i >= L)."""
 
     bound_gy2: float = 0.0
@@ -289,20 +294,10 @@ class QuadUnderdose(_QuadLower):
     def constraint_kind(self):
         return ConstraintKind.VOXEL_LOWER if self.bound_gy2 <= 0 else ConstraintKind.SCALAR_UPPER
 
-    @property
-    def constraint_limit(self):
-        return self.dose_gy if self.bound_gy2 <= 0 else self.bound_gy2
-
     def constraint_measure(self, dose_gy, x=None):
         if self.bound_gy2 <= 0:
             return float(self._d(dose_gy).min())
         return self.value_and_grad(dose_gy)[0]
-
-    def relaxed(self, limit):
-        from dataclasses import replace
-        if self.bound_gy2 <= 0:
-            return replace(self, dose_gy=float(limit))
-        return replace(self, bound_gy2=float(limit))
 
     @property
     def label(self):
