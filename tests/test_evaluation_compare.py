@@ -86,3 +86,35 @@ def test_structure_only_on_one_side_and_volume_mismatch():
     np.testing.assert_allclose(t.get("structure", "SpinalCord", "volume").rel_diff_pct, 100 * (1 / 1.2 - 1),
                                rtol=1e-6)
     assert isinstance(dose, Dose)
+
+
+def test_delivery_section_of_two_techniques():
+    """Two plans of the same dose delivered differently: the delivery rows carry MU, MU/Gy, time and QA."""
+    dose, structures = spine_case(cord_dose_gy=15.0)
+    base = metrics_dict(evaluate_plan(dose, structures, "bone_spine", "27/3"))
+    vmat, imrt = json.loads(json.dumps(base)), json.loads(json.dumps(base))
+    vmat["plan"] = {"technique": "vmat", "n_beams": 2, "total_mu_per_fraction": 2700.0,
+                    "beams": [{"control_points": 91}, {"control_points": 91}]}
+    vmat["qa"] = {"deliverability": {"passed": True}, "delivery_time_s": {"A1": 60.0, "A2": 60.0, "total": 120.0},
+                  "mu_check": {"passed": True}}
+    imrt["plan"] = {"technique": "imrt", "n_beams": 7, "total_mu_per_fraction": 4500.0,
+                    "beams": [{"control_points": 20}] * 7}
+    imrt["qa"] = {"deliverability": {"passed": True}, "delivery_time_s": {"total": 600.0},
+                  "mu_check": {"error": "not run"}}
+    t = compare_reports(vmat, imrt, labels=("VMAT", "IMRT-7"))
+    assert t.get("delivery", "plan", "technique").a == "vmat"
+    assert t.get("delivery", "plan", "control points").a == 182 and t.get("delivery", "plan", "control points").b == 140
+    assert t.get("delivery", "plan", "total MU per fraction").diff == pytest.approx(-1800.0)
+    # 27 Gy in 3 fractions = 9 Gy per fraction: 2700 MU / 9 Gy = 300 MU/Gy, 4500 / 9 = 500 MU/Gy
+    mupg = t.get("delivery", "plan", "MU per Gy (per fraction)")
+    assert (mupg.a, mupg.b) == (pytest.approx(300.0), pytest.approx(500.0))
+    assert t.get("delivery", "plan", "estimated delivery time per fraction").diff == pytest.approx(-480.0)
+    # a check that did not run is absent, not "failed"
+    mc = t.get("delivery", "plan", "independent MU check passed")
+    assert mc.a is True and mc.b is None
+    # plain evaluations (no plan, no qa) have no delivery section
+    assert compare_reports(base, base).section("delivery") == []
+    text = t.format(("target", "delivery"))
+    assert "Delivery" in text and "Structures" not in text
+    with pytest.raises(InputError, match="unknown comparison section"):
+        t.format(("dvh",))

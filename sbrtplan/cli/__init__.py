@@ -25,6 +25,7 @@ COMMANDS = [
     "mucheck",
     "dij",
     "compare-fractions",
+    "compare-techniques",
     "benchmark",
     "batch",
     "info",

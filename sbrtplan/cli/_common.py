@@ -33,13 +33,14 @@ class StageBar:
         self.close(completed=exc_type is None)
 
 
-def add_plan_arguments(p, *, case_required: bool = True) -> None:
+def add_plan_arguments(p, *, case_required: bool = True, technique: bool = True) -> None:
     p.add_argument("--case", required=case_required,
                    help="DICOM folder (CT + RTSTRUCT), matRad .mat, OpenKBP patient folder or phantom:NAME")
     p.add_argument("--rtstruct", help="RTSTRUCT file when the folder holds several or none")
     p.add_argument("--protocol", default="bone_spine", help="protocol (see 'sbrtplan protocols'; default bone_spine)")
     p.add_argument("--target", help="prescription target when several PTVs exist")
-    p.add_argument("--technique", choices=["vmat", "imrt"], default="vmat", help="vmat (default) or imrt")
+    if technique:
+        p.add_argument("--technique", choices=["vmat", "imrt"], default="vmat", help="vmat (default) or imrt")
     p.add_argument("--beams", type=int, help="IMRT: number of beams, 5-9 (default 7, chosen automatically)")
     p.add_argument("--template-beams", action="store_true", help="IMRT: use the site template instead of selection")
     p.add_argument("--grid-mm", type=float, default=2.0, help="dose grid spacing in mm (default 2; <= 2 for SBRT)")

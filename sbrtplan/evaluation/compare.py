@@ -14,6 +14,9 @@ Rows come in sections:
 * ``structure``: volume, mean, max, D0.035cc, D0.1cc of every structure;
 * ``goal``: every protocol goal (matched on structure, metric and limit) with
   both values and both verdicts;
+* ``delivery``: technique, beams or arcs, control points, total MU per fraction,
+  estimated delivery time, deliverability and the independent MU check, when the
+  metrics carry the ``plan`` and ``qa`` keys of a sbrtplan plan;
 * ``summary``: goals passed / failed and the acceptability of each plan.
 
 A metric present in only one report has an empty cell on the other side (and no
@@ -107,13 +110,26 @@ class ComparisonTable:
         raise KeyError(f"no {section} row {name} {metric}")
 
     # -------------------------------------------------------------- output
-    def format(self) -> str:
-        """Aligned terminal text, one block per section."""
+    def format(self, sections: tuple[str, ...] | None = None) -> str:
+        """Aligned terminal text, one block per section.
+
+        Parameters
+        ----------
+        sections : tuple of str, optional
+            Sections to print, in the standard order (default: all); names as in
+            the module docstring.
+        """
         la, lb = self.labels
         titles = {"prescription": "Prescription", "target": "Targets", "structure": "Structures",
-                  "goal": "Goals", "summary": "Summary"}
+                  "goal": "Goals", "delivery": "Delivery", "summary": "Summary"}
+        if sections is not None:
+            unknown = set(sections) - set(titles)
+            if unknown:
+                raise InputError(f"unknown comparison section(s) {sorted(unknown)}; expected some of {list(titles)}")
         out: list[str] = [f"Comparison: {la} (a) vs {lb} (b); diff = a - b"]
         for sec, title in titles.items():
+            if sections is not None and sec not in sections:
+                continue
             rows = self.section(sec)
             if not rows:
                 continue
@@ -289,6 +305,7 @@ def compare_reports(a, b, labels: tuple[str, str] = ("sbrtplan", "clinical")) ->
                                         xa.get("value"), xb.get("value"), note,
                                         status_a=str(xa.get("status", "")), status_b=str(xb.get("status", ""))))
 
+    table.rows.extend(_delivery_rows(ma, mb))
     ua, ub = ma.get("summary") or {}, mb.get("summary") or {}
     for key, label in (("n_passed", "goals passed"), ("n_failed", "goals failed"),
                        ("n_failed_mandatory", "mandatory goals failed"), ("n_not_evaluable", "not evaluable"),
@@ -299,6 +316,61 @@ def compare_reports(a, b, labels: tuple[str, str] = ("sbrtplan", "clinical")) ->
     if ca or cb:
         table.rows.append(ComparisonRow("summary", "plan", "coverage", "", ca, cb))
     return table
+
+
+def delivery_summary(metrics: dict) -> dict:
+    """Delivery figures of a plan's metrics (``plan`` and ``qa`` keys); empty when absent.
+
+    Keys: ``technique``, ``beams`` (beams or arcs), ``control_points``,
+    ``total_mu`` (per fraction), ``mu_per_gy`` (MU per fraction over the dose per
+    fraction, a modulation figure independent of the scheme), ``delivery_time_s``
+    (estimate from the machine's delivery limits, beam-on and gantry motion, per
+    fraction, without imaging or couch moves), ``deliverable`` and ``mu_check``
+    (independent check passed).
+    """
+    plan, qa = metrics.get("plan") or {}, metrics.get("qa") or {}
+    if not plan and not qa:
+        return {}
+    out: dict = {}
+    if plan:
+        out["technique"] = plan.get("technique")
+        out["beams"] = plan.get("n_beams")
+        beams = plan.get("beams") or []
+        if beams:
+            out["control_points"] = int(sum(int(b.get("control_points", 0)) for b in beams))
+        mu = plan.get("total_mu_per_fraction")
+        out["total_mu"] = mu
+        pres = metrics.get("prescription") or {}
+        if _is_num(mu) and _is_num(pres.get("dose_gy")) and _is_num(pres.get("fractions")) and pres["dose_gy"] > 0:
+            out["mu_per_gy"] = float(mu) / (float(pres["dose_gy"]) / float(pres["fractions"]))
+    t = (qa.get("delivery_time_s") or {}).get("total")
+    if t is not None:
+        out["delivery_time_s"] = t
+    if "deliverability" in qa:
+        out["deliverable"] = bool(qa["deliverability"].get("passed"))
+    mc = qa.get("mu_check")
+    if isinstance(mc, dict) and "passed" in mc:
+        out["mu_check"] = bool(mc["passed"])
+    return out
+
+
+#: Delivery rows (delivery_summary key, label, unit).
+DELIVERY_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("technique", "technique", ""), ("beams", "beams / arcs", ""), ("control_points", "control points", ""),
+    ("total_mu", "total MU per fraction", "MU"), ("mu_per_gy", "MU per Gy (per fraction)", "MU/Gy"),
+    ("delivery_time_s", "estimated delivery time per fraction", "s"), ("deliverable", "deliverable", ""),
+    ("mu_check", "independent MU check passed", ""))
+
+
+def _delivery_rows(ma: dict, mb: dict) -> list[ComparisonRow]:
+    da, db = delivery_summary(ma), delivery_summary(mb)
+    rows = []
+    for key, label, unit in DELIVERY_KEYS:
+        va, vb = da.get(key), db.get(key)
+        if va is None and vb is None:
+            continue
+        rows.append(ComparisonRow("delivery", "plan", label, unit, va, vb))
+    return rows
 
 
 def _limit_text(g: dict) -> str:
