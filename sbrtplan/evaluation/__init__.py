@@ -11,7 +11,8 @@ evaluate_plan, PlanReport, GoalResult, Status, TargetMetrics, StructureMetrics, 
 cumulative_eqd2, check_reirradiation, ReirradiationResult,
 format_report, metrics_dict, write_metrics, write_dvh_csv, dvh_table, SCHEMA_VERSION,
 parse_name_map, rename_structures,
-compare_reports, ComparisonTable, ComparisonRow
+compare_reports, ComparisonTable, ComparisonRow,
+gamma_index, gamma_pass_rate
 """
 
 from .compare import ComparisonRow, ComparisonTable, compare_reports
@@ -19,6 +20,7 @@ from .compliance import (CoverageVerdict, GoalResult, PlanReport, PriorCourse, S
                          TargetMetrics, evaluate_plan)
 from .conformity import PlanIndices, d2cm_gy, isodose_volume_cc, plan_indices
 from .dvh import DVH, DoseField, Refinement, compute_dvh
+from .gamma import gamma_index, gamma_pass_rate
 from .matching import parse_name_map, rename_structures
 from .reirradiation import ReirradiationResult, check_reirradiation, cumulative_eqd2
 from .report import SCHEMA_VERSION, dvh_table, format_report, metrics_dict, write_dvh_csv, write_metrics
@@ -28,3 +30,4 @@ __all__ = ["DVH", "Refinement", "DoseField", "compute_dvh", "isodose_volume_cc",
            "CoverageVerdict", "PriorCourse", "cumulative_eqd2", "check_reirradiation", "ReirradiationResult",
            "format_report", "metrics_dict", "write_metrics", "write_dvh_csv", "dvh_table", "SCHEMA_VERSION", "parse_name_map",
            "rename_structures", "compare_reports", "ComparisonTable", "ComparisonRow"]
+__all__ += ["gamma_index", "gamma_pass_rate"]
