@@ -252,9 +252,9 @@ def test_cli_argument_errors(tmp_path, capsys):
 def test_cli_end_to_end_on_written_dicom(tmp_path, capsys):
     """A three-beam plan on the slab phantom written as DICOM: isocentre in the water
     entrance slab -> all beams pass (exit 0; water, as the engine tests); a point
-    7 cm deep inside the lung -> the Clarkson check (equivalent path length, no
-    lateral density scaling) flags the 6 x 6 cm beams (exit 1), the known limit of
-    such checks in lung that the heterogeneity tests quantify for the depth-only model."""
+    7 cm deep, 2 cm inside the lung -> still within 3 % (exit 0) now that the check
+    scales its circular fields for density (a depth-only Clarkson check was 6 %
+    high there and failed), and the rows say the point is in low density."""
     import json
 
     from sbrtplan import io
@@ -281,7 +281,9 @@ def test_cli_end_to_end_on_written_dicom(tmp_path, capsys):
     assert doc["passed"] and len(doc["beams"]) == 3
     assert all(abs(b["diff_pct"]) < 1.0 for b in doc["beams"])     # water: as the engine tests
     rc = main(args + ["--point", f"0,{case.metadata['surface_y_mm'] + 70.0},0"])
-    assert rc == 1 and "FAIL" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert rc == 0 and "FAIL" not in out, out
+    assert "low density (0.25)" in out
 
 
 def test_mu_check_notes_low_density_and_blocked_points(model, water_column):
@@ -312,3 +314,130 @@ def test_mu_check_default_main_is_the_engine(model, water_tank):
     d = rep.as_dict()
     assert d["passed"] and abs(d["beams"][0]["diff_pct"]) < 1.0
     assert d["beams"][0]["main_gy"] == pytest.approx(engine_point_dose(b, rho, g, (0, iso_y, 0), model=model))
+
+
+# ------------------------------------------------------------------------------------------------
+# Lung: the density-scaled check against Monte Carlo (water / lung 0.25 / water slabs)
+LUNG_INSIDE_MM = (60, 80, 100, 120, 140)
+LUNG_BEYOND_MM = (170, 190, 210, 230, 250)
+_MC_WINDOW_MM = 5.0
+
+
+def _mc_lh(ref, field_cm: int, depth_mm: float) -> float:
+    """Monte Carlo heterogeneity factor L/H at a depth: mean over +-5 mm of each
+    code, the two codes combined by inverse variance (the reference README's rule)."""
+    ratios, weights = [], []
+    for pkg in ("ompmc", "pyradmc"):
+        h = np.loadtxt(ref / f"cax_{pkg}_H_{field_cm}x{field_cm}.csv", delimiter=",", skiprows=1)
+        lung = np.loadtxt(ref / f"cax_{pkg}_L_{field_cm}x{field_cm}.csv", delimiter=",", skiprows=1)
+        sel = np.abs(h[:, 0] - depth_mm) <= _MC_WINDOW_MM + 1e-6
+        r = lung[sel, 1].mean() / h[sel, 1].mean()
+        u = r * np.sqrt(np.sum(lung[sel, 2] ** 2) + np.sum(h[sel, 2] ** 2)) / sel.sum()
+        ratios.append(r)
+        weights.append(1.0 / u ** 2)
+    return float(np.dot(weights, ratios) / np.sum(weights))
+
+
+@pytest.fixture(scope="module")
+def lung_slab():
+    from sbrtplan.phantoms import make_phantom
+
+    case = make_phantom("lung_slab", 2.0)
+    return case, np.ones_like(case.density)
+
+
+def _check_lh(model, lung_slab, field_cm: int, depth_mm: float, correction) -> float:
+    """The check's L/H at a depth, averaged over the MC's bins in the same +-5 mm window
+    (bin centres at odd millimetres)."""
+    case, water = lung_slab
+    s = case.metadata["surface_y_mm"]
+    half = 5.0 * field_cm
+    b = _beam(Aperture.rectangle(MLC, (-half, half), (-half, half)), case.metadata["ssd_sad_isocenter_mm"][1])
+    zs = np.arange(depth_mm - 5.0, depth_mm + 5.1, 2.0)
+    lung = sum(independent_point_dose(b, case.density, case.grid, (0.0, s + z, 0.0), model=model,
+                                      correction=correction) for z in zs)
+    wat = sum(independent_point_dose(b, water, case.grid, (0.0, s + z, 0.0), model=model,
+                                     correction=correction) for z in zs)
+    return lung / wat
+
+
+@pytest.fixture
+def mc_ref(shared_data):
+    p = shared_data / "reference" / "mc_lung_slab"
+    if not p.is_dir():
+        pytest.skip(f"Monte Carlo lung-slab reference not available: {p}")
+    return p
+
+
+@pytest.mark.parametrize("field_cm", [2, 5, 10])
+def test_lung_check_agrees_with_monte_carlo(model, lung_slab, mc_ref, field_cm):
+    """Density-scaled Clarkson in water / lung (0.25) / water, SSD 100 cm, on the axis:
+    the heterogeneity factor L/H within 5 % of Monte Carlo inside the lung (6-14 cm)
+    and 3 % beyond it (17-25 cm).
+
+    Why these tolerances: they are the issue's figures for the engine's own lateral
+    correction against the same reference; the reference itself is good to 2-4 % in
+    the distal lung (its two codes differ by up to 3.8 % for 10 x 10 cm there) and
+    to ~1 % elsewhere; and TG-114 accepts wider action levels for independent checks
+    in heterogeneous anatomy than the 3 % used in water.  Measured: inside within
+    3 % (2 x 2), 3.5 % (5 x 5), 4.6 % (10 x 10, distal lung); beyond within 2.7 %."""
+    from sbrtplan.dose_engine import Correction
+
+    dev_in = [_check_lh(model, lung_slab, field_cm, d, Correction.LATERAL) / _mc_lh(mc_ref, field_cm, d) - 1
+              for d in LUNG_INSIDE_MM]
+    dev_out = [_check_lh(model, lung_slab, field_cm, d, Correction.LATERAL) / _mc_lh(mc_ref, field_cm, d) - 1
+               for d in LUNG_BEYOND_MM]
+    assert np.max(np.abs(dev_in)) <= 0.05, dict(zip(LUNG_INSIDE_MM, np.round(100 * np.array(dev_in), 2)))
+    assert np.max(np.abs(dev_out)) <= 0.03, dict(zip(LUNG_BEYOND_MM, np.round(100 * np.array(dev_out), 2)))
+
+
+def test_depth_only_check_misses_small_field_lung_loss(model, lung_slab, mc_ref):
+    """Why the density scaling is needed: the classic equivalent-path Clarkson check
+    puts a 2 x 2 cm field 5 cm into lung 20-35 % above Monte Carlo (less attenuation,
+    no lateral electron loss; the reference README: +33 % at 10 cm), while the
+    density-scaled check is within 5 % and at least five times closer."""
+    from sbrtplan.dose_engine import Correction
+
+    for d in (80, 100, 120):
+        mc = _mc_lh(mc_ref, 2, d)
+        dev_depth = _check_lh(model, lung_slab, 2, d, Correction.DEPTH_ONLY) / mc - 1
+        dev_lat = _check_lh(model, lung_slab, 2, d, Correction.LATERAL) / mc - 1
+        assert dev_depth > 0.20, (d, dev_depth)
+        assert abs(dev_lat) < 0.05 and abs(dev_lat) * 5 < dev_depth, (d, dev_lat, dev_depth)
+
+
+@pytest.mark.parametrize("field_cm", [2, 10])
+def test_lung_check_agrees_with_engine(model, lung_slab, field_cm):
+    """Inside the lung (7 and 10 cm deep) the independent check and the engine (lateral
+    correction) agree within 3 %, the usual MU-check rule: a correct plan in lung
+    is no longer flagged.  Both read the same commissioned scaling lengths, but
+    trace, integrate and interpolate independently (sector walk on circular-field
+    tables versus error functions on the voxel grid)."""
+    case, _ = lung_slab
+    s = case.metadata["surface_y_mm"]
+    half = 5.0 * field_cm
+    b = _beam(Aperture.rectangle(MLC, (-half, half), (-half, half)), case.metadata["ssd_sad_isocenter_mm"][1])
+    for d in (71.0, 101.0):                  # voxel centres (2 mm grid from the surface)
+        pt = (0.0, s + d, 0.0)
+        ind = independent_point_dose(b, case.density, case.grid, pt, model=model)
+        eng = engine_point_dose(b, case.density, case.grid, pt, model=model)
+        assert ind == pytest.approx(eng, rel=0.03), (field_cm, d, ind / eng - 1)
+
+
+def test_path_mean_densities_slab():
+    """Mean density over the last L mm of the ray inside the patient, for a point 60 mm
+    into a lung slab that starts 50 mm below the surface: all lung for L = 10 mm, 20 mm
+    of water and 60 of lung for L = 80 mm, the whole 110 mm inside for L = 500 mm
+    (0.01: the 0.125 mm sampling against 1 mm voxels)."""
+    from sbrtplan.dose_engine.mucheck import path_mean_densities
+
+    g = Grid((3, 200, 3), (1.0, 1.0, 1.0), (-1.0, -99.5, -1.0))     # y faces -100 .. 100
+    rho = np.ones(g.shape, dtype=np.float32)
+    rho[:, 50:150, :] = 0.25                                         # lung from y = -50 to 50
+    src = (0.0, -1100.0, 0.0)
+    m = path_mean_densities(rho, g, src, (0.0, 10.0, 0.0), [10.0, 80.0, 500.0])
+    assert m[0] == pytest.approx(0.25, abs=1e-3)
+    assert m[1] == pytest.approx((20 * 1.0 + 60 * 0.25) / 80, abs=0.01)
+    assert m[2] == pytest.approx((50 * 1.0 + 60 * 0.25) / 110, abs=0.01)   # whole path inside: 110 mm
+    # a point less than 1 mm inside the patient reads as water (as the engine's ray tables)
+    assert path_mean_densities(rho, g, src, (0.0, -99.8, 0.0), [10.0])[0] == 1.0
