@@ -68,11 +68,16 @@ _TABLE_SIGMA_RATIO = 1.2
 _TABLE_N_SIGMA = 18          # 8 mm ... 180 mm
 _TABLE_STEP_MM = 2.5
 _TABLE_REACH_MM = 300.0
+# Up to this many points, broad terms are integrated exactly (no tables) and the fan covers only the points.
+_FEW_POINTS = 512
+# table parameters under which no term qualifies for the tables (exact integration everywhere)
+_NO_TABLE_PARAMS = np.array([0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 1e30, 1.0, 2.0])
+_NO_TABLES = np.zeros((2, 2, 2, 2), dtype=np.float32)
 
 
 @njit(cache=True, parallel=True)
-def _build_tables(yb, x1, x2, jaw, t_mlc, t_jaw, sig_x, sig_y, tp, out):
-    """out[f, k, iv, iu] = (1 - T) * open + (T - T_jaw) * jaws, blurred by (sig_x[k], sig_y[f, k])."""
+def _build_tables(yb, x1, x2, jaw, t_mlc, t_jaw, full, sig_x, sig_y, tp, out):
+    """out[f, k, iv, iu] = (1 - T) * open + (T - T_jaw) * jaws + T_jaw * full, blurred by (sig_x[k], sig_y[f, k])."""
     u0, du, nu, v0, dv, nv = tp[0], tp[1], int(tp[2]), tp[3], tp[4], int(tp[5])
     nf = sig_y.shape[0]
     ns = sig_x.size
@@ -85,8 +90,10 @@ def _build_tables(yb, x1, x2, jaw, t_mlc, t_jaw, sig_x, sig_y, tp, out):
         cy = inv2 / sig_y[f, k]
         fx = np.empty(nu)
         fy = np.empty(nv)
-        for p in range(-1, n_pairs):
-            if p < 0:          # the jaw-limited field (leaf transmission)
+        for p in range(-2, n_pairs):
+            if p == -2:        # the collimator's full field (jaw transmission)
+                y0, y1, xa, xb, w = full[2], full[3], full[0], full[1], t_jaw
+            elif p == -1:      # the jaw-limited field (leaf transmission)
                 y0, y1, xa, xb, w = jaw[2], jaw[3], jaw[0], jaw[1], t_mlc - t_jaw
             else:
                 y0 = max(yb[p], jaw[2])
@@ -136,32 +143,79 @@ def _table_at(tables, f, tp, u, v, sig):
     return r
 
 
-@njit(cache=True, parallel=True)
-def _aperture_kernel(pts, bp, gp, mode, fp, table, entry, lengths, yb, x1, x2, jaw, t_mlc, t_jaw, full, scale,
-                     tables, tp, out):
-    """Add ``scale`` x dose per MU of one aperture to ``out`` (one value per point).
+@njit(cache=True, inline="always")
+def _aperture_sum(u, v, nt, nk, amp, sx, sy, yb, x1, x2, jaw, p_lo, p_hi, t_mlc, t_jaw, full, tables, tp):
+    """Relative fluence of one aperture blurred by the point's kernel terms, summed with their amplitudes.
 
     Per kernel term: the open area is summed over the leaf pairs within 6 sigma
     of the point (erf at each pair boundary computed once); a term whose
     Gaussian lies more than 6 sigma outside the jaws only sees the jaw
-    transmission.
+    transmission; broad terms are read from the aperture's tables.
+    """
+    inv2 = 1.0 / math.sqrt(2.0)
+    dxo = max(jaw[0] - u, u - jaw[1], 0.0)
+    dyo = max(jaw[2] - v, v - jaw[3], 0.0)
+    tot = 0.0
+    for t in range(nt):
+        a = amp[t]
+        if a == 0.0:
+            continue
+        sxt = sx[t]
+        syt = sy[t]
+        if sxt >= tp[6] and syt >= tp[6] - 1.0:
+            # tabulated: open, jaw-limited and full field of this aperture together
+            fam = 0 if t < nk else 1
+            tot += a * _table_at(tables, fam, tp, u, v, sxt)
+            continue
+        cx = inv2 / sxt
+        cy = inv2 / syt
+        ff = 1.0
+        if t_jaw > 0.0:
+            ff = _frac(full[0], full[1], u, cx) * _frac(full[2], full[3], v, cy)
+        if dxo > 6.0 * sxt or dyo > 6.0 * syt:
+            tot += a * t_jaw * ff
+            continue
+        fj = _frac(jaw[0], jaw[1], u, cx) * _frac(jaw[2], jaw[3], v, cy)
+        reach = 6.0 * syt
+        q_lo = max(p_lo, np.searchsorted(yb, v - reach, side="right") - 1)
+        q_hi = min(p_hi, np.searchsorted(yb, v + reach, side="left"))
+        op = 0.0
+        if q_hi > q_lo:
+            e_lo = _erf_sat((max(yb[q_lo], jaw[2]) - v) * cy)
+            for p in range(q_lo, q_hi):
+                e_hi = _erf_sat((min(yb[p + 1], jaw[3]) - v) * cy)
+                xa = max(x1[p], jaw[0])
+                xb = min(x2[p], jaw[1])
+                if xb > xa:
+                    op += 0.5 * (e_hi - e_lo) * _frac(xa, xb, u, cx)
+                e_lo = e_hi
+        tot += a * ((1.0 - t_mlc) * op + (t_mlc - t_jaw) * fj + t_jaw * ff)
+    return tot
+
+
+@njit(cache=True, parallel=True)
+def _apertures_kernel(pts, bps, gp, mode, fp, table, entry, lengths, yb, x1s, x2s, jaws, p_rng, t_mlc, t_jaw, full,
+                      scales, tables, tps, out):
+    """Add sum_a scales[a] x dose per MU of apertures ``a`` to ``out`` (one value per point).
+
+    All apertures share the source position and beam axis (same gantry, couch
+    and isocentre; collimators may differ): the point's depth, densities and
+    kernel terms are computed once, in the frame ``bps[0]`` of the fan table,
+    and each aperture is integrated in its own collimator frame.
     """
     n = pts.shape[0]
-    n_pairs = x1.size
     n_len = lengths.size
+    n_ap = x1s.shape[0]
     nblk = (n + 255) // 256
-    # leaf pairs inside the Y jaws
-    p_lo = max(np.searchsorted(yb, jaw[2], side="right") - 1, 0)
-    p_hi = min(np.searchsorted(yb, jaw[3], side="left"), n_pairs)
-    inv2 = 1.0 / math.sqrt(2.0)
     nk = int(gp[3])
+    sad = bps[0, 12]
     for b in prange(nblk):
         amp = np.empty(8)
         sx = np.empty(8)
         sy = np.empty(8)
         rho = np.ones(8)
         for i in range(b * 256, min(n, (b + 1) * 256)):
-            u, v, dist, s = voxel_frame(pts[i, 0], pts[i, 1], pts[i, 2], bp)
+            u, v, dist, s = voxel_frame(pts[i, 0], pts[i, 1], pts[i, 2], bps[0])
             rad, ent = fan_lookup(fp, table, entry, u, v, s, lengths, n_len, rho)
             if mode == 2:
                 rad = s - ent if s > ent else 0.0
@@ -171,44 +225,14 @@ def _aperture_kernel(pts, bp, gp, mode, fp, table, entry, lengths, yb, x1, x2, j
                 for k in range(n_len):
                     rho[k] = 1.0
             nt = gaussian_terms(gp, rad, dist, rho, amp, sx, sy)
-            dxo = max(jaw[0] - u, u - jaw[1], 0.0)
-            dyo = max(jaw[2] - v, v - jaw[3], 0.0)
-            tot = 0.0
-            for t in range(nt):
-                a = amp[t]
-                if a == 0.0:
-                    continue
-                sxt = sx[t]
-                syt = sy[t]
-                cx = inv2 / sxt
-                cy = inv2 / syt
-                ff = 1.0
-                if t_jaw > 0.0:
-                    ff = _frac(full[0], full[1], u, cx) * _frac(full[2], full[3], v, cy)
-                if sxt >= tp[6] and syt >= tp[6] - 1.0:
-                    fam = 0 if t < nk else 1
-                    tot += a * (_table_at(tables, fam, tp, u, v, sxt) + t_jaw * ff)
-                    continue
-                if dxo > 6.0 * sxt or dyo > 6.0 * syt:
-                    tot += a * t_jaw * ff
-                    continue
-                fj = _frac(jaw[0], jaw[1], u, cx) * _frac(jaw[2], jaw[3], v, cy)
-                reach = 6.0 * syt
-                q_lo = max(p_lo, np.searchsorted(yb, v - reach, side="right") - 1)
-                q_hi = min(p_hi, np.searchsorted(yb, v + reach, side="left"))
-                op = 0.0
-                if q_hi > q_lo:
-                    e_lo = _erf_sat((max(yb[q_lo], jaw[2]) - v) * cy)
-                    for p in range(q_lo, q_hi):
-                        e_hi = _erf_sat((min(yb[p + 1], jaw[3]) - v) * cy)
-                        xa = max(x1[p], jaw[0])
-                        xb = min(x2[p], jaw[1])
-                        if xb > xa:
-                            op += 0.5 * (e_hi - e_lo) * _frac(xa, xb, u, cx)
-                        e_lo = e_hi
-                tot += a * ((1.0 - t_mlc) * op + (t_mlc - t_jaw) * fj + t_jaw * ff)
-            sad = bp[12]
-            out[i] += scale * tot * horn(gp, u, v) * sad * sad / (s * s)
+            acc = 0.0
+            for a in range(n_ap):
+                if a > 0:
+                    u, v, _, _ = voxel_frame(pts[i, 0], pts[i, 1], pts[i, 2], bps[a])
+                tot = _aperture_sum(u, v, nt, nk, amp, sx, sy, yb, x1s[a], x2s[a], jaws[a], p_rng[a, 0],
+                                    p_rng[a, 1], t_mlc, t_jaw, full, tables[a], tps[a])
+                acc += scales[a] * tot * horn(gp, u, v)
+            out[i] += acc * sad * sad / (s * s)
 
 
 @njit(cache=True, parallel=True)
@@ -263,32 +287,99 @@ def aperture_dose_per_mu(dens: np.ndarray, grid: Grid, pts: np.ndarray, geometry
                          correction: Correction = Correction.LATERAL, out: np.ndarray | None = None,
                          scale: float = 1.0, s_range: tuple[float, float] | None = None) -> np.ndarray:
     """Dose per MU (Gy, per fraction) of one static aperture at points ``pts`` (N, 3); added to ``out``."""
+    return _apertures_dose(dens, grid, pts, [geometry], [aperture], leaf_boundaries_mm, t_mlc, model, correction,
+                           out=out, scales=[scale], s_range=s_range)
+
+
+def _apertures_dose(dens: np.ndarray, grid: Grid, pts: np.ndarray, geometries: list[BeamGeometry],
+                    apertures: list[Aperture], leaf_boundaries_mm: np.ndarray, t_mlc: float, model: BeamModel,
+                    correction: Correction = Correction.LATERAL, out: np.ndarray | None = None,
+                    scales=None, s_range: tuple[float, float] | None = None) -> np.ndarray:
+    """``sum_a scales[a]`` x dose per MU of apertures sharing one source position and beam axis.
+
+    ``geometries[a]`` differ at most in the collimator angle (checked): one fan
+    table, traced in the frame of ``geometries[0]`` over the union of the
+    apertures' jaws, and one evaluation of each point's depth and kernel terms
+    serve every aperture.
+    """
     gp = _gaussian_only(model, "aperture dose")
     yb = np.ascontiguousarray(leaf_boundaries_mm, dtype=np.float64)
-    if yb.size != aperture.n_pairs + 1:
-        raise GeometryError(f"aperture has {aperture.n_pairs} leaf pairs but the MLC model {yb.size - 1}")
-    jaw = np.array([*aperture.jaw_x_mm, *aperture.jaw_y_mm], dtype=np.float64)
     if out is None:
         out = np.zeros(pts.shape[0], dtype=np.float64)
-    if jaw[1] <= jaw[0] or jaw[3] <= jaw[2]:
+    scales = np.ones(len(apertures)) if scales is None else np.asarray(scales, dtype=np.float64)
+    g0 = geometries[0]
+    keep = []
+    for k, (g, ap) in enumerate(zip(geometries, apertures)):
+        if yb.size != ap.n_pairs + 1:
+            raise GeometryError(f"aperture has {ap.n_pairs} leaf pairs but the MLC model {yb.size - 1}")
+        if k and (np.max(np.abs(np.asarray(g.source_mm) - np.asarray(g0.source_mm))) > 1e-6
+                  or np.max(np.abs(np.asarray(g.isocenter_mm) - np.asarray(g0.isocenter_mm))) > 1e-6):
+            raise GeometryError("apertures evaluated together must share the source position and isocentre")
+        jx, jy = ap.jaw_x_mm, ap.jaw_y_mm
+        if jx[1] > jx[0] and jy[1] > jy[0] and scales[k] != 0.0:
+            keep.append(k)
+    if not keep:
         return out
+    g0 = geometries[keep[0]]
+    # the union of the jaws (plus the fan margin), in the fan's frame
     m = _FAN_MARGIN_MM
-    lo, hi = s_range if s_range is not None else _s_range(pts, geometry)
-    fan = _fan_for(dens, grid, geometry, (jaw[0] - m, jaw[1] + m), (jaw[2] - m, jaw[3] + m), lo, hi,
-                  float(scaling_lengths(gp).max()))
+    corners = []
+    for k in keep:
+        jx, jy = apertures[k].jaw_x_mm, apertures[k].jaw_y_mm
+        c = np.array([[jx[0] - m, jy[0] - m, 0.0], [jx[1] + m, jy[0] - m, 0.0], [jx[0] - m, jy[1] + m, 0.0],
+                      [jx[1] + m, jy[1] + m, 0.0]])
+        corners.append(c if k == keep[0] else g0.to_beam(geometries[k].from_beam(c)))
+    corners = np.vstack(corners)
+    u_rng = [corners[:, 0].min(), corners[:, 0].max()]
+    v_rng = [corners[:, 1].min(), corners[:, 1].max()]
+    small = pts.shape[0] <= _FEW_POINTS
+    if small and pts.shape[0]:
+        # a few points (point-dose checks): rays only where the points project; no tables, whose
+        # construction would cost more than integrating the broad terms exactly at each point
+        uv, _ = g0.project_to_isocenter_plane(pts)
+        u_rng = [uv[:, 0].min() - 2.0, uv[:, 0].max() + 2.0]
+        v_rng = [uv[:, 1].min() - 2.0, uv[:, 1].max() + 2.0]
+    lo, hi = s_range if s_range is not None else _s_range(pts, g0)
+    fan = _fan_for(dens, grid, g0, tuple(u_rng), tuple(v_rng), lo, hi, float(scaling_lengths(gp).max()))
     xmax = 200.0
     full = np.array([-xmax, xmax, min(yb[0], -xmax), max(yb[-1], xmax)], dtype=np.float64)
-    x1 = np.ascontiguousarray(aperture.leaf_x1_mm, np.float64)
-    x2 = np.ascontiguousarray(aperture.leaf_x2_mm, np.float64)
     t_jaw = float(model.jaw_transmission)
-    tables, tp = _aperture_tables(gp, yb, x1, x2, jaw, float(t_mlc), t_jaw)
-    _aperture_kernel(pts, beam_params(geometry), gp, Correction(correction).value, fan.params, fan.table,
-                     fan.entry_mm, scaling_lengths(gp), yb, x1, x2, jaw, float(t_mlc), t_jaw, full, float(scale),
-                     tables, tp, out)
+    n_ap = len(keep)
+    x1s = np.empty((n_ap, yb.size - 1))
+    x2s = np.empty((n_ap, yb.size - 1))
+    jaws = np.empty((n_ap, 4))
+    p_rng = np.empty((n_ap, 2), dtype=np.int64)
+    bps = np.empty((n_ap, 16))
+    tabs, tps = [], np.empty((n_ap, 9))
+    for j, k in enumerate(keep):
+        ap = apertures[k]
+        x1s[j] = ap.leaf_x1_mm
+        x2s[j] = ap.leaf_x2_mm
+        jaws[j] = [*ap.jaw_x_mm, *ap.jaw_y_mm]
+        # leaf pairs inside the Y jaws
+        p_rng[j, 0] = max(int(np.searchsorted(yb, jaws[j, 2], side="right")) - 1, 0)
+        p_rng[j, 1] = min(int(np.searchsorted(yb, jaws[j, 3], side="left")), yb.size - 1)
+        bps[j] = beam_params(geometries[k])
+        if small:
+            t, tps[j] = _NO_TABLES, _NO_TABLE_PARAMS
+        else:
+            t, tps[j] = _aperture_tables(gp, yb, x1s[j], x2s[j], jaws[j], float(t_mlc), t_jaw, full)
+        tabs.append(t)
+    nv = max(t.shape[2] for t in tabs)
+    nu = max(t.shape[3] for t in tabs)
+    if n_ap == 1:
+        tables = tabs[0][None]
+    else:
+        tables = np.zeros((n_ap, 2, _TABLE_N_SIGMA, nv, nu), dtype=np.float32)
+        for j, t in enumerate(tabs):
+            tables[j, :, :, :t.shape[2], :t.shape[3]] = t
+    _apertures_kernel(pts, bps, gp, Correction(correction).value, fan.params, fan.table, fan.entry_mm,
+                      scaling_lengths(gp), yb, x1s, x2s, jaws, p_rng, float(t_mlc), t_jaw, full,
+                      np.ascontiguousarray(scales[keep]), tables, tps, out)
     return out
 
 
-def _aperture_tables(gp: np.ndarray, yb, x1, x2, jaw, t_mlc: float, t_jaw: float):
+def _aperture_tables(gp: np.ndarray, yb, x1, x2, jaw, t_mlc: float, t_jaw: float, full):
     """Blurred-aperture tables of the broad kernel terms (family 0: photon components, whose y width
     follows from x through the source size; family 1: isotropic terms)."""
     r = _TABLE_REACH_MM
@@ -301,8 +392,103 @@ def _aperture_tables(gp: np.ndarray, yb, x1, x2, jaw, t_mlc: float, t_jaw: float
     tp = np.array([u0, h, nu, v0, h, nv, _TABLE_SIGMA_MIN_MM, math.log(_TABLE_SIGMA_RATIO), _TABLE_N_SIGMA],
                   dtype=np.float64)
     tables = np.zeros((2, _TABLE_N_SIGMA, nv, nu), dtype=np.float32)
-    _build_tables(yb, x1, x2, jaw, t_mlc, t_jaw, sig_x, sig_y, tp, tables)
+    _build_tables(yb, np.ascontiguousarray(x1, np.float64), np.ascontiguousarray(x2, np.float64),
+                  np.ascontiguousarray(jaw, np.float64), t_mlc, t_jaw, full, sig_x, sig_y, tp, tables)
     return tables, tp
+
+
+# ------------------------------------------------------------------ arc sampling
+def _unwrapped_gantry(beam) -> np.ndarray | None:
+    """Gantry angle of each control point along the delivery, unwrapped (None: not a monotonic arc)."""
+    g = [float(cp.gantry_deg) for cp in beam.control_points]
+    direction = str(beam.arc_direction).upper()
+    theta = [g[0]]
+    for a, b in zip(g[:-1], g[1:]):
+        d = (b - a) % 360.0
+        if direction in ("CC", "CCW"):
+            d = d - 360.0 if d > 0 else d
+        elif direction != "CW" and d > 180.0:
+            d -= 360.0
+        theta.append(theta[-1] + d)
+    theta = np.asarray(theta)
+    step = np.diff(theta)
+    if step.size == 0 or not (np.all(step > 1e-9) or np.all(step < -1e-9)):
+        return None
+    return theta
+
+
+def _leaf_state(ap: Aperture) -> np.ndarray:
+    return np.concatenate([ap.leaf_x1_mm, ap.leaf_x2_mm, ap.jaw_x_mm, ap.jaw_y_mm]).astype(np.float64)
+
+
+def arc_samples(beam, bin_deg: float = 1.0, max_leaf_step_mm: float = 5.0):
+    """Sub-fields of an arc on a fixed grid of gantry angles: ``[(gantry_deg, aperture, mu), ...]``.
+
+    The gantry range is cut at every multiple of ``bin_deg`` (absolute gantry
+    angle, so that arcs over the same range share their sample angles) and at
+    nothing else: each bin is one sub-field at the bin's centre, carrying the
+    MU delivered while the gantry crosses the bin (MU are linear in gantry
+    angle within a control-point interval) and the MU-weighted mean of the
+    apertures delivered there (the apertures interpolated at the midpoints of
+    the bin's parts in each control-point interval).  A bin in which a leaf or
+    jaw travels more than ``max_leaf_step_mm`` is split into equal parts, each
+    its own sub-field.  Returns None for a beam that is not a monotonic arc
+    (the caller then uses :func:`~sbrtplan.beams.sample_delivery`).
+    """
+    theta = _unwrapped_gantry(beam)
+    if theta is None:
+        return None
+    sign = 1.0 if theta[-1] > theta[0] else -1.0
+    phi = sign * theta                                   # increasing along the delivery
+    mu_int = beam.segment_mu()
+    states = [_leaf_state(cp.aperture) for cp in beam.control_points]
+    n_pairs = beam.control_points[0].aperture.n_pairs
+
+    def state_at(x: float) -> np.ndarray:
+        i = int(np.clip(np.searchsorted(phi, x, side="right") - 1, 0, phi.size - 2))
+        t = (x - phi[i]) / (phi[i + 1] - phi[i])
+        return (1.0 - t) * states[i] + t * states[i + 1]
+
+    def span(xa: float, xb: float):
+        """(centre, mean state, MU) of the delivery between xa < xb."""
+        cuts = np.concatenate([[xa], phi[(phi > xa) & (phi < xb)], [xb]])
+        mu_tot = 0.0
+        acc = np.zeros_like(states[0])
+        for c0, c1 in zip(cuts[:-1], cuts[1:]):
+            i = int(np.clip(np.searchsorted(phi, 0.5 * (c0 + c1), side="right") - 1, 0, phi.size - 2))
+            m = mu_int[i] * (c1 - c0) / (phi[i + 1] - phi[i])
+            if m > 0:
+                mu_tot += m
+                acc += m * state_at(0.5 * (c0 + c1))
+        travel = np.zeros_like(states[0])
+        for c0, c1 in zip(cuts[:-1], cuts[1:]):
+            travel += np.abs(state_at(c1) - state_at(c0))
+        return 0.5 * (xa + xb), (acc / mu_tot if mu_tot > 0 else acc), mu_tot, float(travel.max())
+
+    out = []
+    j0 = int(math.floor(phi[0] / bin_deg + 1e-9))
+    j1 = int(math.ceil(phi[-1] / bin_deg - 1e-9))
+    for j in range(j0, j1):
+        xa = max(j * bin_deg, phi[0])
+        xb = min((j + 1) * bin_deg, phi[-1])
+        if xb - xa <= 1e-9:
+            continue
+        centre, st, mu, travel = span(xa, xb)
+        n = max(1, int(math.ceil(travel / max_leaf_step_mm - 1e-9)))
+        parts = [(centre, st, mu)] if n == 1 else \
+            [span(xa + (xb - xa) * q / n, xa + (xb - xa) * (q + 1) / n)[:3] for q in range(n)]
+        for c, st_c, mu_c in parts:
+            if mu_c <= 0:
+                continue
+            ap = Aperture(st_c[:n_pairs].copy(), st_c[n_pairs:2 * n_pairs].copy(),
+                          (float(st_c[2 * n_pairs]), float(st_c[2 * n_pairs + 1])),
+                          (float(st_c[2 * n_pairs + 2]), float(st_c[2 * n_pairs + 3])))
+            out.append(((sign * c) % 360.0, ap, float(mu_c)))
+    return out
+
+
+#: Largest number of apertures evaluated together (tables held in memory at once).
+_MAX_GROUP = 16
 
 
 def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: BeamModel | None = None,
@@ -311,13 +497,20 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Total course dose (Gy) of a beam set from its MLC apertures, jaws and MU.
 
+    Arcs are sampled by :func:`arc_samples` on a fixed grid of gantry angles
+    (``max_gantry_step_deg``); other beams by
+    :func:`~sbrtplan.beams.sample_delivery`.  Sub-fields that share the source
+    position (same gantry angle, couch and isocentre; the collimator may
+    differ: two arcs over the same range, the segments of a step-and-shoot
+    beam) are evaluated together, tracing the fan and computing each voxel's
+    depth and kernel terms once for all of them.
+
     Parameters
     ----------
     density : (nz, ny, nx) relative electron density on ``grid``.
     grid : Grid
     beam_set : BeamSet
-        Beams with control points (MU per fraction); each is sampled by
-        :func:`~sbrtplan.beams.sample_delivery`.
+        Beams with control points (MU per fraction).
     model : BeamModel, optional
         Gaussian beam model (default: the shipped generic 6 MV).
     voxel_indices : array of int, optional
@@ -328,7 +521,7 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
         Largest leaf or jaw motion within one sub-field (dynamic beams and arcs).
     correction : Correction
     progress : callable(done, total), optional
-        Called after each sub-field.
+        Called after each group of sub-fields.
 
     Returns
     -------
@@ -339,27 +532,42 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
     _gaussian_only(model, "forward_dose")
     dens = _check_inputs(density, grid, [0], [0])
     vi, pts = _points(dens, grid, voxel_indices)
-    samples = []
+    groups: dict[tuple, list] = {}
+    n_sub = 0
     for b, beam in enumerate(beam_set.beams):
         if abs(float(beam.sad_mm) - float(model.sad_mm)) > 1e-6:
             raise GeometryError(f"beam '{beam.name}': SAD {beam.sad_mm} mm differs from the beam model's "
                                 f"{model.sad_mm} mm")
-        for s in sample_delivery(beam, b, max_gantry_step_deg=max_gantry_step_deg,
-                                 max_leaf_step_mm=max_leaf_step_mm):
-            if s.mu > 0:
-                samples.append((beam, s))
+        subs = arc_samples(beam, max_gantry_step_deg, max_leaf_step_mm) if beam.is_arc else None
+        if subs is None:
+            subs = [(s.geometry.gantry_deg, s.aperture, s.mu)
+                    for s in sample_delivery(beam, b, max_gantry_step_deg=max_gantry_step_deg,
+                                             max_leaf_step_mm=max_leaf_step_mm)]
+        yb = np.asarray(beam.mlc.leaf_boundaries_mm, np.float64)
+        for g, ap, mu in subs:
+            if mu <= 0:
+                continue
+            key = (round(float(g) % 360.0, 6), round(float(beam.couch_deg) % 360.0, 6),
+                   tuple(np.round(np.asarray(beam.isocenter_mm, float), 6)), str(beam.patient_position),
+                   yb.tobytes(), float(beam.mlc.transmission))
+            groups.setdefault(key, []).append((beam, float(g), ap, mu))
+            n_sub += 1
+    batches = [v[i:i + _MAX_GROUP] for v in groups.values() for i in range(0, len(v), _MAX_GROUP)]
     acc = np.zeros(vi.size, dtype=np.float64)
     # source distances of the voxels from their bounding sphere (cheap, slightly generous fan range)
     centre = 0.5 * (pts.min(axis=0) + pts.max(axis=0)) if pts.size else np.zeros(3)
     radius = float(np.sqrt(np.max(np.sum((pts - centre) ** 2, axis=1)))) if pts.size else 0.0
-    with timed(f"forward dose: {len(beam_set.beams)} beams, {len(samples)} sub-fields, {vi.size} voxels", log):
-        for k, (beam, s) in enumerate(samples):
-            dc = float(np.linalg.norm(np.asarray(s.geometry.source_mm) - centre))
-            aperture_dose_per_mu(dens, grid, pts, s.geometry, s.aperture, beam.mlc.leaf_boundaries_mm,
-                                 beam.mlc.transmission, model, correction, out=acc, scale=s.mu,
-                                 s_range=(max(dc - radius, 1.0), dc + radius))
+    with timed(f"forward dose: {len(beam_set.beams)} beams, {n_sub} sub-fields at {len(batches)} source "
+               f"positions, {vi.size} voxels", log):
+        for k, batch in enumerate(batches):
+            beam0 = batch[0][0]
+            geoms = [beam.geometry(g) for beam, g, _, _ in batch]
+            dc = float(np.linalg.norm(np.asarray(geoms[0].source_mm) - centre))
+            _apertures_dose(dens, grid, pts, geoms, [ap for _, _, ap, _ in batch], beam0.mlc.leaf_boundaries_mm,
+                            beam0.mlc.transmission, model, correction, out=acc,
+                            scales=[mu for _, _, _, mu in batch], s_range=(max(dc - radius, 1.0), dc + radius))
             if progress is not None:
-                progress(k + 1, len(samples))
+                progress(k + 1, len(batches))
     out = np.zeros(grid.size, dtype=np.float64)
     out[vi] = acc * float(beam_set.n_fractions)
     return out.reshape(grid.shape)
