@@ -251,3 +251,34 @@ def test_plan_time_adds_gantry_and_couch_moves():
     each = 60.0 / 10.0 + lim.segment_overhead_s + lim.beam_overhead_s
     # gantry 30 deg at 6 deg/s = 5 s; couch 30 deg at 3 deg/s = 10 s (the slower)
     assert estimate_plan_time(plan, lim) == pytest.approx(2 * each + 10.0)
+
+
+def test_vmat_mu_headroom_survives_normalisation():
+    """The VMAT path keeps every sector's MU per degree 20 % inside the machine range (DAO bounds
+    [1.2 lo, 0.8 hi]) so that the final normalisation (one MU scale for the plan) keeps the arcs
+    deliverable for any scale in [1/1.2, 1/0.8] = [0.83, 1.25]; beyond that the checker flags it."""
+    from sbrtplan.workflow.vmat import ArcPlanSpec, arc_beam
+
+    lim = DeliveryLimits()
+    lo, hi = lim.mu_per_deg_range
+    n_sec, width = 60, 358.0 / 60
+    aps = [Aperture.rectangle(MLC, (-15.0, 15.0), (-15.0, 15.0)) for _ in range(n_sec)]
+    # sectors at the DAO's extreme bounds, alternating
+    mu = np.where(np.arange(n_sec) % 2 == 0, 1.2 * lo, 0.8 * hi) * width
+    arc = ArcPlanSpec(181.0, 179.0, "CW", 30.0)
+    beam = arc_beam("A", arc, ISO, MLC, width, 2.0, aps, mu)
+
+    def scaled(s):
+        return BeamSet([with_mu_scale(beam, s)], n_fractions=3, prescription_gy=27.0)
+
+    for s in (1.0, 1 / 1.2 + 1e-6, 1 / 0.8 - 1e-6):
+        v = check_deliverability(scaled(s), lim)
+        assert not [x for x in v if x.kind is ViolationKind.MU_PER_DEGREE], (s, v[:2])
+    for s in (0.8, 1.3):
+        v = check_deliverability(scaled(s), lim)
+        assert any(x.kind is ViolationKind.MU_PER_DEGREE for x in v)
+
+
+def with_mu_scale(beam, s):
+    from sbrtplan.beams import with_mu
+    return with_mu(beam, beam.mu * s)

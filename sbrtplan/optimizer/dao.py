@@ -253,15 +253,47 @@ class _StageObjective:
         self.terms = list(by_term.values())
         if not self.terms:
             raise InputError("vmat_dao: the stages have no objective or constraint terms")
+        self._order: list[int] | None = None
 
     def value_and_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        # The terms are independent (each reads the dose, none writes it) and their sorts, sparse
+        # products and element-wise work release the GIL: on two cores, evaluating them on two
+        # threads (the most expensive first) nearly halves the DAO's dominant cost.  The sum is
+        # taken in the terms' own order, so the result does not depend on the scheduling.
+        pool = _term_pool()
+        if pool is None or len(self.terms) < 2:
+            results = [t.value_and_grad(dose_gy) for t in self.terms]
+        elif self._order is None:
+            cost = []
+            results = []
+            for t in self.terms:
+                t0 = time.perf_counter()
+                results.append(t.value_and_grad(dose_gy))
+                cost.append(time.perf_counter() - t0)
+            self._order = [int(i) for i in np.argsort(-np.asarray(cost), kind="stable")]
+        else:
+            futures = {i: pool.submit(self.terms[i].value_and_grad, dose_gy) for i in self._order}
+            results = [futures[i].result() for i in range(len(self.terms))]
         val = 0.0
         grad = np.zeros(len(dose_gy))
-        for t in self.terms:
-            v, g = t.value_and_grad(dose_gy)
+        for v, g in results:
             val += float(v)
             grad += g
         return val, grad
+
+
+_POOL: list = []
+
+
+def _term_pool():
+    """Two worker threads for the objective's terms (None on a single core)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not _POOL:
+        n = min(2, os.cpu_count() or 1)
+        _POOL.append(ThreadPoolExecutor(n, thread_name_prefix="dao-terms") if n > 1 else None)
+    return _POOL[0]
 
 
 def stage_objective(stages: Any) -> DoseObjective:

@@ -13,7 +13,12 @@
    through the optimised shapes, and the sector's MU is spread evenly over
    its control-point intervals.
 4. The final dose is computed by the caller from these control points with
-   apertures interpolated at <= 1 deg (``beams.sample_delivery``).
+   apertures interpolated at <= 1 deg (``dose_engine.forward_dose``: both arcs
+   sampled on one 1-degree gantry grid, so each angle's geometry serves both).
+5. ``info["deliverable_mu_scale_range"]``: the range of one common MU scale
+   factor (the final normalisation) that keeps every control-point interval
+   within the machine's MU-per-degree range; the DAO keeps MU per degree 20 %
+   inside that range, so the range always contains [0.83, 1.25].
 
 Arcs: arc 1 clockwise 181 -> 179 deg with collimator 30 deg, arc 2 counter-
 clockwise with collimator 330 deg (the usual pair, which spreads interleaf
@@ -201,6 +206,13 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
         info["arcs"].append({"name": beams[-1].name, "sectors": len(idx), "mu": round(float(mu.sum()), 1),
                              "control_points": len(beams[-1].control_points)})
     info["iterations"] = res["iterations"]
+    # MU per degree of every control-point interval is the sector's MU over its width; the final
+    # normalisation multiplies all MU by one factor, which keeps the plan deliverable within:
+    mu_deg = np.asarray(res["mu"], float) / width
+    lo, hi = limits.mu_per_deg_range
+    info["mu_per_deg_range"] = [round(float(mu_deg.min()), 3), round(float(mu_deg.max()), 3)]
+    info["deliverable_mu_scale_range"] = [round(float(lo / mu_deg.min()), 4) if mu_deg.min() > 0 else 0.0,
+                                          round(float(hi / mu_deg.max()), 4) if mu_deg.max() > 0 else float("inf")]
     beam_set = BeamSet(beams, n_fractions=n_fractions, prescription_gy=prescription_gy)
     notes = [f"VMAT: {len(beams)} arcs, {sum(len(b.control_points) for b in beams)} control points, "
              f"{len(geoms)} optimisation sectors of {width:.2f} deg"]
