@@ -49,13 +49,16 @@ class Penalty:
     row_weights : array, optional
         Relative volume of each row (default 1).
     allowed_fraction : float
-        Over-dose terms only: this fraction of the region (its hottest part) may
+        Over-dose terms: this fraction of the region (its hottest part) may
         exceed the reference (a dose-volume limit ``D_v <= L``).  At each
         evaluation only the rows below the current dose at that volume are
         penalised (Wu and Mohan 2000): the hottest ``v`` are left free, the
         rest pushed under the reference.  Not convex, but it is what a DVH
         limit means; a plain maximum (``0``) would forbid the volume the
         protocol allows and cost target coverage next to the organ.
+        Under-dose terms: the coldest fraction is left free (a coverage goal
+        ``V_Rx >= 1 - v``: the cold volume the goal allows goes where the
+        organ limits push, instead of cooling the whole target).
     """
 
     name: str
@@ -80,7 +83,19 @@ class Limit:
     ``volume`` is the irradiated volume the limit applies to, as a fraction of
     the region (0 for a maximum dose, 1 for a mean dose is expressed by
     ``mean=True``).  The limit holds when the dose exceeded by that volume
-    (or the mean) is at most ``limit_gy``.
+    (or the mean) is at most ``limit_gy``.  With ``lower=True`` it is a
+    coverage goal on an under-dose penalty: the dose reached by all but the
+    coldest ``volume_fraction`` must be at least ``limit_gy`` (``D95 >= Rx``
+    is ``volume_fraction=0.05``); when violated the penalty's weight grows.
+    ``priority``: after a round only the violated limits of the most
+    important violated priority (smallest number) are re-weighted, so that a
+    coverage goal (priority 1) never grows against a hard organ limit
+    (priority 0) that is not yet met.  ``measure_weights``: relative volume of the penalty's rows for the
+    measurement when the penalty's own row weights are not volumes.
+    ``floor_gy``: the penalty's
+    reference is never lowered below it when the limit is violated (a
+    near-maximum limit on a target region must not pull the whole region
+    under its prescription).
     """
 
     penalty: Penalty
@@ -88,13 +103,29 @@ class Limit:
     volume_fraction: float = 0.0
     mean: bool = False
     label: str = ""
+    floor_gy: float = 0.0
+    lower: bool = False
+    measure_weights: np.ndarray | None = None
+    priority: int = 0
 
     def value(self, dose: np.ndarray) -> float:
         p = self.penalty
         d = dose[p.rows]
+        w = p.row_weights
+        if self.measure_weights is not None:
+            w = np.asarray(self.measure_weights, float)
+            w = w / max(float(w.sum()), 1e-12)
         if self.mean:
-            return float(np.dot(p.row_weights, d))
-        return _dose_at_fraction(d, p.row_weights, self.volume_fraction)
+            return float(np.dot(w, d))
+        if self.lower:
+            return _cold_dose_at_fraction(d, w, self.volume_fraction)
+        return _dose_at_fraction(d, w, self.volume_fraction)
+
+    def violated(self, value: float) -> bool:
+        """True when ``value`` (from :meth:`value`) breaks the limit (0.1 % tolerance)."""
+        if self.lower:
+            return value < self.limit_gy * 0.999
+        return value > self.limit_gy * 1.001
 
 
 def _dose_at_fraction(d: np.ndarray, w: np.ndarray, fraction: float) -> float:
@@ -103,6 +134,76 @@ def _dose_at_fraction(d: np.ndarray, w: np.ndarray, fraction: float) -> float:
     cum = np.cumsum(w[order])
     k = int(np.searchsorted(cum, max(fraction, 1e-9)))
     return float(d[order][min(k, d.size - 1)])
+
+
+def _cold_dose_at_fraction(d: np.ndarray, w: np.ndarray, fraction: float) -> float:
+    """Dose not reached by the coldest ``fraction`` of the (weighted) rows."""
+    order = np.argsort(d)
+    cum = np.cumsum(w[order])
+    k = int(np.searchsorted(cum, max(fraction, 1e-9)))
+    return float(d[order][min(k, d.size - 1)])
+
+
+@dataclass
+class FluenceRegularizer:
+    """Penalties on the variables themselves: fluence smoothness and total MU.
+
+    ``F_reg(x) = smooth_weight * mean_pairs (g (x_a - x_b))^2 + mu_weight * g * sum(x)``
+
+    with ``g`` (Gy per MU) converting MU into dose so that the weights compare with the
+    dose penalties (Gy^2 per unit weight).  The first term is the usual IMRT fluence
+    smoothing (neighbouring beamlets along and across the leaves); it removes the
+    beamlet-to-beamlet spikes that cost segments and MU and that the sequencer cannot
+    reproduce.  The second is a linear MU penalty (convex, it favours open fields).
+
+    Parameters
+    ----------
+    pairs : sparse (n_pairs, n_vars)
+        One row per neighbouring pair, ``+1`` and ``-1`` in its two columns.
+    gy_per_mu : float
+        Typical total dose per MU of one variable (e.g. the median beamlet peak).
+    smooth_weight, mu_weight : float
+    """
+
+    pairs: sp.spmatrix
+    gy_per_mu: float
+    smooth_weight: float = 0.0
+    mu_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        P = sp.csr_matrix(self.pairs, dtype=np.float64)
+        n_pairs = max(P.shape[0], 1)
+        self._q = (P.T @ P).tocsr() * (self.smooth_weight * self.gy_per_mu ** 2 / n_pairs)
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        qx = self._q @ x
+        f = float(x @ qx) + self.mu_weight * self.gy_per_mu * float(x.sum())
+        return f, 2.0 * qx + self.mu_weight * self.gy_per_mu
+
+
+def beamlet_neighbour_pairs(grids, offsets) -> sp.csr_matrix:
+    """Difference operator of neighbouring active beamlets (same beam, along rows and columns).
+
+    Parameters
+    ----------
+    grids : list of BeamletGrid-like (``active`` (n_rows, n_cols) bool)
+    offsets : (n_beams + 1,) int
+        First column of each beam in the dose matrix.
+    """
+    a_idx, b_idx = [], []
+    for k, g in enumerate(grids):
+        act = np.asarray(g.active, bool)
+        idx = -np.ones(act.shape, np.int64)
+        idx[act] = np.arange(int(act.sum())) + int(offsets[k])
+        for a, b in ((idx[:, :-1], idx[:, 1:]), (idx[:-1, :], idx[1:, :])):
+            ok = (a >= 0) & (b >= 0)
+            a_idx.append(a[ok])
+            b_idx.append(b[ok])
+    a = np.concatenate(a_idx) if a_idx else np.zeros(0, np.int64)
+    b = np.concatenate(b_idx) if b_idx else np.zeros(0, np.int64)
+    rows = np.arange(a.size)
+    return sp.csr_matrix((np.r_[np.ones(a.size), -np.ones(b.size)], (np.r_[rows, rows], np.r_[a, b])),
+                         shape=(a.size, int(offsets[-1])))
 
 
 @dataclass
@@ -128,19 +229,28 @@ class PenaltyObjective:
             d = dose_gy[p.rows]
             r = d - p.reference_gy
             r = np.maximum(r, 0.0) if p.over else np.minimum(r, 0.0)
-            if p.over and p.allowed_fraction > 0.0:
-                r = np.where(d <= _dose_at_fraction(d, p.row_weights, p.allowed_fraction), r, 0.0)
+            if p.allowed_fraction > 0.0:
+                if p.over:
+                    r = np.where(d <= _dose_at_fraction(d, p.row_weights, p.allowed_fraction), r, 0.0)
+                else:
+                    r = np.where(d >= _cold_dose_at_fraction(d, p.row_weights, p.allowed_fraction), r, 0.0)
             wr = p.weight * p.row_weights * r
             f += float(np.dot(wr, r))
             g += np.bincount(p.rows, weights=2.0 * wr, minlength=self.n_rows)
         return f, g
 
 
-def _lbfgs(ops: MatrixOps, obj: PenaltyObjective, x0: np.ndarray, lb, ub, max_iter: int):
+def _lbfgs(ops: MatrixOps, obj: PenaltyObjective, x0: np.ndarray, lb, ub, max_iter: int,
+           regularizer: FluenceRegularizer | None = None):
     def fun(x):
         d = ops.matvec(x)
         f, g = obj.value_and_grad(d)
-        return f, ops.rmatvec(g)
+        gx = ops.rmatvec(g)
+        if regularizer is not None:
+            fr, gr = regularizer.value_and_grad(x)
+            f += fr
+            gx += gr
+        return f, gx
 
     bounds = list(zip(lb, ub))
     res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
@@ -151,6 +261,7 @@ def _lbfgs(ops: MatrixOps, obj: PenaltyObjective, x0: np.ndarray, lb, ub, max_it
 def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: np.ndarray | None = None,
                   x_lb: float | np.ndarray = 0.0, x_ub: float | np.ndarray = np.inf, rounds: int = 4,
                   max_iter: int = 400, weight_growth: float = 4.0,
+                  regularizer: FluenceRegularizer | None = None,
                   progress: Callable[[int, int], None] | None = None) -> PenaltyResult:
     """Minimise the penalties; re-weight violated limits between rounds.
 
@@ -168,6 +279,8 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
         Solves at most (stops early when every limit holds).
     max_iter : int
         L-BFGS-B iterations per round.
+    regularizer : FluenceRegularizer, optional
+        Smoothness and MU penalties on the variables.
 
     Returns
     -------
@@ -191,15 +304,18 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
     violated: list[str] = []
     f = float("nan")
     for r in range(rounds):
-        x, f, nit = _lbfgs(ops, obj, x, lb, list(ub), max_iter)
+        x, f, nit = _lbfgs(ops, obj, x, lb, list(ub), max_iter, regularizer)
         dose = ops.matvec(x)
         violated = []
-        for lim in limits:
-            v = lim.value(dose)
-            if v > lim.limit_gy * 1.001:
-                violated.append(lim.label or lim.penalty.name)
+        broken = [(lim, v) for lim in limits for v in [lim.value(dose)] if lim.violated(v)]
+        first = min((lim.priority for lim, _ in broken), default=0)
+        for lim, v in broken:
+            violated.append(lim.label or lim.penalty.name)
+            if lim.priority == first:
                 lim.penalty.weight *= weight_growth
-                lim.penalty.reference_gy = lim.penalty.reference_gy * max(0.8, lim.limit_gy / v)
+                if not lim.lower:
+                    lim.penalty.reference_gy = np.maximum(lim.penalty.reference_gy * max(0.8, lim.limit_gy / v),
+                                                          lim.floor_gy)
         hist.append({"round": r, "objective": f, "iterations": nit, "violated": list(violated)})
         log.info("penalty round %d: objective %.5g after %d iterations; %d limits violated%s", r, f, nit,
                  len(violated), (": " + ", ".join(violated[:6])) if violated else "")
