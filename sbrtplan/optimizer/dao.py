@@ -69,6 +69,8 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from numba import njit
+
 from .._log import get_logger, timed
 from ..beams import BeamletGrid
 from ..errors import InputError, OptimizationError
@@ -396,6 +398,31 @@ def _solve_master(A: np.ndarray, objective: DoseObjective, w0: np.ndarray, lb: n
 
 # ----------------------------------------------------------------------------- main loop
 
+@njit(cache=True)
+def _csc_range_rmatvec(indptr, indices, data, start, n_cols, y):  # pragma: no cover - compiled
+    """``D[:, start:start + n_cols].T @ y`` for a CSC matrix."""
+    out = np.zeros(n_cols)
+    for j in range(n_cols):
+        acc = 0.0
+        for k in range(indptr[start + j], indptr[start + j + 1]):
+            acc += data[k] * y[indices[k]]
+        out[j] = acc
+    return out
+
+
+@njit(cache=True)
+def _csc_range_matvec(indptr, indices, data, start, x, n_rows):  # pragma: no cover - compiled
+    """``D[:, start:start + x.size] @ x`` for a CSC matrix, without copying the column block."""
+    out = np.zeros(n_rows)
+    for j in range(x.size):
+        xj = x[j]
+        if xj == 0.0:
+            continue
+        for k in range(indptr[start + j], indptr[start + j + 1]):
+            out[indices[k]] += data[k] * xj
+    return out
+
+
 def _park_positions(grid: BeamletGrid) -> np.ndarray:
     """Per row, the centre of its optimised beamlets (of all active ones for an empty row)."""
     x = np.asarray(grid.x_edges_mm, float)
@@ -464,6 +491,7 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
              leaf_transmission: float = 0.015, refine_passes: int = 20,
              prioritized_master: bool = True, master_iterations: int = 150,
              time_limit_s: float | None = None,
+             delivery_samples: int = 0,
              progress: Callable[[int, int], None] | None = None) -> DAOResult:
     """Direct aperture optimisation of one or more arcs (one aperture and MU per sector).
 
@@ -492,8 +520,18 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
     master_iterations : int
         Iteration cap of each intermediate master solve (warm-started; the final one gets 4x).
     time_limit_s : float, optional
-        Wall-clock budget: column generation and refinement stop when it is spent (the
-        remaining sectors are interpolated and the final master still runs).
+        Processor-time budget (seconds of CPU used by the process, all threads): column
+        generation and refinement stop when it is spent (the remaining sectors are
+        interpolated and the final master still runs).  Processor time, unlike wall-clock
+        time, does not depend on what else the machine runs, so a plan is reproducible.
+    delivery_samples : int
+        0: a sector delivers its own aperture.  ``m > 0``: a sector's dose is the mean over
+        ``m`` equally spaced gantry samples of the aperture interpolated (leaf positions)
+        towards the adjacent sector of the same arc, as delivered when the leaves move
+        linearly from one sector centre to the next (control points between sector
+        centres); a change of one aperture then also changes its neighbours' columns, which
+        the refinement accounts for.  The optimiser's dose is then the delivered dose (up to
+        the beamlet model).
     prioritized_master : bool
         With :class:`OptimizationStage` stages, re-solve the final aperture weights with
         :func:`prioritized_solve` (stage order and hard limits honoured exactly; the
@@ -513,7 +551,7 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
                          max_iterations=max_iterations, apertures_per_iteration=apertures_per_iteration,
                          leaf_transmission=leaf_transmission, refine_passes=refine_passes,
                          prioritized_master=prioritized_master, master_iterations=master_iterations,
-                         time_limit_s=time_limit_s, progress=progress)
+                         time_limit_s=time_limit_s, delivery_samples=delivery_samples, progress=progress)
 
 
 def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
@@ -522,6 +560,7 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
               leaf_transmission: float = 0.015, refine_passes: int = 20,
               prioritized_master: bool = True, master_iterations: int = 150,
               time_limit_s: float | None = None,
+              delivery_samples: int = 0,
               progress: Callable[[int, int], None] | None = None) -> DAOResult:
     n_sec = len(sectors)
     if n_sec == 0:
@@ -555,6 +594,10 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
     # whole matrix to float64 on every product.
     vec_t = Dt.dtype if Dt.dtype in (np.float32, np.float64) else np.float64
     Dt = Dt.astype(vec_t, copy=False)
+    if not sp.issparse(Dt):
+        Dt = sp.csc_matrix(Dt)
+    Dt = Dt.tocsc()
+    Dt.sort_indices()
     mu_min = mu_lo_deg * sector_width_deg
     mu_max = mu_hi_deg * sector_width_deg
 
@@ -565,26 +608,71 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
     w = np.zeros(n_sec)
     history: list[dict] = []
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     dose = np.zeros(n_vox)
     fval, gdose = objective.value_and_grad(dose)
 
-    def set_aperture(s, lft, rgt):
+    m_blend = max(int(delivery_samples), 0)
+    offsets = (np.arange(m_blend) + 0.5) / m_blend - 0.5 if m_blend else np.zeros(0)
+
+    def neighbour(s, side):
+        k = s + side
+        return k if 0 <= k < n_sec and arc_id[k] == arc_id[s] and has[k] else None
+
+    def sector_fraction(s, override=None):
+        """Relative fluence of sector ``s`` as delivered: the mean over ``m_blend`` gantry samples of
+        the aperture interpolated (in leaf position) towards the adjacent sector, the leaves moving
+        linearly between sector centres; ``override = (k, left, right)`` replaces sector k's leaves."""
+        def leaves(k):
+            if override is not None and override[0] == k:
+                return override[1], override[2]
+            return left[k], right[k]
+        grid = sectors[s].beamlet_grid
+        l0, r0 = leaves(s)
+        f0 = aperture_fractions(grid, l0, r0, leaf_transmission)
+        if not m_blend:
+            return f0
+        acc = np.zeros_like(f0)
+        for u in offsets:
+            k = neighbour(s, -1 if u < 0 else 1)
+            if k is None or u == 0:
+                acc += f0
+                continue
+            lk, rk = leaves(k)
+            t = abs(float(u))
+            acc += aperture_fractions(grid, (1 - t) * l0 + t * lk, (1 - t) * r0 + t * rk, leaf_transmission)
+        return acc / m_blend
+
+    def column(s, override=None):
         sec = sectors[s]
+        start = sec.columns.indices(n_bl)[0]
+        return _csc_range_matvec(Dt.indptr, Dt.indices, Dt.data, start,
+                                 np.ascontiguousarray(sector_fraction(s, override), dtype=np.float64), n_vox)
+
+    def affected(s):
+        """Sectors whose delivered column depends on sector s's aperture."""
+        out = [s]
+        if m_blend:
+            out += [k for k in (neighbour(s, -1), neighbour(s, 1)) if k is not None]
+        return out
+
+    def set_aperture(s, lft, rgt):
         left[s], right[s] = lft, rgt
         has[s] = True
-        frac = aperture_fractions(sec.beamlet_grid, lft, rgt, leaf_transmission)
-        cols_dose[:, s] = Dt[:, sec.columns] @ frac.astype(vec_t)
+        for k in affected(s):
+            cols_dose[:, k] = column(k)
 
     park = [_park_positions(sec.beamlet_grid) for sec in sectors]
 
     def out_of_time() -> bool:
-        return time_limit_s is not None and time.perf_counter() - t0 > time_limit_s
+        # processor time, not wall-clock time: the same inputs give the same plan on a busy machine
+        return time_limit_s is not None and time.process_time() - cpu0 > time_limit_s
 
     for it in range(max_iterations):
         if has.all():
             break
         if out_of_time():
-            log.info("DAO: time limit of %.0f s reached after %d iterations", time_limit_s, it)
+            log.info("DAO: processor-time limit of %.0f s reached after %d iterations", time_limit_s, it)
             break
         g_beam = (Dt.T @ gdose.astype(vec_t)).astype(np.float64)
         best_cost = 0.0
@@ -641,8 +729,10 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
     priced = has.copy()
     _fill_empty_sectors(has, left, right, sectors, n_rows, arc_id)
     for s in np.nonzero(~priced)[0]:
-        set_aperture(s, left[s], right[s])
+        has[s] = True
         w[s] = mu_min
+    for s in range(n_sec):
+        cols_dose[:, s] = column(s)
     lb_all, ub_all = np.full(n_sec, mu_min), np.full(n_sec, mu_max)
     w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all,
                             max_iter=master_iterations * (4 if refine_passes == 0 else 1))
@@ -662,28 +752,36 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         for s in order:
             sec = sectors[s]
             grid = sec.beamlet_grid
-            D_s = Dt[:, sec.columns]
             g_map = np.zeros(grid.shape)
-            g_s = (D_s.T @ gdose.astype(vec_t)).astype(np.float64)
+            g_s = _csc_range_rmatvec(Dt.indptr, Dt.indices, Dt.data, sec.columns.indices(n_bl)[0],
+                                     sec.beamlet_grid.n_beamlets, np.ascontiguousarray(gdose, dtype=np.float64))
             g_map[~grid.active] = np.abs(g_s).max(initial=0.0) + 1e-12
             g_map[grid.active] = g_s
             win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows, arc_id)
             lft, rgt, _ = _price_sector(g_map, np.asarray(grid.x_edges_mm, float), win, park[s])
             done = False
+            nbs = [k for k in affected(s) if k != s]
             for alpha in (1.0, 0.5, 0.25):
                 l_c = left[s] + alpha * (lft - left[s])
                 r_c = right[s] + alpha * (rgt - right[s])
-                col = D_s @ aperture_fractions(grid, l_c, r_c, leaf_transmission).astype(vec_t)
+                col = column(s, (s, l_c, r_c))
+                # the adjacent sectors' delivered fluence blends towards this aperture
+                nb_cols = [column(k, (s, l_c, r_c)) for k in nbs]
+                d_nb = dose.copy()
+                for k, ck in zip(nbs, nb_cols):
+                    d_nb += w[k] * (ck - cols_dose[:, k])
                 # Try the move at the same MU and at the MU that keeps the sector's integral dose
                 # (a smaller aperture usually wants more MU).
                 old_sum, new_sum = float(cols_dose[:, s].sum()), float(col.sum())
                 w_keep = float(np.clip(w[s] * old_sum / new_sum, mu_min, mu_max)) if new_sum > 0 else w[s]
                 for w_c in ((w[s], w_keep) if abs(w_keep - w[s]) > 1e-9 * max(w[s], 1.0) else (w[s],)):
-                    d_c = dose + w_c * col - w[s] * cols_dose[:, s]
+                    d_c = d_nb + w_c * col - w[s] * cols_dose[:, s]
                     f_c, g_c = objective.value_and_grad(d_c)
                     if f_c < fval * (1 - 1e-9):
                         left[s], right[s] = l_c, r_c
                         cols_dose[:, s] = col
+                        for k, ck in zip(nbs, nb_cols):
+                            cols_dose[:, k] = ck
                         w[s] = w_c
                         dose, fval, gdose = d_c, f_c, g_c
                         moved += 1
@@ -723,7 +821,7 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
 
     x = np.zeros(n_bl)
     for s, sec in enumerate(sectors):
-        x[sec.columns] += w[s] * aperture_fractions(sec.beamlet_grid, left[s], right[s], leaf_transmission)
+        x[sec.columns] += w[s] * sector_fraction(s)
     return DAOResult(left_mm=[np.asarray(a, float) for a in left],
                      right_mm=[np.asarray(b, float) for b in right], mu=w, x_beamlet=x,
                      dose_gy=dose, history=history, objective=float(fval), optimization=opt_result)
