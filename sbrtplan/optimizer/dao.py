@@ -589,15 +589,14 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
 
     arc_id = np.array([int(sec.arc) for sec in sectors])
     objective = _as_objective(stages)
-    Dt = (D.tocsc() if sp.issparse(D) else np.asarray(D)) * float(n_fractions)
+    # The matrix is used as given (no scaled copy: it is the largest object of a VMAT plan); the
+    # fraction count multiplies the vectors instead.
+    fx = float(n_fractions)
+    Dt = D.tocsc() if sp.issparse(D) else sp.csc_matrix(np.asarray(D))
     # Products take the matrix's dtype (float32): a float64 vector would make scipy copy the
     # whole matrix to float64 on every product.
     vec_t = Dt.dtype if Dt.dtype in (np.float32, np.float64) else np.float64
     Dt = Dt.astype(vec_t, copy=False)
-    if not sp.issparse(Dt):
-        Dt = sp.csc_matrix(Dt)
-    Dt = Dt.tocsc()
-    Dt.sort_indices()
     mu_min = mu_lo_deg * sector_width_deg
     mu_max = mu_hi_deg * sector_width_deg
 
@@ -647,7 +646,7 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         sec = sectors[s]
         start = sec.columns.indices(n_bl)[0]
         return _csc_range_matvec(Dt.indptr, Dt.indices, Dt.data, start,
-                                 np.ascontiguousarray(sector_fraction(s, override), dtype=np.float64), n_vox)
+                                 fx * np.ascontiguousarray(sector_fraction(s, override), dtype=np.float64), n_vox)
 
     def affected(s):
         """Sectors whose delivered column depends on sector s's aperture."""
@@ -674,7 +673,7 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         if out_of_time():
             log.info("DAO: processor-time limit of %.0f s reached after %d iterations", time_limit_s, it)
             break
-        g_beam = (Dt.T @ gdose.astype(vec_t)).astype(np.float64)
+        g_beam = (Dt.T @ gdose.astype(vec_t)).astype(np.float64) * fx
         best_cost = 0.0
         added = 0
         priced: dict[int, tuple] = {}
@@ -754,7 +753,7 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             grid = sec.beamlet_grid
             g_map = np.zeros(grid.shape)
             g_s = _csc_range_rmatvec(Dt.indptr, Dt.indices, Dt.data, sec.columns.indices(n_bl)[0],
-                                     sec.beamlet_grid.n_beamlets, np.ascontiguousarray(gdose, dtype=np.float64))
+                                     sec.beamlet_grid.n_beamlets, fx * np.ascontiguousarray(gdose, dtype=np.float64))
             g_map[~grid.active] = np.abs(g_s).max(initial=0.0) + 1e-12
             g_map[grid.active] = g_s
             win = _neighbour_windows(s, has, left, right, max_leaf_travel_mm, n_rows, arc_id)
