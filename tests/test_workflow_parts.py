@@ -104,3 +104,43 @@ def test_final_dose_lattice_matches_full_computation_for_arcs():
     near = ps.target.mask | (case.structure("SpinalCord").mask & (distance_map_mm(ps.target) <= 60.0))
     # computed, not interpolated: equal up to the engine's tabulation of broad kernel terms (< 0.1 %)
     np.testing.assert_allclose(fast[near], full[near], rtol=1e-3, atol=1e-4)
+
+
+def test_plan_penalties_encode_the_spine_protocol(spine):
+    """The penalty model of the spine plan: coverage goal, graded band at the cord, hot-spot and Dmax limits.
+
+    Figures from the protocol (bone standard, 27 Gy / 3 fx): V100%Rx >= 95 % of the PTV, PTV Dmax
+    <= 140 % Rx, hot spots outside the GTV D0.035cc < 110 % Rx; cord PRV D0.35cc < 18 Gy.
+    """
+    from sbrtplan.workflow import penalties as P
+    from sbrtplan.workflow.goals import resolve_goals
+    from sbrtplan.workflow.problem import build_problem
+
+    case, ps = spine
+    protocol = load_protocol("bone_spine")
+    sch = protocol.scheme("27/3")
+    resolved = resolve_goals(protocol.goals_for(sch), protocol, ps.match)
+    problem = build_problem(case, ps, resolved, sch.total_gy, sch.fractions)
+    pens, limits = P.plan_penalties(ps, problem)
+    rx = sch.total_gy
+    by = {lim.label: lim for lim in limits}
+    cover = next(lim for lim in limits if lim.lower)
+    # the cold volume the coverage goal allows: 4.5 % of the PTV (95 % + 0.5 % margin) less the part of
+    # the PTV inside the cord PRV, which PTV! leaves out; both volumes are the phantom's own
+    ptv_cc, opt_cc = ps.target.volume_cc, ps.optimization_target.volume_cc
+    assert opt_cc < ptv_cc
+    assert cover.volume_fraction == pytest.approx((0.045 * ptv_cc - (ptv_cc - opt_cc)) / opt_cc, rel=1e-9)
+    assert cover.limit_gy == pytest.approx(rx) and cover.priority > 0
+    # coverage reference: TARGET_UNDER_REF x Rx in the core, graded down to BAND_LOW_REF x Rx at the PRV
+    ref = cover.penalty.reference_gy / rx
+    assert ref.max() == pytest.approx(P.TARGET_UNDER_REF) and ref.min() >= P.BAND_LOW_REF - 1e-9
+    assert 0 < np.mean(ref < P.TARGET_UNDER_REF - 1e-9) < 0.2    # the band is a thin part of PTV!
+    # hard organ limits are priority 0, hot spots and the PTV maximum are measured limits too
+    cord = [lim for lim in limits if "SpinalCord" in lim.label]
+    assert cord and all(lim.priority == 0 for lim in cord)
+    assert any(lim.limit_gy == pytest.approx(18.0) for lim in cord)
+    hot = by["hot spot outside GTV D0.035cc"]
+    assert hot.limit_gy == pytest.approx(P.HOTSPOT_LIMIT * rx)
+    assert hot.floor_gy > P.TARGET_UNDER_REF * rx                 # never pulls the target under Rx
+    dmax = next(lim for lim in limits if lim.label.startswith("PTV Dmax"))
+    assert rx < dmax.limit_gy <= 1.40 * rx

@@ -87,7 +87,8 @@ class Limit:
     coverage goal on an under-dose penalty: the dose reached by all but the
     coldest ``volume_fraction`` must be at least ``limit_gy`` (``D95 >= Rx``
     is ``volume_fraction=0.05``); when violated the penalty's weight grows.
-    ``priority``: after a round only the violated limits of the most
+    ``growth``: weight factor when violated (default: the solver's
+    ``weight_growth``).  ``priority``: after a round only the violated limits of the most
     important violated priority (smallest number) are re-weighted, so that a
     coverage goal (priority 1) never grows against a hard organ limit
     (priority 0) that is not yet met.  ``measure_weights``: relative volume of the penalty's rows for the
@@ -107,6 +108,7 @@ class Limit:
     lower: bool = False
     measure_weights: np.ndarray | None = None
     priority: int = 0
+    growth: float | None = None
 
     def value(self, dose: np.ndarray) -> float:
         p = self.penalty
@@ -312,7 +314,7 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
         for lim, v in broken:
             violated.append(lim.label or lim.penalty.name)
             if lim.priority == first:
-                lim.penalty.weight *= weight_growth
+                lim.penalty.weight *= weight_growth if lim.growth is None else lim.growth
                 if not lim.lower:
                     lim.penalty.reference_gy = np.maximum(lim.penalty.reference_gy * max(0.8, lim.limit_gy / v),
                                                           lim.floor_gy)

@@ -27,7 +27,7 @@ from ..dose_engine import forward_dose, influence_matrix
 from ..optimizer import QuadraticPenalty, prioritized_solve, select_beams
 from ..protocols.model import Comparator, Metric
 from ..optimizer.dao import stage_objective
-from ..optimizer.penalty import objective_solve, penalty_solve
+from ..optimizer.penalty import FluenceRegularizer, beamlet_neighbour_pairs, objective_solve, penalty_solve
 from .penalties import plan_penalties
 from .plan import OptimizerPath
 from .problem import PlanProblem
@@ -40,6 +40,12 @@ log = get_logger(__name__)
 #: always recomputed and evaluated, so a budget trades plan quality for time, never correctness.
 FLUENCE_TIME_LIMIT_S = 45.0
 SEGMENT_TIME_LIMIT_S = 25.0
+#: Fluence regularisation of the penalty path (``optimizer.FluenceRegularizer``): smoothness of
+#: neighbouring beamlets and a linear MU penalty, in the dose penalties' units (Gy^2).
+FLUENCE_SMOOTH_WEIGHT = 5.0
+FLUENCE_MU_WEIGHT = 0.0
+#: Re-weighting rounds of the penalty path (hard organ limits first, then coverage, then hot spots).
+FLUENCE_ROUNDS = 6
 
 
 @dataclass
@@ -137,7 +143,10 @@ def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site:
     with timed("fluence optimisation", log, timings):
         if optimizer is OptimizerPath.PENALTY:
             penalties = plan_penalties(ps, problem)
-            res = penalty_solve(D, *penalties)
+            gy_per_mu = float(np.median(D.max(axis=0).toarray())) if D.shape[1] else 1.0
+            reg = FluenceRegularizer(beamlet_neighbour_pairs(grids, im.beam_offsets), gy_per_mu,
+                                     FLUENCE_SMOOTH_WEIGHT, FLUENCE_MU_WEIGHT)
+            res = penalty_solve(D, *penalties, regularizer=reg, rounds=FLUENCE_ROUNDS)
         elif optimizer is OptimizerPath.STAGES:
             res = objective_solve(D, stage_objective(problem.stages))
         else:

@@ -21,22 +21,75 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..case import distance_map_mm
+from ..case import Structure, StructureRole, distance_map_mm
 from ..optimizer import ring_dose_fraction
 from ..optimizer.penalty import Limit, Penalty
-from ..protocols.model import Metric, Priority
+from ..protocols.model import Metric, Priority, Unit
 from .problem import PlanProblem
 from .structures import PlanningStructures
 
-# Weights are per unit of relative volume of each penalty's region; the fall-off term is scaled by
-# the volume of its region relative to the target's, so that one voxel outside the PTV counts
-# W_FALLOFF / W_TARGET_UNDER as much as one voxel of the target.
-W_TARGET_UNDER = 100.0
-W_TARGET_HOT = 40.0
+# Weights are per unit of relative volume of each penalty's region (a region's weight is spread
+# over its voxels); the fall-off term and the parts of the target are scaled by their volume
+# relative to the target's, so that one voxel counts the same wherever the target is split.
+W_TARGET_UNDER = 300.0
+W_GTV_UNDER = 100.0
+W_TARGET_HOT = 50.0
 W_BOOST_HOT = 10.0
-W_FALLOFF = 5.0
+W_FALLOFF = 3.0
+W_D2CM = 6.0
 W_HARD = 10.0
 W_OPTIONAL = 1.0
+#: The target's under-dose reference (x Rx): a little above Rx, so that the final normalisation
+#: to the coverage goal scales the dose up by a few per cent at most.
+TARGET_UNDER_REF = 1.02
+#: Width (mm) of the band of PTV! next to the removed organ PRV where the coverage reference falls
+#: linearly from Rx (at the band's inner edge) to BAND_LOW_REF x Rx (at the PRV): the dose
+#: gradient into the organ needs a few millimetres, and insisting on Rx up to the PRV only
+#: cools the rest of the target (the normalisation to V100 then lifts every hot spot).
+BAND_MM = 2.5
+BAND_LOW_REF = 0.9
+BAND_WEIGHT = 0.3
+#: Hot spots outside the GTV/ITV: over-dose reference in the target outside the GTV, and the
+#: protocol's near-maximum limit (D0.035cc < 110 % Rx) measured and re-weighted like an organ limit.
+TARGET_HOT_REF = 1.05
+HOTSPOT_LIMIT = 1.10
+BOOST_HOT_REF = 1.25
+#: The fall-off profile (``optimizer.ring_dose_fraction``) starts this far outside the PTV
+#: surface (up to 2 cm; the D2cm cap applies from 2 cm on), at most FALLOFF_MAX x Rx: a 6 MV
+#: penumbra cannot fall from Rx at the surface, and a profile that asks for it fights the
+#: coverage of the PTV's edge.
+FALLOFF_SHIFT_MM = 2.0
+FALLOFF_MAX = 1.05
+D2CM_REF_FACTOR = 0.9
+#: The coverage goal is aimed at this much above the protocol's level (the normalisation's margin).
+COVERAGE_MARGIN_PCT = 0.5
+#: Weight factor of the coverage goal per violated round (the organ limits grow by 4): a smaller
+#: step keeps coverage from overshooting into the organ limits it has to respect.
+COVERAGE_GROWTH = 2.0
+
+def _coverage_goal_pct(problem: PlanProblem) -> float | None:
+    """The protocol's primary coverage level (``V100%Rx >= v``: v in %), None when there is none."""
+    best = None
+    for goal, region in problem.goal_regions or []:
+        if goal.metric is not Metric.COVERAGE or goal.limit is None or goal.comparator.is_upper_bound:
+            continue
+        par = goal.parameter
+        if par is not None and not (par.unit is Unit.PCT_RX and par.value >= 100.0):
+            continue
+        best = max(best or 0.0, float(goal.limit.value))
+    return best
+
+
+def _target_dmax_pct(problem: PlanProblem) -> float | None:
+    """The protocol's PTV maximum in % Rx (``Dmax <= 140 %Rx``), None when there is none."""
+    out = None
+    for goal, region in problem.goal_regions or []:
+        if goal.metric is Metric.DMAX and goal.comparator.is_upper_bound and goal.structure == "ptv" and goal.limit:
+            if goal.limit.unit is Unit.PCT_RX:
+                out = min(out or 1e9, float(goal.limit.value))
+            elif goal.limit.unit is Unit.GY:
+                out = min(out or 1e9, 100.0 * float(goal.limit.value) / problem.prescription_gy)
+    return out
 
 
 def _rows_minus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,27 +101,55 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
     rx = problem.prescription_gy
     vox = problem.voxels
     T = problem.target
-    pens: list[Penalty] = [Penalty("target under Rx", T.rows, rx, W_TARGET_UNDER, over=False, row_weights=T.weights)]
+    tw = T.weights
+    # coverage: PTV! (PTV when nothing is removed), graded in the band next to the removed PRV
+    removed = ps.target.mask & ~ps.optimization_target.mask
+    core = np.ones(T.rows.size, bool)
+    d_band = None
+    if removed.any() and BAND_MM > 0:
+        rem = Structure("zRemoved", ps.target.grid, removed, StructureRole.CONTROL)
+        d_band = distance_map_mm(rem, max_distance_mm=BAND_MM + 10.0).ravel()[vox.indices][T.rows]
+        core = d_band > BAND_MM
+    ref = np.full(T.rows.size, TARGET_UNDER_REF * rx)
+    row_w = np.asarray(tw, float).copy()
+    if not core.all():
+        frac = np.clip(d_band[~core] / BAND_MM, 0.0, 1.0)
+        ref[~core] = rx * (BAND_LOW_REF + (TARGET_UNDER_REF - BAND_LOW_REF) * frac)
+        row_w[~core] *= BAND_WEIGHT
+    cover = Penalty("target under Rx", T.rows, ref, W_TARGET_UNDER, over=False, row_weights=row_w)
+    pens: list[Penalty] = [cover]
     boost_rows = np.array([], dtype=np.int64)
     if ps.boost is not None and ps.boost.name in problem.regions:
         b = problem.regions[ps.boost.name]
         boost_rows = b.rows
-        pens.append(Penalty("boost above 135% Rx", b.rows, 1.35 * rx, W_BOOST_HOT, over=True, row_weights=b.weights))
-    hot = _rows_minus(T.rows, boost_rows)
-    pens.append(Penalty("target outside GTV above 112% Rx", hot, 1.12 * rx, W_TARGET_HOT, over=True,
-                        row_weights=vox.weights[hot]))
+        pens.append(Penalty("GTV under Rx", b.rows, TARGET_UNDER_REF * rx, W_GTV_UNDER, over=False,
+                            row_weights=b.weights))
+        pens.append(Penalty(f"boost above {100 * BOOST_HOT_REF:g}% Rx", b.rows, BOOST_HOT_REF * rx, W_BOOST_HOT,
+                            over=True, row_weights=b.weights))
+    ptv_rows, _ = vox.rows_of(np.flatnonzero(ps.target.weights.ravel() > 0))
+    hot = _rows_minus(ptv_rows, boost_rows)
+    hot_pen = Penalty(f"target outside GTV above {100 * TARGET_HOT_REF:g}% Rx", hot, TARGET_HOT_REF * rx,
+                      W_TARGET_HOT, over=True, row_weights=vox.weights[hot])
+    pens.append(hot_pen)
     # normal-tissue fall-off outside the PTV
     dist = distance_map_mm(ps.target, max_distance_mm=250.0).ravel()[vox.indices]
     outside = np.flatnonzero(~ps.target.mask.ravel()[vox.indices])
     d_mm = np.minimum(dist[outside], 250.0)
     grid_mm = np.round(d_mm).astype(int)
-    table = np.array([ring_dose_fraction(float(m), ptv_volume_cc=ps.target.volume_cc)
+    table = np.array([ring_dose_fraction(float(m) if m >= 20 else max(float(m) - FALLOFF_SHIFT_MM, 0.0),
+                                         ptv_volume_cc=ps.target.volume_cc)
                       for m in range(int(grid_mm.max(initial=0)) + 1)])
-    # a little above the profile, so that it shapes the fall-off without fighting the coverage
-    ref = np.minimum(1.05, 1.1 * table[grid_mm]) * rx
-    volume_ratio = float(vox.weights[outside].sum()) / max(float(T.weights.sum()), 1e-9)
-    pens.append(Penalty("normal-tissue fall-off", outside, ref, W_FALLOFF * volume_ratio, over=True,
-                        row_weights=vox.weights[outside]))
+    ref = np.minimum(FALLOFF_MAX, FALLOFF_MAX * table[grid_mm]) * rx
+    # beyond 2 cm (the RTOG D2cm region) the reference sits 10 % under the capped profile: D2cm is
+    # the maximum there, so the bulk must stay clearly below it
+    far = grid_mm >= 20
+    ref[far] *= D2CM_REF_FACTOR
+    for name, sel, w in (("normal-tissue fall-off", ~far, W_FALLOFF), ("beyond 2 cm (D2cm)", far, W_D2CM)):
+        if not sel.any():
+            continue
+        rows = outside[sel]
+        volume_ratio = float(vox.weights[rows].sum()) / max(float(T.weights.sum()), 1e-9)
+        pens.append(Penalty(name, rows, ref[sel], w * volume_ratio, over=True, row_weights=vox.weights[rows]))
     limits: list[Limit] = []
     for goal, region in problem.goal_regions:
         if region is None or not goal.comparator.is_upper_bound:
@@ -97,4 +178,27 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
         # the volume the limit allows above L stays free (less a margin, so the limit holds exactly)
         p.allowed_fraction = 0.8 * frac
         limits.append(Limit(p, L, frac, label=p.name))
+    # coverage goal of the protocol (V100%Rx >= v % of the PTV) on the optimisation target: the
+    # cold volume it allows, less the part of the PTV that the optimisation target leaves out
+    level = _coverage_goal_pct(problem)
+    if level is not None:
+        ptv_cc, opt_cc = ps.target.volume_cc, max(ps.optimization_target.volume_cc, 1e-9)
+        cold = ((100.0 - min(level + COVERAGE_MARGIN_PCT, 99.9)) / 100.0 * ptv_cc - max(ptv_cc - opt_cc, 0.0)) / opt_cc
+        limits.append(Limit(cover, rx, max(cold, 0.002), lower=True, label=f"coverage V100%Rx >= {level:g}%",
+                            measure_weights=tw, priority=1, growth=COVERAGE_GROWTH))
+    # the PTV maximum of the protocol (spine: 140 % Rx), measured on the hottest voxel and re-weighted
+    # like an organ limit, so that the normalisation is never capped by it
+    dmax = _target_dmax_pct(problem)
+    if dmax is not None and ptv_rows.size:
+        top = Penalty(f"target above {dmax - 5:g}% Rx", ptv_rows, (dmax - 5.0) / 100.0 * rx, W_BOOST_HOT, over=True,
+                      row_weights=vox.weights[ptv_rows])
+        pens.append(top)
+        limits.append(Limit(top, (dmax - 1.0) / 100.0 * rx, 0.0, label=f"PTV Dmax <= {dmax:g}% Rx",
+                            floor_gy=(TARGET_UNDER_REF + 0.05) * rx))
+    if hot.size:
+        # hot spots outside the GTV/ITV: near-maximum (D0.035cc) of the target outside the GTV
+        hot_cc = float(vox.weights[hot].sum()) * float(np.prod(ps.target.grid.spacing_mm)) / 1000.0
+        limits.append(Limit(hot_pen, HOTSPOT_LIMIT * rx, min(0.035 / max(hot_cc, 1e-6), 1.0),
+                            label="hot spot outside GTV D0.035cc", floor_gy=(TARGET_UNDER_REF + 0.01) * rx,
+                            priority=2))
     return pens, limits
