@@ -1,10 +1,11 @@
 """Forward dose: from MLC apertures (final plan dose) and from beamlet fluence maps.
 
 :func:`forward_dose` computes the dose of a :class:`~sbrtplan.beams.BeamSet`:
-every beam is split into static sub-fields by
-:func:`~sbrtplan.beams.sample_delivery` (VMAT arcs every
-``max_gantry_step_deg``), and each sub-field's dose per MU is integrated
-exactly over its aperture: for every kernel term, the sum over leaf pairs of
+every beam is split into static sub-fields -- arcs by :func:`arc_samples` on
+one grid of absolute gantry angles (``max_gantry_step_deg`` bins, so that two
+arcs over the same range sample the same angles), other beams by
+:func:`~sbrtplan.beams.sample_delivery` -- and each sub-field's dose per MU is
+integrated exactly over its aperture: for every kernel term, the sum over leaf pairs of
 error-function products over the rectangle (leaf-pair width clipped by the Y
 jaws) x (open interval between the leaf tips clipped by the X jaws), plus the
 leaf transmission times the jaw-limited field and the jaw transmission times
@@ -21,6 +22,15 @@ the maximum (tested) and makes a sub-field about three times cheaper.  The same 
 heterogeneity correction as the influence matrix are used
 (:mod:`sbrtplan.dose_engine.pencil`), so a beam whose aperture opens exactly
 a set of beamlets gives the matrix's dose (tested).
+
+Sub-fields that share the source position (the same gantry angle, couch and
+isocentre; collimators may differ) are evaluated together: one fan table over
+the union of their jaws and one evaluation of each point's depth, densities
+and kernel terms serve all of them (for two arcs this halves the ray tracing
+and the per-point geometry; tested against every sub-field evaluated alone at
+twice the angular resolution).  For a few points (``_FEW_POINTS``: the MU
+check's point doses) the fan covers only the points and the broad terms are
+integrated exactly, without tables.
 
 :func:`fluence_dose` computes one beam's dose from a beamlet-weight vector
 (MU per beamlet) without building a matrix and without a lateral cut-off.
