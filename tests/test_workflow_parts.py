@@ -138,7 +138,9 @@ def test_plan_penalties_encode_the_spine_protocol(spine):
     # hard organ limits are priority 0, hot spots and the PTV maximum are measured limits too
     cord = [lim for lim in limits if "SpinalCord" in lim.label]
     assert cord and all(lim.priority == 0 for lim in cord)
-    assert any(lim.limit_gy == pytest.approx(18.0) for lim in cord)
+    # met on the optimiser's dose with the delivery margin: D0.35cc < 18 Gy is aimed at 0.97 x 18 Gy
+    assert any(lim.limit_gy == pytest.approx(P.HARD_LIMIT_MARGIN * 18.0) for lim in cord)
+    assert 0.9 <= P.HARD_LIMIT_MARGIN <= 1.0
     hot = by["hot spot outside GTV D0.035cc"]
     assert hot.limit_gy == pytest.approx(P.HOTSPOT_LIMIT * rx)
     assert hot.floor_gy > P.TARGET_UNDER_REF * rx                 # never pulls the target under Rx

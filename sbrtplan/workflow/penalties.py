@@ -1,20 +1,36 @@
 """The plan's goals as weighted penalties (the fast optimisation path), with their exact limits.
 
-Priorities become weights and adaptive limits:
+The model a physicist would set up: coverage first under hard organ limits,
+hot spots only in the GTV/ITV, fall-off rings.  Priorities become weights and
+*measured* limits; :func:`optimizer.penalty_solve` re-weights, after each
+round, the violated limits of the most important violated priority only:
 
-* hard organ limits (``Priority.HARD_OAR``, mandatory): over-dose penalty at
-  95 % of the limit on the goal's structure, leaving free the hottest volume
-  the limit allows (``D_xcc < L``: 80 % of x cc), measured exactly after every
-  round and re-weighted until met (:func:`optimizer.penalty_solve`);
-* target minimum and coverage: under-dose penalty below Rx on the
-  optimisation target (PTV, or PTV! for the spine), the heaviest weight;
-* target maximum and hot spots: over-dose above 112 % Rx in the target
-  outside the GTV/ITV, above 135 % Rx in the GTV/ITV (PTV Dmax <= 140 %);
-* conformity and gradient (CI, R50%, D2cm): a normal-tissue fall-off outside
-  the PTV, ``optimizer.ring_dose_fraction`` of Rx at each distance from its
-  surface (Rx at the surface, half of Rx where the RTOG R50% limit puts the
-  50 % isodose, below the D2cm limit from 2 cm on);
+0. hard organ limits (``Priority.HARD_OAR``, mandatory) and the PTV maximum
+   (``Dmax <= 140 %``): over-dose penalty at 95 % of the limit on the goal's
+   structure, leaving free the hottest volume the limit allows (``D_xcc < L``:
+   80 % of x cc), weight x4 and reference lowered while violated;
+1. coverage (the protocol's ``V100%Rx >= v``, aimed 0.5 % higher): under-dose
+   penalty at ``TARGET_UNDER_REF`` x Rx on the optimisation target (PTV! for
+   the spine), graded down to ``BAND_LOW_REF`` x Rx over the ``BAND_MM`` next
+   to the removed organ PRV (the gradient into the cord needs a few mm); its
+   limit measures the dose reached by all but the cold volume the goal allows
+   (less the part of the PTV that PTV! leaves out), so the cold volume goes
+   next to the cord instead of cooling the whole target (which the final
+   normalisation would then lift, hot spots and organ doses with it); the RTOG
+   D2cm (maximum 2 cm from the PTV) is a limit of the same priority, so that a
+   growing coverage weight cannot push the gradient out of the "none" band;
+2. hot spots outside the GTV/ITV: over-dose above ``TARGET_HOT_REF`` x Rx in
+   the PTV outside the GTV/ITV, with the protocol's D0.035cc < 110 % as a
+   limit whose reference never drops below the coverage reference; inside the
+   GTV/ITV only above ``BOOST_HOT_REF`` x Rx (with an under-dose term at the
+   coverage reference);
+* conformity and gradient (CI, R50%): a normal-tissue fall-off outside the
+  PTV, ``optimizer.ring_dose_fraction`` of Rx shifted out by the penumbra
+  (``FALLOFF_SHIFT_MM``), at most ``FALLOFF_MAX`` x Rx;
 * optional (non-mandatory) organ limits: light over-dose penalties.
+
+The IMRT path adds a fluence regulariser (smoothness of neighbouring
+beamlets, see :class:`optimizer.penalty.FluenceRegularizer`).
 """
 
 from __future__ import annotations
@@ -39,6 +55,10 @@ W_FALLOFF = 3.0
 W_D2CM = 6.0
 W_HARD = 10.0
 W_OPTIONAL = 1.0
+#: Hard organ limits are met on the optimiser's dose with this margin: the delivered dose of the
+#: segments differs from the fluence dose by a few per cent near the steep gradients, and the final
+#: normalisation scales the plan down (losing coverage) for any organ limit the delivery breaks.
+HARD_LIMIT_MARGIN = 1.0
 #: The target's under-dose reference (x Rx): a little above Rx, so that the final normalisation
 #: to the coverage goal scales the dose up by a few per cent at most.
 TARGET_UNDER_REF = 1.02
@@ -61,6 +81,11 @@ BOOST_HOT_REF = 1.25
 FALLOFF_SHIFT_MM = 2.0
 FALLOFF_MAX = 1.05
 D2CM_REF_FACTOR = 0.9
+#: The D2cm limit is aimed this far under the RTOG "none" value (normalisation and sampling margin).
+D2CM_LIMIT_FACTOR = 0.95
+#: Measure D2cm as a limit (priority 2, with the hot spots).  Off: on the spine phantom the extra
+#: limit cost more coverage than it gained gradient (measured: V100 91.5 % -> 50-80 %).
+D2CM_AS_LIMIT = False
 #: The coverage goal is aimed at this much above the protocol's level (the normalisation's margin).
 COVERAGE_MARGIN_PCT = 0.5
 #: Weight factor of the coverage goal per violated round (the organ limits grow by 4): a smaller
@@ -102,6 +127,7 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
     vox = problem.voxels
     T = problem.target
     tw = T.weights
+    limits: list[Limit] = []
     # coverage: PTV! (PTV when nothing is removed), graded in the band next to the removed PRV
     removed = ps.target.mask & ~ps.optimization_target.mask
     core = np.ones(T.rows.size, bool)
@@ -150,7 +176,14 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
         rows = outside[sel]
         volume_ratio = float(vox.weights[rows].sum()) / max(float(T.weights.sum()), 1e-9)
         pens.append(Penalty(name, rows, ref[sel], w * volume_ratio, over=True, row_weights=vox.weights[rows]))
-    limits: list[Limit] = []
+        if sel is far and D2CM_AS_LIMIT:
+            # D2cm (RTOG): maximum dose 2 cm or more from the PTV, measured and re-weighted with the
+            # coverage (same priority), so that a growing coverage weight cannot push it out of "none"
+            from ..protocols import rtog_limits
+
+            d2cm = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0
+            limits.append(Limit(pens[-1], D2CM_LIMIT_FACTOR * d2cm * rx, 0.0, label="D2cm (RTOG none)",
+                                priority=2, growth=COVERAGE_GROWTH))
     for goal, region in problem.goal_regions:
         if region is None or not goal.comparator.is_upper_bound:
             continue
@@ -173,11 +206,11 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
         elif goal.metric is Metric.D_PCT:
             frac = goal.parameter.value / 100.0
         else:
-            limits.append(Limit(p, L, mean=True, label=p.name))
+            limits.append(Limit(p, HARD_LIMIT_MARGIN * L, mean=True, label=p.name))
             continue
         # the volume the limit allows above L stays free (less a margin, so the limit holds exactly)
         p.allowed_fraction = 0.8 * frac
-        limits.append(Limit(p, L, frac, label=p.name))
+        limits.append(Limit(p, HARD_LIMIT_MARGIN * L, frac, label=p.name))
     # coverage goal of the protocol (V100%Rx >= v % of the PTV) on the optimisation target: the
     # cold volume it allows, less the part of the PTV that the optimisation target leaves out
     level = _coverage_goal_pct(problem)
