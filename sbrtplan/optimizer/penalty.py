@@ -88,7 +88,9 @@ class Limit:
     coldest ``volume_fraction`` must be at least ``limit_gy`` (``D95 >= Rx``
     is ``volume_fraction=0.05``); when violated the penalty's weight grows.
     ``growth``: weight factor when violated (default: the solver's
-    ``weight_growth``).  ``priority``: after a round only the violated limits of the most
+    ``weight_growth``); ``max_weight_factor``: the weight never grows beyond
+    this multiple of its value at the first round (a soft goal must not
+    make every other term negligible).  ``priority``: after a round only the violated limits of the most
     important violated priority (smallest number) are re-weighted, so that a
     coverage goal (priority 1) never grows against a hard organ limit
     (priority 0) that is not yet met.  ``measure_weights``: relative volume of the penalty's rows for the
@@ -109,6 +111,7 @@ class Limit:
     measure_weights: np.ndarray | None = None
     priority: int = 0
     growth: float | None = None
+    max_weight_factor: float = np.inf
 
     def value(self, dose: np.ndarray) -> float:
         p = self.penalty
@@ -309,12 +312,15 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
         x, f, nit = _lbfgs(ops, obj, x, lb, list(ub), max_iter, regularizer)
         dose = ops.matvec(x)
         violated = []
+        if r == 0:
+            start_w = {id(lim): lim.penalty.weight for lim in limits}
         broken = [(lim, v) for lim in limits for v in [lim.value(dose)] if lim.violated(v)]
         first = min((lim.priority for lim, _ in broken), default=0)
         for lim, v in broken:
             violated.append(lim.label or lim.penalty.name)
             if lim.priority == first:
-                lim.penalty.weight *= weight_growth if lim.growth is None else lim.growth
+                grown = lim.penalty.weight * (weight_growth if lim.growth is None else lim.growth)
+                lim.penalty.weight = min(grown, start_w[id(lim)] * lim.max_weight_factor)
                 if not lim.lower:
                     lim.penalty.reference_gy = np.maximum(lim.penalty.reference_gy * max(0.8, lim.limit_gy / v),
                                                           lim.floor_gy)
