@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         ref = read_rtdose(args.reference_rtdose, grid=cg.grid)
         if ref.per_fraction:
             ref = Dose(cg.grid, ref.dose_gy * bs.n_fractions, ref.description)
-        rows["clinical RTDOSE"] = metrics(ref, cg.structures, ptv)
+        rows["reference RTDOSE"] = metrics(ref, cg.structures, ptv)
         for dp, dta in ((3.0, 3.0), (2.0, 2.0)):
             t = time.perf_counter()
             gammas[f"{dp:g}%/{dta:g} mm"] = (compare_with_reference(ours.dose_gy, cg, ref.dose_gy, dose_percent=dp,
@@ -153,9 +153,9 @@ def main(argv=None) -> int:
     print(f"{'':18s}" + "".join(f"{k:>17s}" for k in keys))
     for label, m in rows.items():
         print(f"{label:18s}" + "".join(f"{m[k]:17.2f}" for k in keys))
-    if "clinical RTDOSE" in rows:
-        r, o = rows["clinical RTDOSE"], rows["sbrtplan"]
-        print(f"{'ratio ours/clin':18s}" + "".join(f"{o[k] / r[k]:17.3f}" if r[k] else f"{'-':>17s}" for k in keys))
+    if "reference RTDOSE" in rows:
+        r, o = rows["reference RTDOSE"], rows["sbrtplan"]
+        print(f"{'ratio ours/ref':18s}" + "".join(f"{o[k] / r[k]:17.3f}" if r[k] else f"{'-':>17s}" for k in keys))
         for crit, (res, sec) in gammas.items():
             per = "; ".join(f"{k} {v:.1f} %" for k, v in res["per_structure"].items())
             print(f"gamma {crit} (global, 10 % cut-off): {res['pass_rate_pct']:.1f} % pass; {per} ({sec:.1f} s)")
