@@ -10,6 +10,8 @@ stages_from_goals, ring_dose_fraction, normalize_to_coverage, Normalization
 
 Beam-angle selection (group lasso): select_beams, QuadraticPenalty, SelectionResult
 VMAT direct aperture optimisation: vmat_dao, ArcSector, DAOResult, sectors_from_influence
+Fast penalty path (full-size problems): Penalty, Limit, FluenceRegularizer, beamlet_neighbour_pairs,
+penalty_solve
 
 The model (what every term means, how stages are kept, how infeasible limits
 are relaxed) is documented in :mod:`.terms` and :mod:`.prioritized`; the two
@@ -23,6 +25,7 @@ from .regions import VoxelRegion
 from .from_goals import ring_dose_fraction, stages_from_goals
 from .beam_selection import QuadraticPenalty, SelectionResult, select_beams
 from .dao import ArcSector, DAOResult, sectors_from_influence, vmat_dao
+from .penalty import FluenceRegularizer, Limit, Penalty, beamlet_neighbour_pairs, penalty_solve
 from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, MinDose, QuadOverdose, QuadUnderdose,
                     Smoothness, Term, UpperDVH)
 
@@ -31,4 +34,5 @@ __all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDV
            "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult", "stages_from_goals",
            "ring_dose_fraction", "normalize_to_coverage", "Normalization",
            "select_beams", "QuadraticPenalty", "SelectionResult", "vmat_dao", "ArcSector", "DAOResult",
-           "sectors_from_influence"]
+           "sectors_from_influence", "Penalty", "Limit", "FluenceRegularizer", "beamlet_neighbour_pairs",
+           "penalty_solve"]

@@ -216,6 +216,13 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
         if cap < 1.0:
             notes.append(f"normalisation limited by hard organ limits: coverage scale {s:.3f} reduced by {cap:.3f}")
             s *= cap
+        # an arc's MU per degree must stay inside the machine's range after scaling; the DAO reports
+        # which common scale keeps every control point deliverable
+        mu_range = (extra.get("dao") or {}).get("deliverable_mu_scale_range")
+        if mu_range and not mu_range[0] <= s <= mu_range[1]:
+            notes.append(f"MU scale {s:.3f} limited to {mu_range[0]:.3f}-{mu_range[1]:.3f} so that every "
+                         f"control point keeps its MU per degree inside the machine's range")
+            s = min(max(s, mu_range[0]), mu_range[1])
         notes.append(f"MU scaled by {s:.4f} so that {vol:g}% of {ps.target.name} receives {level:g}% Rx")
         dose *= np.float32(s)
         opt_rows = np.asarray(opt_rows) * s
