@@ -379,6 +379,9 @@ def _apertures_dose(dens: np.ndarray, grid: Grid, pts: np.ndarray, geometries: l
     nu = max(t.shape[3] for t in tabs)
     if n_ap == 1:
         tables = tabs[0][None]
+    elif small:
+        # no tables on the few-point path: one placeholder per aperture
+        tables = np.zeros((n_ap, *_NO_TABLES.shape), dtype=np.float32)
     else:
         tables = np.zeros((n_ap, 2, _TABLE_N_SIGMA, nv, nu), dtype=np.float32)
         for j, t in enumerate(tabs):
