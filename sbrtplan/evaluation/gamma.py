@@ -42,27 +42,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import InputError
+from ._kernels import _trilinear
 
 __all__ = ["gamma_index", "gamma_pass_rate"]
-
-
-@njit(cache=True, inline="always")
-def _trilinear(d, z, y, x):
-    nz, ny, nx = d.shape
-    z0 = int(math.floor(z))
-    y0 = int(math.floor(y))
-    x0 = int(math.floor(x))
-    fz = z - z0
-    fy = y - y0
-    fx = x - x0
-    z1 = min(z0 + 1, nz - 1)
-    y1 = min(y0 + 1, ny - 1)
-    x1 = min(x0 + 1, nx - 1)
-    c00 = d[z0, y0, x0] * (1.0 - fx) + d[z0, y0, x1] * fx
-    c01 = d[z0, y1, x0] * (1.0 - fx) + d[z0, y1, x1] * fx
-    c10 = d[z1, y0, x0] * (1.0 - fx) + d[z1, y0, x1] * fx
-    c11 = d[z1, y1, x0] * (1.0 - fx) + d[z1, y1, x1] * fx
-    return (c00 * (1.0 - fy) + c01 * fy) * (1.0 - fz) + (c10 * (1.0 - fy) + c11 * fy) * fz
 
 
 @njit(cache=True, parallel=True)
