@@ -146,3 +146,32 @@ def test_plan_penalties_encode_the_spine_protocol(spine):
     assert hot.floor_gy > P.TARGET_UNDER_REF * rx                 # never pulls the target under Rx
     dmax = next(lim for lim in limits if lim.label.startswith("PTV Dmax"))
     assert rx < dmax.limit_gy <= 1.40 * rx
+
+
+def test_sector_beams_split_an_arc_into_parts_that_add_up_linearly():
+    """The VMAT MU re-solve rests on the arc dose being ``sum_s MU_s x dose(sector s at 1 MU)``:
+    each sector beam spans its own control points, and the sectors' doses at their MU add up to
+    the arc's forward dose (the same sub-fields, split at the sector edges: within 0.5 % of the
+    maximum, the arc-sampling tolerance of tests/test_forward_fast.py)."""
+    from sbrtplan.beams import BeamSet
+    from sbrtplan.dose_engine import forward_dose, forward_dose_by_beam
+    from sbrtplan.workflow.vmat import sector_beams
+
+    case = make_phantom("spine", spacing_mm=5.0)
+    ps = build_planning_structures(case, load_protocol("bone_spine"))
+    mlc = MLCModel.millennium120()
+    iso = tuple(float(v) for v in isocenter_for(ps.target))
+    arc = ArcPlanSpec(150.0, 210.0, "CW", 30.0)
+    n_sec, per = 6, 3
+    aps = [Aperture.rectangle(mlc, (-15.0 - 2 * s, 10.0 + s), (-15.0, 15.0 + s)) for s in range(n_sec)]
+    mu = np.linspace(20.0, 45.0, n_sec)
+    beam = arc_beam("A", arc, iso, mlc, 10.0, 10.0 / per, aps, mu)
+    subs = sector_beams(beam, per)
+    assert len(subs) == n_sec and all(sb.mu == 1.0 for sb in subs)
+    assert subs[2].control_points[0].gantry_deg == pytest.approx(170.0)
+    idx = case.body.flat_indices()[::3]
+    g = forward_dose_by_beam(case.density, case.grid, BeamSet(subs, 3, 27.0), idx)
+    whole = forward_dose(case.density, case.grid, BeamSet([beam], 3, 27.0), voxel_indices=idx).ravel()[idx]
+    assert np.max(np.abs(mu @ g - whole)) <= 5e-3 * whole.max()
+    with pytest.raises(Exception, match="control points"):
+        sector_beams(beam, 4)

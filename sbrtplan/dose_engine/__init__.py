@@ -6,13 +6,13 @@ Beam models: BeamModel, ModelKind, default_beam_model, load_beam_model, load_mat
 Commissioning: commission, evaluate_model, read_mcc
 Ray tracing: radiological_depth
 Influence matrices: Correction, InfluenceMatrix, influence_matrix, dropped_fraction, default_voxels
-Forward dose: forward_dose, fluence_dose, aperture_dose_per_mu
+Forward dose: forward_dose, forward_dose_by_beam, fluence_dose, aperture_dose_per_mu
 Water formulas: water_dose_relative, central_axis_gy_per_mu, output_factor, pdd, tmr_table, output_factor_table
 Independent MU check (Clarkson): mu_check, MUCheckReport, MUCheckRow, independent_point_dose, engine_point_dose
 """
 
 from .commission import commission, evaluate_model
-from .forward import aperture_dose_per_mu, fluence_dose, forward_dose
+from .forward import aperture_dose_per_mu, fluence_dose, forward_dose, forward_dose_by_beam
 from .influence import Correction, InfluenceMatrix, default_voxels, dropped_fraction, influence_matrix
 from .mcc import read_mcc
 from .mucheck import MUCheckReport, MUCheckRow, engine_point_dose, independent_point_dose, mu_check
@@ -23,7 +23,7 @@ from .water import central_axis_gy_per_mu, output_factor, output_factor_table, p
 __all__ = ["BeamModel", "ModelKind", "default_beam_model", "load_beam_model", "load_matrad_machine", "shipped_models",
            "commission", "evaluate_model", "read_mcc", "radiological_depth",
            "Correction", "InfluenceMatrix", "influence_matrix", "dropped_fraction", "default_voxels",
-           "forward_dose", "fluence_dose", "aperture_dose_per_mu",
+           "forward_dose", "forward_dose_by_beam", "fluence_dose", "aperture_dose_per_mu",
            "water_dose_relative", "central_axis_gy_per_mu", "output_factor", "pdd", "tmr_table",
            "output_factor_table", "mu_check", "MUCheckReport", "MUCheckRow", "independent_point_dose",
            "engine_point_dose"]

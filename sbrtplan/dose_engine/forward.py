@@ -205,13 +205,14 @@ def _aperture_sum(u, v, nt, nk, amp, sx, sy, yb, x1, x2, jaw, p_lo, p_hi, t_mlc,
 
 @njit(cache=True, parallel=True)
 def _apertures_kernel(pts, bps, gp, mode, fp, table, entry, lengths, yb, x1s, x2s, jaws, p_rng, t_mlc, t_jaw, full,
-                      scales, tables, tps, out):
-    """Add sum_a scales[a] x dose per MU of apertures ``a`` to ``out`` (one value per point).
+                      scales, tables, tps, rows, out):
+    """Add scales[a] x dose per MU of aperture ``a`` to ``out[rows[a]]`` (one value per point).
 
     All apertures share the source position and beam axis (same gantry, couch
     and isocentre; collimators may differ): the point's depth, densities and
     kernel terms are computed once, in the frame ``bps[0]`` of the fan table,
-    and each aperture is integrated in its own collimator frame.
+    and each aperture is integrated in its own collimator frame.  ``rows``
+    sends each aperture's dose to a row of ``out`` (all 0: the sum).
     """
     n = pts.shape[0]
     n_len = lengths.size
@@ -235,14 +236,13 @@ def _apertures_kernel(pts, bps, gp, mode, fp, table, entry, lengths, yb, x1s, x2
                 for k in range(n_len):
                     rho[k] = 1.0
             nt = gaussian_terms(gp, rad, dist, rho, amp, sx, sy)
-            acc = 0.0
+            isq = sad * sad / (s * s)
             for a in range(n_ap):
                 if a > 0:
                     u, v, _, _ = voxel_frame(pts[i, 0], pts[i, 1], pts[i, 2], bps[a])
                 tot = _aperture_sum(u, v, nt, nk, amp, sx, sy, yb, x1s[a], x2s[a], jaws[a], p_rng[a, 0],
                                     p_rng[a, 1], t_mlc, t_jaw, full, tables[a], tps[a])
-                acc += scales[a] * tot * horn(gp, u, v)
-            out[i] += acc * sad * sad / (s * s)
+                out[rows[a], i] += scales[a] * tot * horn(gp, u, v) * isq
 
 
 @njit(cache=True, parallel=True)
@@ -304,18 +304,19 @@ def aperture_dose_per_mu(dens: np.ndarray, grid: Grid, pts: np.ndarray, geometry
 def _apertures_dose(dens: np.ndarray, grid: Grid, pts: np.ndarray, geometries: list[BeamGeometry],
                     apertures: list[Aperture], leaf_boundaries_mm: np.ndarray, t_mlc: float, model: BeamModel,
                     correction: Correction = Correction.LATERAL, out: np.ndarray | None = None,
-                    scales=None, s_range: tuple[float, float] | None = None) -> np.ndarray:
+                    scales=None, s_range: tuple[float, float] | None = None, rows=None) -> np.ndarray:
     """``sum_a scales[a]`` x dose per MU of apertures sharing one source position and beam axis.
 
     ``geometries[a]`` differ at most in the collimator angle (checked): one fan
     table, traced in the frame of ``geometries[0]`` over the union of the
     apertures' jaws, and one evaluation of each point's depth and kernel terms
-    serve every aperture.
+    serve every aperture.  With ``rows``, ``out`` is 2-D and aperture ``a``
+    adds to ``out[rows[a]]`` (doses kept apart per beam or arc sector).
     """
     gp = _gaussian_only(model, "aperture dose")
     yb = np.ascontiguousarray(leaf_boundaries_mm, dtype=np.float64)
     if out is None:
-        out = np.zeros(pts.shape[0], dtype=np.float64)
+        out = np.zeros(pts.shape[0] if rows is None else (int(np.max(rows)) + 1, pts.shape[0]), dtype=np.float64)
     scales = np.ones(len(apertures)) if scales is None else np.asarray(scales, dtype=np.float64)
     g0 = geometries[0]
     keep = []
@@ -360,7 +361,7 @@ def _apertures_dose(dens: np.ndarray, grid: Grid, pts: np.ndarray, geometries: l
     jaws = np.empty((n_ap, 4))
     p_rng = np.empty((n_ap, 2), dtype=np.int64)
     bps = np.empty((n_ap, 16))
-    tabs, tps = [], np.empty((n_ap, 9))
+    tps = np.empty((n_ap, 9))
     for j, k in enumerate(keep):
         ap = apertures[k]
         x1s[j] = ap.leaf_x1_mm
@@ -370,44 +371,50 @@ def _apertures_dose(dens: np.ndarray, grid: Grid, pts: np.ndarray, geometries: l
         p_rng[j, 0] = max(int(np.searchsorted(yb, jaws[j, 2], side="right")) - 1, 0)
         p_rng[j, 1] = min(int(np.searchsorted(yb, jaws[j, 3], side="left")), yb.size - 1)
         bps[j] = beam_params(geometries[k])
-        if small:
-            t, tps[j] = _NO_TABLES, _NO_TABLE_PARAMS
-        else:
-            t, tps[j] = _aperture_tables(gp, yb, x1s[j], x2s[j], jaws[j], float(t_mlc), t_jaw, full)
-        tabs.append(t)
-    nv = max(t.shape[2] for t in tabs)
-    nu = max(t.shape[3] for t in tabs)
-    if n_ap == 1:
-        tables = tabs[0][None]
-    elif small:
+        tps[j] = _NO_TABLE_PARAMS if small else _table_params(jaws[j])
+    if small:
         # no tables on the few-point path: one placeholder per aperture
         tables = np.zeros((n_ap, *_NO_TABLES.shape), dtype=np.float32)
     else:
+        # built in place, each aperture in its own corner of one array (no copies: at hundreds of
+        # sub-fields per arc the copies cost as much as a tenth of the dose)
+        nv, nu = int(tps[:, 5].max()), int(tps[:, 2].max())
         tables = np.zeros((n_ap, 2, _TABLE_N_SIGMA, nv, nu), dtype=np.float32)
-        for j, t in enumerate(tabs):
-            tables[j, :, :, :t.shape[2], :t.shape[3]] = t
+        for j in range(n_ap):
+            _aperture_tables(gp, yb, x1s[j], x2s[j], jaws[j], float(t_mlc), t_jaw, full, tps[j],
+                             tables[j, :, :, :int(tps[j, 5]), :int(tps[j, 2])])
+    if rows is None:
+        out2 = out[None, :]
+        row_of = np.zeros(n_ap, dtype=np.int64)
+    else:
+        out2 = out
+        row_of = np.ascontiguousarray(np.asarray(rows, dtype=np.int64)[keep])
     _apertures_kernel(pts, bps, gp, Correction(correction).value, fan.params, fan.table, fan.entry_mm,
                       scaling_lengths(gp), yb, x1s, x2s, jaws, p_rng, float(t_mlc), t_jaw, full,
-                      np.ascontiguousarray(scales[keep]), tables, tps, out)
+                      np.ascontiguousarray(scales[keep]), tables, tps, row_of, out2)
     return out
 
 
-def _aperture_tables(gp: np.ndarray, yb, x1, x2, jaw, t_mlc: float, t_jaw: float, full):
-    """Blurred-aperture tables of the broad kernel terms (family 0: photon components, whose y width
-    follows from x through the source size; family 1: isotropic terms)."""
+def _table_params(jaw) -> np.ndarray:
+    """Lattice of an aperture's tables: [u0, du, nu, v0, dv, nv, sigma_min, log(ratio), n_sigma]."""
     r = _TABLE_REACH_MM
     h = _TABLE_STEP_MM
     u0, v0 = jaw[0] - r, jaw[2] - r
     nu = int(math.ceil((jaw[1] + r - u0) / h)) + 1
     nv = int(math.ceil((jaw[3] + r - v0) / h)) + 1
+    return np.array([u0, h, nu, v0, h, nv, _TABLE_SIGMA_MIN_MM, math.log(_TABLE_SIGMA_RATIO), _TABLE_N_SIGMA],
+                    dtype=np.float64)
+
+
+def _aperture_tables(gp: np.ndarray, yb, x1, x2, jaw, t_mlc: float, t_jaw: float, full, tp: np.ndarray,
+                     out: np.ndarray) -> None:
+    """Blurred-aperture tables of the broad kernel terms (family 0: photon components, whose y width
+    follows from x through the source size; family 1: isotropic terms), added to the zeroed ``out``
+    of shape (2, n_sigma, nv, nu) on the lattice ``tp`` (:func:`_table_params`)."""
     sig_x = _TABLE_SIGMA_MIN_MM * _TABLE_SIGMA_RATIO ** np.arange(_TABLE_N_SIGMA)
     sig_y = np.stack([np.sqrt(np.maximum(sig_x ** 2 - gp[1] + gp[2], 1e-6)), sig_x])
-    tp = np.array([u0, h, nu, v0, h, nv, _TABLE_SIGMA_MIN_MM, math.log(_TABLE_SIGMA_RATIO), _TABLE_N_SIGMA],
-                  dtype=np.float64)
-    tables = np.zeros((2, _TABLE_N_SIGMA, nv, nu), dtype=np.float32)
     _build_tables(yb, np.ascontiguousarray(x1, np.float64), np.ascontiguousarray(x2, np.float64),
-                  np.ascontiguousarray(jaw, np.float64), t_mlc, t_jaw, full, sig_x, sig_y, tp, tables)
-    return tables, tp
+                  np.ascontiguousarray(jaw, np.float64), t_mlc, t_jaw, full, sig_x, sig_y, tp, out)
 
 
 # ------------------------------------------------------------------ arc sampling
@@ -541,6 +548,44 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
     (nz, ny, nx) float64 array: dose per fraction x ``beam_set.n_fractions``;
     0 outside the voxel set.
     """
+    vi, acc = _forward(density, grid, beam_set, model, voxel_indices, max_gantry_step_deg, max_leaf_step_mm,
+                       correction, progress, per_beam=False)
+    out = np.zeros(grid.size, dtype=np.float64)
+    out[vi] = acc * float(beam_set.n_fractions)
+    return out.reshape(grid.shape)
+
+
+def forward_dose_by_beam(density: np.ndarray, grid: Grid, beam_set: BeamSet, voxel_indices: np.ndarray, *,
+                         model: BeamModel | None = None, max_gantry_step_deg: float = 1.0,
+                         max_leaf_step_mm: float = 2.0, correction: Correction = Correction.LATERAL,
+                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Total course dose (Gy) of each beam of ``beam_set`` at ``voxel_indices``, beam by beam.
+
+    The same sampling and dose as :func:`forward_dose` (whose result is the sum
+    of the rows), kept apart per beam: an optimiser that re-weights beams or arc
+    sectors (see ``workflow.vmat``) gets the delivered dose of each one.
+
+    Parameters
+    ----------
+    voxel_indices : (n,) array of int
+        Flat voxel indices (C order on ``grid``), sorted and unique.
+    Other parameters as :func:`forward_dose`.
+
+    Returns
+    -------
+    (n_beams, n) float64 array.
+    """
+    vi_in = np.asarray(voxel_indices).reshape(-1)
+    if vi_in.size > 1 and not np.all(vi_in[1:] > vi_in[:-1]):
+        raise InputError("forward_dose_by_beam: voxel_indices must be sorted and unique")
+    _, acc = _forward(density, grid, beam_set, model, vi_in, max_gantry_step_deg, max_leaf_step_mm, correction,
+                      progress, per_beam=True)
+    return acc * float(beam_set.n_fractions)
+
+
+def _forward(density, grid, beam_set, model, voxel_indices, max_gantry_step_deg, max_leaf_step_mm, correction,
+             progress, per_beam: bool):
+    """Voxel indices and the dose per fraction there: summed, or ``(n_beams, n)`` with ``per_beam``."""
     model = default_beam_model() if model is None else model
     _gaussian_only(model, "forward_dose")
     dens = _check_inputs(density, grid, [0], [0])
@@ -563,10 +608,10 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
             key = (round(float(g) % 360.0, 6), round(float(beam.couch_deg) % 360.0, 6),
                    tuple(np.round(np.asarray(beam.isocenter_mm, float), 6)), str(beam.patient_position),
                    yb.tobytes(), float(beam.mlc.transmission))
-            groups.setdefault(key, []).append((beam, float(g), ap, mu))
+            groups.setdefault(key, []).append((beam, float(g), ap, mu, b))
             n_sub += 1
     batches = [v[i:i + _MAX_GROUP] for v in groups.values() for i in range(0, len(v), _MAX_GROUP)]
-    acc = np.zeros(vi.size, dtype=np.float64)
+    acc = np.zeros((len(beam_set.beams), vi.size) if per_beam else vi.size, dtype=np.float64)
     # source distances of the voxels from their bounding sphere (cheap, slightly generous fan range)
     centre = 0.5 * (pts.min(axis=0) + pts.max(axis=0)) if pts.size else np.zeros(3)
     radius = float(np.sqrt(np.max(np.sum((pts - centre) ** 2, axis=1)))) if pts.size else 0.0
@@ -574,16 +619,15 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
                f"positions, {vi.size} voxels", log):
         for k, batch in enumerate(batches):
             beam0 = batch[0][0]
-            geoms = [beam.geometry(g) for beam, g, _, _ in batch]
+            geoms = [beam.geometry(g) for beam, g, _, _, _ in batch]
             dc = float(np.linalg.norm(np.asarray(geoms[0].source_mm) - centre))
-            _apertures_dose(dens, grid, pts, geoms, [ap for _, _, ap, _ in batch], beam0.mlc.leaf_boundaries_mm,
-                            beam0.mlc.transmission, model, correction, out=acc,
-                            scales=[mu for _, _, _, mu in batch], s_range=(max(dc - radius, 1.0), dc + radius))
+            s_rng = (max(dc - radius, 1.0), dc + radius)
+            _apertures_dose(dens, grid, pts, geoms, [e[2] for e in batch], beam0.mlc.leaf_boundaries_mm,
+                            beam0.mlc.transmission, model, correction, out=acc, scales=[e[3] for e in batch],
+                            s_range=s_rng, rows=[e[4] for e in batch] if per_beam else None)
             if progress is not None:
                 progress(k + 1, len(batches))
-    out = np.zeros(grid.size, dtype=np.float64)
-    out[vi] = acc * float(beam_set.n_fractions)
-    return out.reshape(grid.shape)
+    return vi, acc
 
 
 def fluence_dose(density: np.ndarray, grid: Grid, geometry: BeamGeometry, beamlet_grid: BeamletGrid,

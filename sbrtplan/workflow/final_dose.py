@@ -17,6 +17,8 @@ maximum at 2 mm in a test), so IMRT plans compute every body voxel.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -27,10 +29,42 @@ from ..dose_engine import forward_dose
 
 log = get_logger(__name__)
 
+#: Arc sampling of the final dose: apertures interpolated at every degree and every 5 mm of leaf travel.
+FINAL_GANTRY_STEP_DEG = 1.0
+FINAL_LEAF_STEP_MM = 5.0
 
-def final_dose(case: Case, target: Structure, beam_set: BeamSet, *, model=None, full_mm: float = 30.0, organ_mm: float = 60.0,
-               progress=None) -> np.ndarray:
-    """Total course dose (Gy) on ``case.grid`` from ``beam_set`` (see the module docstring)."""
+
+@dataclass
+class FinalDoseVoxels:
+    """Where the final dose of an arc plan is computed (see the module docstring).
+
+    ``indices`` (sorted flat indices) are the full-resolution voxels and the in-plane 2x
+    lattice points; :meth:`to_grid` fills the voxels in between.
+    """
+
+    indices: np.ndarray
+    body: np.ndarray
+    full: np.ndarray
+    lattice: np.ndarray
+
+    def to_grid(self, values: np.ndarray, shape) -> np.ndarray:
+        """Dose on the whole grid from its values at :attr:`indices` (bilinear in-plane fill)."""
+        dose = np.zeros(int(np.prod(shape)), np.float32)
+        dose[self.indices] = values
+        dose = dose.reshape(shape)
+        fill = self.body & ~self.full & ~self.lattice
+        if fill.any():
+            lat = dose[:, ::2, ::2]
+            k, j, i = np.nonzero(fill)
+            dose[k, j, i] = ndimage.map_coordinates(lat, [k.astype(float), j / 2.0, i / 2.0], order=1,
+                                                    mode="nearest")
+        dose[~self.body] = 0.0
+        return dose
+
+
+def final_dose_voxels(case: Case, target: Structure, *, full_mm: float = 30.0, organ_mm: float = 60.0,
+                      extra_indices: np.ndarray | None = None) -> FinalDoseVoxels:
+    """The voxels at which an arc plan's final dose is computed (``extra_indices`` added at full resolution)."""
     body = case.body.mask if case.body is not None else case.density > 0.05
     dist = distance_map_mm(target, max_distance_mm=full_mm + 5.0)
     full = body & (dist <= full_mm)
@@ -40,6 +74,10 @@ def final_dose(case: Case, target: Structure, beam_set: BeamSet, *, model=None, 
             full |= s.mask & body
         elif s.role in (StructureRole.OAR, StructureRole.PRV):
             full |= s.mask & body & organ_reach
+    if extra_indices is not None:
+        flat = full.reshape(-1)
+        flat[np.asarray(extra_indices, np.int64)] = True
+        full &= body
     lattice = np.zeros_like(body)
     lattice[:, ::2, ::2] = True
     # lattice points of the whole body plus one voxel around it, so that interpolation at the
@@ -49,17 +87,17 @@ def final_dose(case: Case, target: Structure, beam_set: BeamSet, *, model=None, 
     idx = np.flatnonzero(full | coarse)
     log.info("final dose: %d voxels at full resolution, %d on the in-plane 2x lattice (of %d body voxels)",
              int(full.sum()), int(coarse.sum()), int(body.sum()))
+    return FinalDoseVoxels(idx, body, full, lattice)
+
+
+def final_dose(case: Case, target: Structure, beam_set: BeamSet, *, model=None, full_mm: float = 30.0,
+               organ_mm: float = 60.0, progress=None) -> np.ndarray:
+    """Total course dose (Gy) on ``case.grid`` from ``beam_set`` (see the module docstring)."""
+    vox = final_dose_voxels(case, target, full_mm=full_mm, organ_mm=organ_mm)
     # Apertures are interpolated at every degree of gantry rotation (and at most every 5 mm of leaf
     # motion); with control points every 2 degrees and <= 8 mm of leaf travel between them this
     # samples each interval two or three times.
-    dose = np.asarray(forward_dose(case.density, case.grid, beam_set, model=model, voxel_indices=idx,
-                                   max_gantry_step_deg=1.0, max_leaf_step_mm=5.0, progress=progress),
-                      dtype=np.float32).reshape(case.grid.shape)
-    fill = body & ~full & ~lattice
-    if fill.any():
-        lat = dose[:, ::2, ::2]
-        k, j, i = np.nonzero(fill)
-        interp = ndimage.map_coordinates(lat, [k.astype(float), j / 2.0, i / 2.0], order=1, mode="nearest")
-        dose[k, j, i] = interp
-    dose[~body] = 0.0
-    return dose
+    dose = forward_dose(case.density, case.grid, beam_set, model=model, voxel_indices=vox.indices,
+                        max_gantry_step_deg=FINAL_GANTRY_STEP_DEG, max_leaf_step_mm=FINAL_LEAF_STEP_MM,
+                        progress=progress)
+    return vox.to_grid(dose.reshape(-1)[vox.indices], case.grid.shape)

@@ -195,10 +195,14 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
                         optimizer=opts.optimizer)
         beam_set, opt_rows = res.beam_set, res.optimizer_dose_rows
         extra = {"dao": res.info}
+        vmat_final = res.final_dose_gy
     notes.extend(res.notes)
     step(4)
     with timed("final dose", log, timings):
-        if opts.technique is PlanTechnique.VMAT:
+        if opts.technique is PlanTechnique.VMAT and vmat_final is not None:
+            # computed sector by sector with the VMAT optimisation (its MU were re-solved on it)
+            dose = vmat_final
+        elif opts.technique is PlanTechnique.VMAT:
             dose = final_dose(cg, ps.target, beam_set, model=model)
         else:
             # static fields keep sharp edges far from the target: every body voxel is computed
