@@ -331,6 +331,52 @@ def aperture_from_columns(left: np.ndarray, right: np.ndarray, grid: BeamletGrid
     return Aperture(x1, x2, jx, jy)
 
 
+def best_row_intervals(score: np.ndarray) -> np.ndarray:
+    """Per row the contiguous column interval with the largest positive sum of ``score``.
+
+    The pricing step of aperture generation: with ``score`` the negative gradient of a dose
+    objective on a beam's beamlets, the aperture (one leaf opening per row) that improves the
+    objective most opens, in each row, the interval of maximum sum (Romeijn et al. 2005).
+
+    Parameters
+    ----------
+    score : ndarray (n_rows, n_cols)
+
+    Returns
+    -------
+    ndarray (n_rows, 2) int
+        Column-edge indices ``[a, b)`` per row; ``-1, -1`` where no interval has a positive sum
+        (the pair stays closed).  The format of the openings :func:`aperture_from_opening` takes.
+    """
+    score = np.asarray(score, float)
+    if score.ndim != 2:
+        raise GeometryError(f"score must be a 2-D beamlet map, got shape {score.shape}")
+    a, b, gain = _best_intervals(score)
+    return np.stack([np.where(gain > 0, a, -1), np.where(gain > 0, b, -1)], axis=1).astype(np.int64)
+
+
+def opening_fluence(opening: np.ndarray, grid: BeamletGrid, mlc: MLCModel) -> np.ndarray:
+    """Relative fluence of one opening on the active beamlets (row-major order of ``grid.active``).
+
+    1 on open beamlets, ``mlc.transmission`` under closed leaves inside the jaws fitted to the
+    open beamlets (the model the sequencer fits segment MU with).
+    """
+    op = np.asarray(opening, np.int64).reshape(grid.shape[0], 2)
+    return _opening_matrix([op], grid.shape, mlc.transmission)[:, 0][grid.active.ravel()]
+
+
+def aperture_from_opening(opening: np.ndarray, grid: BeamletGrid, mlc: MLCModel, *,
+                          min_leaf_gap_mm: float | None = None) -> Aperture:
+    """The MLC aperture of an opening (per beamlet row ``[a, b)`` column edges, ``-1`` closed).
+
+    Leaf tips on column edges, openings narrower than the minimum gap widened symmetrically,
+    closed pairs parked under the X1 jaw, jaws fitted to the open leaves (as the sequencer does).
+    """
+    op = np.asarray(opening, np.int64).reshape(grid.shape[0], 2)
+    return _aperture_from_opening(op, grid, mlc, rows_to_leaf_pairs(grid, mlc),
+                                  _default_leaf_gap(mlc, min_leaf_gap_mm))
+
+
 def delivered_fluence(segments: list[tuple[Aperture, float]], grid: BeamletGrid, mlc: MLCModel, *,
                       transmission: bool = False) -> np.ndarray:
     """Fluence (MU) on the beamlet grid delivered by ``segments``.

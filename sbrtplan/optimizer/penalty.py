@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from .._log import get_logger
-from .first_order import MatrixOps
+from .first_order import MatrixOps, single_thread_blas
 
 log = get_logger(__name__)
 
@@ -112,6 +112,9 @@ class Limit:
     priority: int = 0
     growth: float | None = None
     max_weight_factor: float = np.inf
+    #: the penalty's weight when the limit was first measured (the base of ``max_weight_factor``,
+    #: kept over successive solves: a warm-started re-solve must not restart the cap)
+    start_weight: float | None = field(default=None, repr=False)
 
     def value(self, dose: np.ndarray) -> float:
         p = self.penalty
@@ -245,6 +248,31 @@ class PenaltyObjective:
         return f, g
 
 
+class DenseOps:
+    """``A x`` and ``A^T g`` of a dense (n_rows, n_vars) matrix with few columns (apertures).
+
+    float64 (L-BFGS-B's line search needs the objective smooth to ~1e-10; float32 products make it
+    stop early); BLAS does the products (a few apertures per beam make the matrix dense: a sparse
+    format would cost more than it saves).
+    """
+
+    def __init__(self, A: np.ndarray):
+        self._a = np.ascontiguousarray(A, dtype=np.float64)
+        self._at = np.ascontiguousarray(self._a.T)
+        self.shape = self._a.shape
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._a @ np.asarray(x, np.float64)
+
+    def rmatvec(self, g: np.ndarray) -> np.ndarray:
+        return self._at @ np.asarray(g, np.float64)
+
+
+def _operator(D):
+    """Product operator of ``D``: dense BLAS for an ndarray, the parallel CSR kernels otherwise."""
+    return DenseOps(D) if isinstance(D, np.ndarray) else MatrixOps(D)
+
+
 def _lbfgs(ops: MatrixOps, obj: PenaltyObjective, x0: np.ndarray, lb, ub, max_iter: int,
            regularizer: FluenceRegularizer | None = None):
     def fun(x):
@@ -258,8 +286,11 @@ def _lbfgs(ops: MatrixOps, obj: PenaltyObjective, x0: np.ndarray, lb, ub, max_it
         return f, gx
 
     bounds = list(zip(lb, ub))
-    res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                   options=dict(maxiter=max_iter, maxcor=20, ftol=1e-10, gtol=1e-9))
+    # one OpenBLAS thread: L-BFGS-B's small vector updates are many times slower with BLAS threads
+    # competing with the parallel matrix products (first_order.single_thread_blas)
+    with single_thread_blas():
+        res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options=dict(maxiter=max_iter, maxcor=20, ftol=1e-10, gtol=1e-9))
     return res.x, float(res.fun), int(res.nit)
 
 
@@ -272,8 +303,8 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
 
     Parameters
     ----------
-    D : sparse (n_rows, n_vars)
-        Total dose per unit of each variable.
+    D : sparse or ndarray (n_rows, n_vars)
+        Total dose per unit of each variable (dense for a few aperture columns).
     penalties : list of Penalty
     limits : list of Limit
         Each refers to one of ``penalties``; after a round, a violated limit's
@@ -291,7 +322,7 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
     -------
     PenaltyResult
     """
-    ops = MatrixOps(D)   # float32 CSR of D and D^T, parallel numba products
+    ops = _operator(D)   # float32 CSR of D and D^T (parallel numba products) or dense BLAS
     n = ops.shape[1]
     lb = np.broadcast_to(np.asarray(x_lb, float), (n,)).copy()
     ub = np.broadcast_to(np.asarray(x_ub, float), (n,)).copy()
@@ -312,15 +343,16 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
         x, f, nit = _lbfgs(ops, obj, x, lb, list(ub), max_iter, regularizer)
         dose = ops.matvec(x)
         violated = []
-        if r == 0:
-            start_w = {id(lim): lim.penalty.weight for lim in limits}
+        for lim in limits:
+            if lim.start_weight is None:
+                lim.start_weight = lim.penalty.weight
         broken = [(lim, v) for lim in limits for v in [lim.value(dose)] if lim.violated(v)]
         first = min((lim.priority for lim, _ in broken), default=0)
         for lim, v in broken:
             violated.append(lim.label or lim.penalty.name)
             if lim.priority == first:
                 grown = lim.penalty.weight * (weight_growth if lim.growth is None else lim.growth)
-                lim.penalty.weight = min(grown, start_w[id(lim)] * lim.max_weight_factor)
+                lim.penalty.weight = min(grown, lim.start_weight * lim.max_weight_factor)
                 if not lim.lower:
                     lim.penalty.reference_gy = np.maximum(lim.penalty.reference_gy * max(0.8, lim.limit_gy / v),
                                                           lim.floor_gy)
@@ -342,7 +374,7 @@ def objective_solve(D, objective, *, x0: np.ndarray | None = None, x_lb: float |
     Used with the prioritised stages' terms summed into one function (hard limits as heavy
     penalties; ``optimizer.dao.stage_objective``): the fast path for full-size plans.
     """
-    ops = MatrixOps(D)
+    ops = _operator(D)
     n = ops.shape[1]
     lb = np.broadcast_to(np.asarray(x_lb, float), (n,)).copy()
     ub = np.broadcast_to(np.asarray(x_ub, float), (n,)).copy()

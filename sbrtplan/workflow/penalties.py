@@ -96,6 +96,12 @@ COVERAGE_GROWTH = 2.0
 #: normal tissue).
 COVERAGE_MAX_FACTOR = 4.0
 
+#: Target dose-volume upper limits (TG-119's PTV D10 <= 110 % Rx): penalty reference and the
+#: measured limit, both under the protocol's value so that the normalisation keeps it.
+TARGET_DV_REF = 0.97
+TARGET_DV_MARGIN = 0.985
+
+
 def _coverage_goal_pct(problem: PlanProblem) -> float | None:
     """The protocol's primary coverage level (``V100%Rx >= v``: v in %), None when there is none."""
     best = None
@@ -233,6 +239,25 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
         pens.append(top)
         limits.append(Limit(top, (dmax - 1.0) / 100.0 * rx, 0.0, label=f"PTV Dmax <= {dmax:g}% Rx",
                             floor_gy=(TARGET_UNDER_REF + 0.05) * rx))
+    # dose-volume upper limits of the protocol on the target (TG-119: PTV D10 <= 110 % Rx): an
+    # over-dose penalty on the target outside the GTV that leaves the allowed hottest volume free,
+    # measured and re-weighted with the coverage (same priority: the normalisation to the coverage
+    # goal is capped by it, so coverage and this limit must be met together)
+    for goal, region in problem.goal_regions or []:
+        if (goal.structure != "ptv" or not goal.comparator.is_upper_bound or goal.limit is None
+                or goal.metric not in (Metric.D_PCT, Metric.D_CC) or not hot.size):
+            continue
+        L = goal.limit_in_gy(rx)
+        if goal.metric is Metric.D_PCT:
+            frac = goal.parameter.value / 100.0
+        else:
+            hot_cc = float(vox.weights[hot].sum()) * float(np.prod(ps.target.grid.spacing_mm)) / 1000.0
+            frac = min(goal.parameter.value / max(hot_cc, 1e-6), 1.0)
+        p = Penalty(f"target {goal.metric_label} <= {100 * L / rx:g}% Rx", hot, TARGET_DV_REF * L, W_TARGET_HOT,
+                    over=True, row_weights=vox.weights[hot], allowed_fraction=0.8 * frac)
+        pens.append(p)
+        limits.append(Limit(p, TARGET_DV_MARGIN * L, frac, label=f"target {goal.metric_label}", priority=1,
+                            growth=COVERAGE_GROWTH, floor_gy=(TARGET_UNDER_REF + 0.01) * rx))
     if hot.size:
         # hot spots outside the GTV/ITV: near-maximum (D0.035cc) of the target outside the GTV
         hot_cc = float(vox.weights[hot].sum()) * float(np.prod(ps.target.grid.spacing_mm)) / 1000.0
