@@ -94,7 +94,8 @@ class Limit:
     important violated priority (smallest number) are re-weighted, so that a
     coverage goal (priority 1) never grows against a hard organ limit
     (priority 0) that is not yet met.  ``measure_weights``: relative volume of the penalty's rows for the
-    measurement when the penalty's own row weights are not volumes.
+    measurement when the penalty's own row weights are not volumes.  A violated lower limit whose
+    weight has reached its cap cannot act any more: the next priority is re-weighted instead.
     ``floor_gy``: the penalty's
     reference is never lowered below it when the limit is violated (a
     near-maximum limit on a target region must not pull the whole region
@@ -112,6 +113,8 @@ class Limit:
     priority: int = 0
     growth: float | None = None
     max_weight_factor: float = np.inf
+    #: the plan is normalised to this limit (``penalty_solve(normalize=True)``)
+    normalizes: bool = False
     #: the penalty's weight when the limit was first measured (the base of ``max_weight_factor``,
     #: kept over successive solves: a warm-started re-solve must not restart the cap)
     start_weight: float | None = field(default=None, repr=False)
@@ -128,6 +131,12 @@ class Limit:
         if self.lower:
             return _cold_dose_at_fraction(d, w, self.volume_fraction)
         return _dose_at_fraction(d, w, self.volume_fraction)
+
+    def can_act(self) -> bool:
+        """Whether re-weighting still changes the penalty (an upper limit also lowers its reference)."""
+        if not self.lower or self.start_weight is None:
+            return True
+        return self.penalty.weight < self.start_weight * self.max_weight_factor * (1.0 - 1e-9)
 
     def violated(self, value: float) -> bool:
         """True when ``value`` (from :meth:`value`) breaks the limit (0.1 % tolerance)."""
@@ -291,13 +300,25 @@ def _lbfgs(ops: MatrixOps, obj: PenaltyObjective, x0: np.ndarray, lb, ub, max_it
     with single_thread_blas():
         res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                        options=dict(maxiter=max_iter, maxcor=20, ftol=1e-10, gtol=1e-9))
+    if int(res.nit) == 0:
+        log.info("L-BFGS-B stopped at once: %s", res.message)
     return res.x, float(res.fun), int(res.nit)
+
+
+def _normalized(ops, lim: Limit, x: np.ndarray, dose: np.ndarray, lb: np.ndarray):
+    """``x`` scaled so that the normalising limit (the coverage goal) holds exactly."""
+    v = lim.value(dose)
+    if not v > 0:
+        return x, dose
+    s = float(np.clip(lim.limit_gy / v, 0.5, 2.0))
+    xs = np.maximum(x * s, lb)
+    return xs, ops.matvec(xs)
 
 
 def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: np.ndarray | None = None,
                   x_lb: float | np.ndarray = 0.0, x_ub: float | np.ndarray = np.inf, rounds: int = 4,
                   max_iter: int = 400, weight_growth: float = 4.0,
-                  regularizer: FluenceRegularizer | None = None,
+                  regularizer: FluenceRegularizer | None = None, normalize: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> PenaltyResult:
     """Minimise the penalties; re-weight violated limits between rounds.
 
@@ -317,6 +338,12 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
         L-BFGS-B iterations per round.
     regularizer : FluenceRegularizer, optional
         Smoothness and MU penalties on the variables.
+    normalize : bool
+        After each round, scale the weights so that the first limit with ``normalizes=True``
+        (the coverage goal) holds exactly, as the plan's final normalisation will, and measure
+        every other limit on that dose: the re-weighting then acts on what the normalised plan
+        delivers (a hot spot or an organ dose the scaling would raise), not on a dose the
+        normalisation changes afterwards.
 
     Returns
     -------
@@ -336,18 +363,23 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
             ratio = np.median([np.median(p.reference_gy) / max(float(np.median(d1[p.rows])), 1e-9) for p in under])
             x = np.maximum(np.full(n, ratio), lb)
     obj = PenaltyObjective(penalties, ops.shape[0])
+    norm = next((lim for lim in limits if lim.normalizes), None) if normalize else None
     hist: list[dict] = []
     violated: list[str] = []
     f = float("nan")
     for r in range(rounds):
         x, f, nit = _lbfgs(ops, obj, x, lb, list(ub), max_iter, regularizer)
         dose = ops.matvec(x)
+        if norm is not None:
+            x, dose = _normalized(ops, norm, x, dose, lb)
         violated = []
         for lim in limits:
             if lim.start_weight is None:
                 lim.start_weight = lim.penalty.weight
         broken = [(lim, v) for lim in limits for v in [lim.value(dose)] if lim.violated(v)]
-        first = min((lim.priority for lim, _ in broken), default=0)
+        # the most important violated priority that can still act: a coverage goal whose weight has
+        # reached its cap no longer changes anything, and must not block the next priority forever
+        first = min((lim.priority for lim, _ in broken if lim.can_act()), default=0)
         for lim, v in broken:
             violated.append(lim.label or lim.penalty.name)
             if lim.priority == first:

@@ -127,6 +127,11 @@ def _target_dmax_pct(problem: PlanProblem) -> float | None:
     return out
 
 
+def _has_goal(problem: PlanProblem, metric: Metric) -> bool:
+    """Whether the protocol has a goal of this metric for the plan's scheme."""
+    return any(goal.metric is metric for goal, _ in problem.goal_regions or [])
+
+
 def _rows_minus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.setdiff1d(a, b, assume_unique=False)
 
@@ -180,7 +185,10 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
     # the maximum there, so the bulk must stay clearly below it
     far = grid_mm >= 20
     ref[far] *= D2CM_REF_FACTOR
-    for name, sel, w in (("normal-tissue fall-off", ~far, W_FALLOFF), ("beyond 2 cm (D2cm)", far, W_D2CM)):
+    # the RTOG D2cm term only where the protocol has a D2cm goal (SBRT); elsewhere (TG-119) the far
+    # region is plain fall-off: the stronger term costs target homogeneity for a figure nobody asks
+    w_far = W_D2CM if _has_goal(problem, Metric.D2CM) else W_FALLOFF
+    for name, sel, w in (("normal-tissue fall-off", ~far, W_FALLOFF), ("beyond 2 cm (D2cm)", far, w_far)):
         if not sel.any():
             continue
         rows = outside[sel]
@@ -229,7 +237,7 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
         cold = ((100.0 - min(level + COVERAGE_MARGIN_PCT, 99.9)) / 100.0 * ptv_cc - max(ptv_cc - opt_cc, 0.0)) / opt_cc
         limits.append(Limit(cover, rx, max(cold, 0.002), lower=True, label=f"coverage V100%Rx >= {level:g}%",
                             measure_weights=tw, priority=1, growth=COVERAGE_GROWTH,
-                            max_weight_factor=COVERAGE_MAX_FACTOR))
+                            max_weight_factor=COVERAGE_MAX_FACTOR, normalizes=True))
     # the PTV maximum of the protocol (spine: 140 % Rx), measured on the hottest voxel and re-weighted
     # like an organ limit, so that the normalisation is never capped by it
     dmax = _target_dmax_pct(problem)
