@@ -94,21 +94,16 @@ def test_evaluation_easy_limit_is_mandatory_harder_goal_is_reported(core_gy, eas
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="open (issue 5): the automatic TG-119 plan does not yet reach PTV D95 >= 50 Gy with "
-                          "PTV D10 <= 110 % (measured at 5 mm: D95 45.5 Gy, D10 54.7 Gy, core D10 23.2 Gy; the "
-                          "step-and-shoot segments do not reproduce the fluence dose: optimiser-vs-delivered "
-                          "p95 16.5 % Rx); the test states the goal and will pass when the plan reaches it",
-                   strict=False)
-def test_tg119_plan_on_a_5mm_grid_meets_the_goals(shared_data):
-    """The full workflow on TG119.mat (9 equispaced coplanar 6 MV beams, template angles) at 5 mm.
+def test_tg119_plan_on_the_benchmark_grid_meets_the_goals(shared_data):
+    """The full workflow on TG119.mat (9 equispaced coplanar 6 MV beams, template angles) at 2.5 mm.
 
-    The goals are judged on the final dose recomputed from the step-and-shoot segments, with the
-    limits of the benchmark unchanged (D95 >= 50 Gy, core D10 <= 25 Gy).  A 5 mm grid (instead of
-    TG-119's 2.5 mm) keeps the test within the time budget; it does not loosen anything: the core
-    (2 cm diameter cylinder) and the 5 mm gap that separates it from the PTV are still resolved by
-    the sub-voxel structure occupancy, the normalisation puts D95 of the PTV at Rx on whatever grid
-    the dose is evaluated, and a coarser grid blurs the steep PTV-to-core gradient, which raises
-    the core's D10 (harder to meet, not easier).
+    TG-119's own setting (issue 5): the goals are judged on the final dose recomputed from the
+    step-and-shoot segments with the forward engine, after the normalisation to V100%Rx = 95.5 %,
+    with the benchmark's limits unchanged (D95 >= 50 Gy, D10 <= 55 Gy, core D10 <= 25 Gy).  The
+    segments are optimised on the dose (aperture generation), so the optimiser's dose and the
+    delivered one agree to a few per cent of Rx.  Measured when this test was written: D95
+    50.3 Gy, D10 54.3 Gy, core D10 24.1 Gy, p95 difference 3.9 % Rx; the plan is deterministic,
+    so the margins (0.3 to 0.9 Gy) only move when the model does, which is what the test guards.
     """
     from sbrtplan.io import load_case
     from sbrtplan.workflow import plan
@@ -117,7 +112,7 @@ def test_tg119_plan_on_a_5mm_grid_meets_the_goals(shared_data):
     if not path.exists():
         pytest.skip(f"reference data not available: {path}")
     case = load_case(path)
-    p = plan(case, "tg119_cshape", "50/25", technique="imrt", n_beams=9, select_beams=False, grid_mm=5.0)
+    p = plan(case, "tg119_cshape", "50/25", technique="imrt", n_beams=9, select_beams=False, grid_mm=2.5)
 
     assert len(p.beam_set.beams) == 9
     gantries = sorted(round(b.control_points[0].gantry_deg) % 360 for b in p.beam_set.beams)
@@ -137,3 +132,7 @@ def test_tg119_plan_on_a_5mm_grid_meets_the_goals(shared_data):
     harder = by[("core", "D10%", Comparator.LT)]
     assert harder.status in (Status.PASS, Status.FAIL) and harder.passed is (core_d10 < 10.0)
     assert p.report.acceptable
+    # what the optimiser planned is what the segments deliver: 95 % of the optimisation voxels
+    # above 10 % Rx within 5 % Rx (the issue's fidelity goal for the sequencing)
+    assert p.metrics["plan"]["optimizer_vs_delivered"]["p95_abs_diff_pct_rx"] < 5.0
+    assert p.qa["deliverability"]["passed"]
