@@ -442,15 +442,17 @@ def _leaf_state(ap: Aperture) -> np.ndarray:
 
 
 def arc_samples(beam, bin_deg: float = 1.0, max_leaf_step_mm: float = 5.0):
-    """Sub-fields of an arc on a fixed grid of gantry angles: ``[(gantry_deg, aperture, mu), ...]``.
+    """Sub-fields of an arc, at most ``bin_deg`` apart: ``[(gantry_deg, aperture, mu), ...]``.
 
-    The gantry range is cut at every multiple of ``bin_deg`` (absolute gantry
-    angle, so that arcs over the same range share their sample angles) and at
-    nothing else: each bin is one sub-field at the bin's centre, carrying the
+    Each control-point interval is cut into the fewest equal bins of at most
+    ``bin_deg``: each bin is one sub-field at the bin's centre, carrying the
     MU delivered while the gantry crosses the bin (MU are linear in gantry
-    angle within a control-point interval) and the MU-weighted mean of the
-    apertures delivered there (the apertures interpolated at the midpoints of
-    the bin's parts in each control-point interval).  A bin in which a leaf or
+    angle within a control-point interval) and the aperture interpolated at
+    the bin's centre.  Arcs whose control points sit at the same gantry angles
+    (the two arcs of a plan, either direction) get the same sample angles, so
+    their sub-fields share the source position; and any run of control
+    points of an arc (one optimisation sector: ``workflow.vmat``) is sampled
+    exactly as within the whole arc, so sectors' doses add up to the arc's.  A bin in which a leaf or
     jaw travels more than ``max_leaf_step_mm`` is split into equal parts, each
     its own sub-field.  Returns None for a beam that is not a monotonic arc
     (the caller then uses :func:`~sbrtplan.beams.sample_delivery`).
@@ -486,11 +488,12 @@ def arc_samples(beam, bin_deg: float = 1.0, max_leaf_step_mm: float = 5.0):
         return 0.5 * (xa + xb), (acc / mu_tot if mu_tot > 0 else acc), mu_tot, float(travel.max())
 
     out = []
-    j0 = int(math.floor(phi[0] / bin_deg + 1e-9))
-    j1 = int(math.ceil(phi[-1] / bin_deg - 1e-9))
-    for j in range(j0, j1):
-        xa = max(j * bin_deg, phi[0])
-        xb = min((j + 1) * bin_deg, phi[-1])
+    edges = []
+    for i in range(phi.size - 1):
+        m = max(1, int(math.ceil((phi[i + 1] - phi[i]) / bin_deg - 1e-9)))
+        edges.append(phi[i] + (phi[i + 1] - phi[i]) * np.arange(m) / m)
+    edges = np.concatenate(edges + [phi[-1:]])
+    for xa, xb in zip(edges[:-1], edges[1:]):
         if xb - xa <= 1e-9:
             continue
         centre, st, mu, travel = span(xa, xb)
