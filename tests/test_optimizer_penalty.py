@@ -1,6 +1,7 @@
 """Adaptive-penalty optimisation: hard limits are met exactly after re-weighting, coverage is kept."""
 
 import numpy as np
+import pytest
 
 from sbrtplan.optimizer.penalty import Limit, Penalty, PenaltyObjective, penalty_solve
 from test_beam_selection import _problem  # the 2-D slab phantom of the beam-selection tests
@@ -106,3 +107,39 @@ def test_fluence_regularizer_gradient_and_smoothing():
     # and still a plan: the target mean within 5 % of Rx (between the under- and over-dose
     # references 1.0 and 1.05, as the unregularised one)
     assert abs(smooth.dose_gy[t].mean() - 1.0) < 0.05
+
+
+def test_limit_measured_on_the_normalised_dose():
+    """A hot-spot limit with ``normalized_by`` reads the dose the final normalisation will give:
+    a plan at 95 % of its coverage level with a 105 % hot spot becomes 105/0.95 = 110.5 %."""
+    rows = np.arange(100)
+    dose = np.full(100, 0.95)
+    dose[0] = 1.05
+    cover = Limit(Penalty("target", rows, 1.0, 1.0, over=False), 1.0, 0.05, lower=True)
+    hot = Limit(Penalty("hot", rows, 1.0, 1.0, over=True), 1.08, 0.0)
+    assert hot.value(dose) == pytest.approx(1.05)
+    hot.normalized_by = cover
+    assert hot.value(dose) == pytest.approx(1.05 / 0.95)
+    # an organ limit at its value stops the scaling, as the plan's normalisation stops there
+    organ = Limit(Penalty("organ", rows[50:], 0.5, 1.0, over=True), 0.95, 0.0)
+    hot.scale_caps = [organ]
+    assert hot.value(dose) == pytest.approx(1.05)
+
+
+def test_capped_coverage_hands_the_rounds_to_the_next_priority():
+    """Coverage (priority 1) at its weight cap cannot act: a violated priority-2 limit is re-weighted
+    instead of waiting for it for ever; and the cap holds across warm-started solves."""
+    D, offsets, target, organ, angles = _problem(n_dir=8)
+    t = np.flatnonzero(target)
+    o = np.flatnonzero(organ)
+    cover_pen = Penalty("target", t, 1.0, 1.0, over=False)
+    organ_pen = Penalty("organ", o, 0.0, 50.0, over=True)      # strong: coverage cannot be reached
+    hot_pen = Penalty("target hot", t, 1.2, 0.01, over=True)
+    cover = Limit(cover_pen, 1.0, 0.0, lower=True, priority=1, growth=2.0, max_weight_factor=2.0)
+    hot = Limit(hot_pen, 1.0, 0.0, priority=2, growth=4.0, floor_gy=0.5)
+    pens = [cover_pen, organ_pen, hot_pen]
+    res = penalty_solve(D, pens, [cover, hot], rounds=4)
+    assert cover_pen.weight == pytest.approx(2.0)               # grew once, then capped
+    assert hot_pen.weight > 0.01                                # the next priority acted
+    res2 = penalty_solve(D, pens, [cover, hot], x0=res.x, rounds=2)
+    assert cover_pen.weight == pytest.approx(2.0)               # a warm start does not restart the cap

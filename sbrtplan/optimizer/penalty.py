@@ -115,11 +115,32 @@ class Limit:
     max_weight_factor: float = np.inf
     #: the plan is normalised to this limit (``penalty_solve(normalize=True)``)
     normalizes: bool = False
+    #: measure this limit on the dose scaled so that ``normalized_by`` (the coverage goal) holds,
+    #: as the plan's final normalisation will scale it (a target hot spot rises with the coverage)
+    normalized_by: "Limit | None" = field(default=None, repr=False)
+    #: ... but never scaled beyond what these upper limits allow (the normalisation stops at a
+    #: hard organ limit: spine coverage next to the cord is not scaled up)
+    scale_caps: list = field(default_factory=list, repr=False)
     #: the penalty's weight when the limit was first measured (the base of ``max_weight_factor``,
     #: kept over successive solves: a warm-started re-solve must not restart the cap)
     start_weight: float | None = field(default=None, repr=False)
 
     def value(self, dose: np.ndarray) -> float:
+        v = self._raw_value(dose)
+        n = self.normalized_by
+        if n is not None:
+            c = n.value(dose)
+            if c > 0:
+                scale = n.limit_gy / c
+                for cap in self.scale_caps:
+                    vc = cap._raw_value(dose)
+                    if vc > 0:
+                        scale = min(scale, cap.limit_gy / vc)
+                # within a factor 1.25 either way: far from coverage the scaled figure means little
+                v *= float(np.clip(scale, 0.8, 1.25))
+        return v
+
+    def _raw_value(self, dose: np.ndarray) -> float:
         p = self.penalty
         d = dose[p.rows]
         w = p.row_weights
@@ -379,7 +400,8 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
         broken = [(lim, v) for lim in limits for v in [lim.value(dose)] if lim.violated(v)]
         # the most important violated priority that can still act: a coverage goal whose weight has
         # reached its cap no longer changes anything, and must not block the next priority forever
-        first = min((lim.priority for lim, _ in broken if lim.can_act()), default=0)
+        acting = [lim.priority for lim, _ in broken if lim.can_act()]
+        first = min(acting, default=0)
         for lim, v in broken:
             violated.append(lim.label or lim.penalty.name)
             if lim.priority == first:
@@ -393,8 +415,8 @@ def penalty_solve(D, penalties: list[Penalty], limits: list[Limit] = (), *, x0: 
                  len(violated), (": " + ", ".join(violated[:6])) if violated else "")
         if progress is not None:
             progress(r + 1, rounds)
-        if not violated:
-            break
+        if not violated or not acting:
+            break   # every limit met, or none can change any more
     dose = ops.matvec(x)
     return PenaltyResult(x, dose, f, hist, violated)
 
