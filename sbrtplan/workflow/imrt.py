@@ -1,15 +1,29 @@
-"""IMRT path: beam-angle selection, fluence optimisation, leaf sequencing, segment weights.
+"""IMRT path: beam-angle selection, segments optimised on the dose, segment weights.
 
 1. Candidate directions that do not collide (gantry x couch) are scored on a
    coarse problem by group-sparse selection (``optimizer.select_beams``); the
-   ``n_beams`` chosen directions (or a site template) are kept.
-2. The fluence of the chosen beams is optimised on the plan's voxels with the
-   prioritised convex model (``optimizer.prioritized_solve``).
-3. Each fluence map is sequenced into step-and-shoot segments (bounded count,
-   minimum MU, leaf-gap limits).
-4. The segment MU are re-optimised with the same prioritised model on the
-   dose of each segment computed by the forward engine from its MLC shape
-   (leaf transmission included), which removes most of the loss of step 3.
+   ``n_beams`` best-scored directions at least ``MIN_BEAM_SEPARATION_DEG``
+   apart are kept (or a site template).  Without the separation the lasso
+   clusters the beams where the target is shallowest, and their entrance
+   doses add up in front of it.
+2. Segments by **aperture generation** (:func:`generate_apertures`, default):
+   the step-and-shoot apertures of every beam are built one at a time on the
+   prioritised penalty model of ``workflow.penalties`` (column generation:
+   price the beamlet gradient, open per leaf pair the interval of largest
+   descent, re-optimise all segment weights, re-weight violated limits), so
+   the optimiser's dose is the dose of deliverable segments, not of a fluence
+   that leaf sequencing can only approximate.  The alternative
+   (``SegmentMethod.FLUENCE_SEQUENCING``, and the other optimiser paths)
+   optimises a beamlet fluence with the same model and sequences it into
+   segments (bounded count, minimum MU, leaf-gap limits).
+3. The segment MU are re-optimised with the same model on the dose of each
+   segment computed by the forward engine from its MLC shape (leaf
+   transmission included), which removes the beamlet model's approximations
+   (lateral cut-off, beamlet edges).
+
+Measured (final dose from the segments): TG-119 at 2.5 mm PTV D95 50.3 Gy,
+D10 54.3 Gy, core D10 24.0 Gy, optimiser-vs-delivered p95 3.7 % Rx, 970 MU
+per fraction (fluence sequencing: D95 45.5 Gy at 5 mm, p95 16.5 %, 3290 MU).
 """
 
 from __future__ import annotations
@@ -423,8 +437,9 @@ def reweight_segments(case: Case, beam_set: BeamSet, problem: PlanProblem, model
         res = objective_solve(Dseg, stage_objective(problem.stages), x_lb=lb,
                               x0=np.maximum([beam_set.beams[b].segment_mu()[s] for b, s in keys], lb))
     elif penalties is not None:
-        # the weights the fluence optimisation adapted carry over to the segment weights
-        res = penalty_solve(Dseg, *penalties, x_lb=lb,
+        # the weights the fluence optimisation adapted carry over to the segment weights; a few
+        # segment columns are dense: BLAS products (optimizer.penalty.DenseOps)
+        res = penalty_solve(np.column_stack(cols).astype(np.float64), *penalties, x_lb=lb,
                             x0=np.array([beam_set.beams[b].segment_mu()[s] for b, s in keys]), normalize=NORMALIZE)
     else:
         res = prioritized_solve(Dseg, problem.stages, x_lb=lb,
