@@ -238,6 +238,12 @@ def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site:
             segs = [(aperture_from_opening(op, grid, mlc), mu) for op, mu in gen.segments[b]]
             name = f"B{len(beams) + 1} G{g.gantry_deg:.0f} T{g.couch_deg:.0f}"
             beams.append(segments_to_beam(name, g, segs, mlc))
+        if not beams:
+            from ..errors import OptimizationError
+
+            raise OptimizationError(f"IMRT: aperture generation found no segment of at least {min_segment_mu:g} MU "
+                                    f"that lowers the objective for target '{ps.target.name}' "
+                                    f"({len(geoms)} beams): check the target and the prescription")
         beam_set = BeamSet(beams, n_fractions=n_fractions, prescription_gy=prescription_gy)
         with timed("segment weight optimisation", log, timings):
             beam_set, seg_dose = reweight_segments(case, beam_set, problem, model, min_segment_mu, penalties,

@@ -180,7 +180,9 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
     boost_rows = np.array([], dtype=np.int64)
     if ps.boost is not None and ps.boost.name in problem.regions:
         b = problem.regions[ps.boost.name]
-        boost_rows = b.rows
+        # hot spots are allowed where the evaluation allows them: voxels whose centre is in the
+        # GTV/ITV (External-GTV excludes those); a voxel the GTV only partly occupies counts as outside
+        boost_rows, _ = vox.rows_of(np.flatnonzero(ps.boost.mask.ravel()))
         pens.append(Penalty("GTV under Rx", b.rows, TARGET_UNDER_REF * rx, W_GTV_UNDER, over=False,
                             row_weights=b.weights))
         pens.append(Penalty(f"boost above {100 * BOOST_HOT_REF:g}% Rx", b.rows, BOOST_HOT_REF * rx, W_BOOST_HOT,
