@@ -287,15 +287,15 @@ class DenseOps:
     """
 
     def __init__(self, A: np.ndarray):
-        self._a = np.ascontiguousarray(A, dtype=np.float64)
-        self._at = np.ascontiguousarray(self._a.T)
+        self._a = np.ascontiguousarray(A, dtype=np.float64)   # no copy when already so
         self.shape = self._a.shape
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         return self._a @ np.asarray(x, np.float64)
 
     def rmatvec(self, g: np.ndarray) -> np.ndarray:
-        return self._at @ np.asarray(g, np.float64)
+        # the transpose is a view: BLAS reads it in place (no second copy of the matrix)
+        return self._a.T @ np.asarray(g, np.float64)
 
 
 def _operator(D):
