@@ -9,7 +9,8 @@ Usage::
 
 Plans ``TG119.mat`` (matRad's copy of the AAPM TG-119 C-shape phantom) with the ``tg119_cshape``
 protocol: 50 Gy / 25 fx, 9 equispaced coplanar 6 MV beams (the generic beam template, no beam
-selection), step-and-shoot segments, final dose recomputed from the segments.  Prints every stage's
+selection), step-and-shoot segments optimised on the dose (``workflow.imrt.generate_apertures``),
+final dose recomputed from the segments.  Prints every stage's
 time, the peak resident memory, the TG-119 goals (Ezzell et al. 2009, Med Phys 36:5359, table 2)
 with PASS/FAIL, the 'harder' goal (core D10 < 10 Gy) as reached or not, the conformity and gradient
 indices and total MU, and compares them with pyRadPlan's published TG-119 figures (same phantom,
@@ -139,7 +140,9 @@ def main(argv=None) -> int:
 
         imrt.FLUENCE_TIME_LIMIT_S *= args.time_factor
         imrt.SEGMENT_TIME_LIMIT_S *= args.time_factor
-        print(f"diagnostic run: solver budgets x{args.time_factor:g} (fluence {imrt.FLUENCE_TIME_LIMIT_S:.0f} s, "
+        imrt.APERTURE_TIME_LIMIT_S *= args.time_factor
+        print(f"diagnostic run: solver budgets x{args.time_factor:g} (aperture generation "
+              f"{imrt.APERTURE_TIME_LIMIT_S:.0f} s, fluence {imrt.FLUENCE_TIME_LIMIT_S:.0f} s, "
               f"segments {imrt.SEGMENT_TIME_LIMIT_S:.0f} s)")
     t0 = time.perf_counter()
     case = load_case(args.case)
