@@ -175,3 +175,33 @@ def test_sector_beams_split_an_arc_into_parts_that_add_up_linearly():
     assert np.max(np.abs(mu @ g - whole)) <= 5e-3 * whole.max()
     with pytest.raises(Exception, match="control points"):
         sector_beams(beam, 4)
+
+
+def test_final_dose_two_lattices_on_a_2mm_grid():
+    """On a plan's 2 mm grid the final dose is computed every 4 mm in-plane up to 60 mm from the
+    PTV and every 8 mm beyond (the spacing the 4 mm test above validates): against the forward
+    dose at a sample of all body voxels the error stays within 5 % of the maximum at worst and
+    1 % for 99 % of them, as there, with about half the computed voxels of a single 4 mm lattice."""
+    from sbrtplan.beams import Beam, BeamSet, ControlPoint, Technique
+    from sbrtplan.dose_engine import forward_dose
+    from sbrtplan.workflow.final_dose import final_dose, final_dose_voxels
+
+    case = make_phantom("spine", spacing_mm=2.0)
+    ps = build_planning_structures(case, load_protocol("bone_spine"))
+    mlc = MLCModel.millennium120()
+    iso = isocenter_for(ps.target)
+    ap = Aperture.rectangle(mlc, (-20.0, 20.0), (-20.0, 20.0))
+    gantry = np.arange(120.0, 241.0, 10.0)
+    cps = [ControlPoint(float(g), ap, k / (gantry.size - 1)) for k, g in enumerate(gantry)]
+    arc = Beam("A", cps, 300.0, mlc, iso, technique=Technique.VMAT, arc_direction="CW")
+    bs = BeamSet([arc], n_fractions=3, prescription_gy=27.0)
+    two = final_dose_voxels(case, ps.target)
+    one = final_dose_voxels(case, ps.target, lattice_mm=4.0)
+    assert (two.step, two.far_step, one.far_step) == (2, 4, 2)
+    assert two.indices.size < 0.65 * one.indices.size
+    fast = final_dose(case, ps.target, bs)
+    sample = case.body.flat_indices()[::5]
+    ref = forward_dose(case.density, case.grid, bs, voxel_indices=sample).ravel()[sample]
+    err = np.abs(fast.ravel()[sample] - ref)
+    assert err.max() <= 0.05 * ref.max()
+    assert np.percentile(err, 99) <= 0.01 * ref.max()
