@@ -398,7 +398,8 @@ def generate_apertures(D, beam_offsets: np.ndarray, grids, mlc: MLCModel, penalt
     res = penalty_solve(A, penalties, limits, x0=w, rounds=max(int(rounds), 1), max_iter=max_iter,
                         normalize=NORMALIZE)
     w = np.asarray(res.x, float)
-    # the machine minimum: drop the weakest apertures below it (at most half of them per refit)
+    # the machine minimum: drop the apertures below it and refit the rest with it as lower bound
+    # (a second pass only if the refit left some below it, which the bound prevents)
     keep = np.ones(w.size, bool)
     for _ in range(5):
         small = keep & (w < min_segment_mu)
