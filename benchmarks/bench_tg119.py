@@ -64,7 +64,9 @@ def summarise(p, wall_s: float, load_s: float) -> dict:
     core_hard = _goal(p, "core", "D10%", "<")
     ptv_d10 = _goal(p, "ptv", "D10%", "<=")
     ptv_d10_gy = None if ptv_d10 is None or ptv_d10.value is None else ptv_d10.value / 100.0 * RX_GY
-    opt_s = sum(v for k, v in p.timings_s.items() if "optimisation" in k and "problem" not in k)
+    # fluence or aperture optimisation and the segment weights (not the problem set-up)
+    opt_s = sum(v for k, v in p.timings_s.items()
+                if ("optimisation" in k and "problem" not in k) or k == "aperture generation")
     out = {
         "grid_mm": p.options.grid_mm, "n_beams": len(p.beam_set.beams),
         "n_segments": sum(len(b.control_points) // 2 for b in p.beam_set.beams),
