@@ -126,6 +126,12 @@ def run(args) -> int:
         bar("read", 0, n_steps)
         case = load_case(args.ct, rtstruct=args.rtstruct)
         beam_set = read_rtplan(args.rtplan)
+        if args.protocol:
+            # the target must be clear before the dose (minutes on a large grid) is computed
+            from ..evaluation.matching import match_roles, rename_structures
+            from ..protocols import load_protocol
+
+            match_roles(load_protocol(args.protocol), rename_structures(case.structures), args.target)
         bar("dose grid", 1, n_steps)
         cg = resample_case(case, args.grid_mm, region=case.body, margin_mm=5.0)
         bar("dose", 2, n_steps)
