@@ -21,6 +21,8 @@ Step-and-shoot sequencing:
     delivered_fluence(segments, grid, mlc, *, transmission=False)
     sequencing_error(fluence_mu, segments, grid, mlc, *, transmission=False) -> SequencingError
     aperture_from_columns(left, right, grid, mlc, *, min_leaf_gap_mm=None, jaws_mm=None) -> Aperture (DAO)
+    best_row_intervals(score) -> (n_rows, 2) open beamlet interval per row (aperture pricing)
+    opening_fluence(opening, grid, mlc), aperture_from_opening(opening, grid, mlc, *, min_leaf_gap_mm=None)
 
 Collision (model documented in ``collision.py``):
     CollisionModel (from_yaml, default, check(gantry_deg, couch_deg, isocenter_mm, body=None) -> CollisionResult),
@@ -46,8 +48,8 @@ from .beamlets import BeamletGrid
 from .geometry import BeamGeometry, beam_rotation, patient_to_fixed
 from .targeting import beamlet_grid_for_target, isocenter_for, rows_to_leaf_pairs
 from .templates import Site, beam_template, collision_free_template
-from .sequencing import (SequencingError, aperture_from_columns, delivered_fluence, segments_to_beam,
-                         sequence_fluence, sequencing_error)
+from .sequencing import (SequencingError, aperture_from_columns, aperture_from_opening, best_row_intervals,
+                         delivered_fluence, opening_fluence, segments_to_beam, sequence_fluence, sequencing_error)
 from .limits import (DeliveryLimits, Violation, ViolationKind, check_deliverability, estimate_delivery_time,
                      estimate_plan_time, interval_times_s, max_leaf_travel_mm, with_fixed_jaws)
 from .collision import CollisionModel, CollisionResult, body_surface_points, candidate_directions
@@ -63,7 +65,7 @@ __all__ = [
     "collision_free_template",
     # sequencing
     "sequence_fluence", "segments_to_beam", "delivered_fluence", "sequencing_error", "SequencingError",
-    "aperture_from_columns",
+    "aperture_from_columns", "aperture_from_opening", "best_row_intervals", "opening_fluence",
     # delivery limits
     "DeliveryLimits", "Violation", "ViolationKind", "check_deliverability", "estimate_delivery_time",
     "estimate_plan_time", "interval_times_s", "max_leaf_travel_mm", "with_fixed_jaws",
