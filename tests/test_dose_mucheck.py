@@ -441,3 +441,25 @@ def test_path_mean_densities_slab():
     assert m[2] == pytest.approx((50 * 1.0 + 60 * 0.25) / 110, abs=0.01)   # whole path inside: 110 mm
     # a point less than 1 mm inside the patient reads as water (as the engine's ray tables)
     assert path_mean_densities(rho, g, src, (0.0, -99.8, 0.0), [10.0])[0] == 1.0
+
+
+def test_low_dose_beam_is_judged_on_the_plan_dose(model, water_column):
+    """A beam giving the point under 10 % of the plan's dose (a field whose leaves cover the point,
+    as modulated fields often do) is judged on its share of the plan's dose error (TG-219): 5 % off
+    on its own dose is 0.3 % of the plan's dose and passes; the same beam carrying the point's dose
+    alone fails as before, and so does a low-dose beam whose error is 4 % of the plan's dose."""
+    g, rho = water_column
+    iso_y = SURFACE_Y + 100.0
+    big = _beam(Aperture.rectangle(MLC, (-30.0, 30.0), (-30.0, 30.0)), iso_y, mu=300.0, name="open")
+    off = _beam(Aperture.rectangle(MLC, (25.0, 45.0), (-20.0, 20.0)), iso_y, mu=100.0, name="off-axis")
+    bs = BeamSet([big, off], n_fractions=5, prescription_gy=40.0)
+    ind = [independent_point_dose(b, rho, g, (0, iso_y, 0), model=model) for b in bs.beams]
+    assert ind[1] < 0.1 * (ind[0] + ind[1])          # the point sits outside the second field
+    rep = mu_check(bs, rho, g, [ind[0], ind[1] * 0.95], model=model)
+    assert rep.rows[1].diff_pct == pytest.approx(100 * (1 / 0.95 - 1), rel=1e-6)
+    assert rep.passed and "TG-219" in rep.rows[1].note
+    alone = mu_check(BeamSet([off], 5, 40.0), rho, g, [ind[1] * 0.95], model=model)
+    assert not alone.passed
+    share = ind[1] / (ind[0] + ind[1])
+    bad = mu_check(bs, rho, g, [ind[0], ind[1] - 0.04 * (ind[0] + ind[1])], model=model)
+    assert share < 0.1 and not bad.rows[1].passed
