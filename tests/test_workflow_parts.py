@@ -76,20 +76,25 @@ def test_arc_control_points_follow_sectors():
     assert sum(s.mu for s in samples) == pytest.approx(beam.mu)
 
 
-def test_final_dose_lattice_matches_full_computation_for_arcs():
+def _open_arc_on_spine(spacing_mm: float):
+    """The spine phantom at ``spacing_mm`` and a 120-degree arc of one open 4 x 4 cm field on its PTV."""
     from sbrtplan.beams import Beam, BeamSet, ControlPoint, Technique
-    from sbrtplan.dose_engine import forward_dose
-    from sbrtplan.workflow.final_dose import final_dose
 
-    case = make_phantom("spine", spacing_mm=4.0)
+    case = make_phantom("spine", spacing_mm=spacing_mm)
     ps = build_planning_structures(case, load_protocol("bone_spine"))
     mlc = MLCModel.millennium120()
-    iso = isocenter_for(ps.target)
     ap = Aperture.rectangle(mlc, (-20.0, 20.0), (-20.0, 20.0))
     gantry = np.arange(120.0, 241.0, 10.0)
     cps = [ControlPoint(float(g), ap, k / (gantry.size - 1)) for k, g in enumerate(gantry)]
-    arc = Beam("A", cps, 300.0, mlc, iso, technique=Technique.VMAT, arc_direction="CW")
-    bs = BeamSet([arc], n_fractions=3, prescription_gy=27.0)
+    arc = Beam("A", cps, 300.0, mlc, isocenter_for(ps.target), technique=Technique.VMAT, arc_direction="CW")
+    return case, ps, BeamSet([arc], n_fractions=3, prescription_gy=27.0)
+
+
+def test_final_dose_lattice_matches_full_computation_for_arcs():
+    from sbrtplan.dose_engine import forward_dose
+    from sbrtplan.workflow.final_dose import final_dose
+
+    case, ps, bs = _open_arc_on_spine(4.0)
     full = forward_dose(case.density, case.grid, bs, voxel_indices=case.body.flat_indices()).reshape(case.grid.shape)
     fast = final_dose(case, ps.target, bs, full_mm=20.0)
     body = case.body.mask
@@ -182,19 +187,10 @@ def test_final_dose_two_lattices_on_a_2mm_grid():
     PTV and every 8 mm beyond (the spacing the 4 mm test above validates): against the forward
     dose at a sample of all body voxels the error stays within 5 % of the maximum at worst and
     1 % for 99 % of them, as there, with about half the computed voxels of a single 4 mm lattice."""
-    from sbrtplan.beams import Beam, BeamSet, ControlPoint, Technique
     from sbrtplan.dose_engine import forward_dose
     from sbrtplan.workflow.final_dose import final_dose, final_dose_voxels
 
-    case = make_phantom("spine", spacing_mm=2.0)
-    ps = build_planning_structures(case, load_protocol("bone_spine"))
-    mlc = MLCModel.millennium120()
-    iso = isocenter_for(ps.target)
-    ap = Aperture.rectangle(mlc, (-20.0, 20.0), (-20.0, 20.0))
-    gantry = np.arange(120.0, 241.0, 10.0)
-    cps = [ControlPoint(float(g), ap, k / (gantry.size - 1)) for k, g in enumerate(gantry)]
-    arc = Beam("A", cps, 300.0, mlc, iso, technique=Technique.VMAT, arc_direction="CW")
-    bs = BeamSet([arc], n_fractions=3, prescription_gy=27.0)
+    case, ps, bs = _open_arc_on_spine(2.0)
     two = final_dose_voxels(case, ps.target)
     one = final_dose_voxels(case, ps.target, lattice_mm=4.0)
     assert (two.step, two.far_step, one.far_step) == (2, 4, 2)

@@ -9,8 +9,7 @@ OptimizationStage, KeepMode, SolverMethod, prioritized_solve, OptimizationResult
 stages_from_goals, ring_dose_fraction, normalize_to_coverage, Normalization
 
 Beam-angle selection (group lasso): select_beams, QuadraticPenalty, SelectionResult
-VMAT direct aperture optimisation: vmat_dao, ArcSector, DAOResult, sectors_from_influence,
-solve_aperture_weights
+VMAT direct aperture optimisation: vmat_dao, ArcSector, DAOResult, sectors_from_influence
 Fast penalty path (full-size problems): Penalty, Limit, FluenceRegularizer, beamlet_neighbour_pairs,
 penalty_solve
 
@@ -25,7 +24,7 @@ from .prioritized import Normalization, normalize_to_coverage, prioritized_solve
 from .regions import VoxelRegion
 from .from_goals import ring_dose_fraction, stages_from_goals
 from .beam_selection import QuadraticPenalty, SelectionResult, select_beams
-from .dao import ArcSector, DAOResult, sectors_from_influence, solve_aperture_weights, vmat_dao
+from .dao import ArcSector, DAOResult, sectors_from_influence, vmat_dao
 from .penalty import FluenceRegularizer, Limit, Penalty, beamlet_neighbour_pairs, penalty_solve
 from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, MinDose, QuadOverdose, QuadUnderdose,
                     Smoothness, Term, UpperDVH)
@@ -35,5 +34,5 @@ __all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDV
            "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult", "stages_from_goals",
            "ring_dose_fraction", "normalize_to_coverage", "Normalization",
            "select_beams", "QuadraticPenalty", "SelectionResult", "vmat_dao", "ArcSector", "DAOResult",
-           "sectors_from_influence", "solve_aperture_weights", "Penalty", "Limit", "FluenceRegularizer", "beamlet_neighbour_pairs",
+           "sectors_from_influence", "Penalty", "Limit", "FluenceRegularizer", "beamlet_neighbour_pairs",
            "penalty_solve"]

@@ -396,35 +396,6 @@ def _solve_master(A: np.ndarray, objective: DoseObjective, w0: np.ndarray, lb: n
     return w, float(f)
 
 
-def solve_aperture_weights(columns: np.ndarray, stages: Any, w0: np.ndarray, lb: np.ndarray, ub: np.ndarray, *,
-                           max_iter: int = 600) -> tuple[np.ndarray, float]:
-    """Aperture weights (MU) minimising the stages' objective on given dose columns.
-
-    The master problem of the column generation on its own: ``min F(columns @ w)`` over
-    ``lb <= w <= ub``, warm-started from ``w0``.  Used with the dose of each aperture as
-    delivered (``workflow.vmat``: each arc sector's control points through the forward engine),
-    so that the weights are optimal for the dose the machine gives, not for the beamlet model.
-
-    Parameters
-    ----------
-    columns : (n_voxels, n_apertures) array
-        Total (course) dose per MU of each aperture at the objective's voxels.
-    stages : sequence of OptimizationStage, or an object with ``value_and_grad(dose_gy)``
-    w0, lb, ub : (n_apertures,) arrays
-
-    Returns
-    -------
-    (weights, objective value)
-    """
-    cols = np.asarray(columns)
-    if cols.ndim != 2 or not (cols.shape[1] == np.size(w0) == np.size(lb) == np.size(ub)):
-        raise InputError(f"solve_aperture_weights: columns {cols.shape} and w0/lb/ub sizes "
-                         f"{np.size(w0)}/{np.size(lb)}/{np.size(ub)} do not match")
-    with single_thread_blas():
-        return _solve_master(cols, _as_objective(stages), np.asarray(w0, float), np.asarray(lb, float),
-                             np.asarray(ub, float), max_iter=max_iter)
-
-
 # ----------------------------------------------------------------------------- main loop
 
 @njit(cache=True)

@@ -58,16 +58,13 @@ class FinalDoseVoxels:
         dose[self.indices] = values
         dose = dose.reshape(shape)
         st, fs = self.step, self.far_step
-        if fs > st:
-            # fine-lattice points of the far region first, from the coarse lattice
-            fine = np.zeros(shape, bool)
-            fine[:, ::st, ::st] = True
-            coarse = np.zeros(shape, bool)
-            coarse[:, ::fs, ::fs] = True
-            fill = fine & ~coarse & ~self.near & ~self.full
-            self._fill(dose, fill, fs)
         fine = np.zeros(shape, bool)
         fine[:, ::st, ::st] = True
+        if fs > st:
+            # fine-lattice points of the far region first, from the coarse lattice
+            coarse = np.zeros(shape, bool)
+            coarse[:, ::fs, ::fs] = True
+            self._fill(dose, fine & ~coarse & ~self.near & ~self.full, fs)
         self._fill(dose, self.body & ~self.full & ~fine, st)
         dose[~self.body] = 0.0
         return dose

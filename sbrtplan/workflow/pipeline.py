@@ -36,7 +36,7 @@ from ..dose_engine import forward_dose
 from .final_dose import final_dose
 from .goals import resolve_goals
 from .plan import Plan, PlanOptions, PlanTechnique
-from .problem import build_problem
+from .problem import build_problem, dose_difference_pct_rx
 from .structures import build_planning_structures
 
 log = get_logger(__name__)
@@ -250,7 +250,8 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
     metrics["plan"] = {"technique": opts.technique.value, "n_beams": len(beam_set.beams),
                        "total_mu_per_fraction": round(p.total_mu, 1), "grid_mm": opts.grid_mm,
                        "beams": [_beam_summary(b) for b in beam_set.beams],
-                       "optimizer_vs_delivered": _optimizer_vs_delivered(final.dose_gy, opt_rows, problem, sch.total_gy),
+                       "optimizer_vs_delivered": dose_difference_pct_rx(final.dose_gy.ravel()[problem.voxels.indices],
+                                                                           opt_rows, problem),
                        "planning_structures": ps.derived, **extra}
     metrics["qa"] = qa
     metrics["timings_s"] = timings.as_dict()
@@ -263,19 +264,6 @@ def _beam_summary(beam) -> dict:
                                               round(beam.control_points[-1].gantry_deg, 1)],
             "couch_deg": beam.couch_deg, "collimator_deg": beam.collimator_deg, "mu": round(beam.mu, 1),
             "control_points": len(beam.control_points), "technique": beam.technique.value}
-
-
-def _optimizer_vs_delivered(final: np.ndarray, opt_rows: np.ndarray, problem, rx: float) -> dict:
-    """Delivered minus optimiser dose at the optimisation voxels that matter (> 10 % Rx), in % Rx."""
-    d = final.ravel()[problem.voxels.indices]
-    sel = np.maximum(d, opt_rows) > 0.1 * rx
-    if not sel.any():
-        return {}
-    diff = (d[sel] - opt_rows[sel]) / rx * 100.0
-    t = problem.target.rows
-    return {"mean_abs_diff_pct_rx": round(float(np.mean(np.abs(diff))), 2),
-            "p95_abs_diff_pct_rx": round(float(np.percentile(np.abs(diff), 95)), 2),
-            "target_mean_diff_pct_rx": round(float(np.mean((d[t] - opt_rows[t]) / rx * 100.0)), 2)}
 
 
 def plan_qa(beam_set: BeamSet, limits: DeliveryLimits, case: Case, model) -> dict:

@@ -64,3 +64,22 @@ def build_problem(case: Case, ps: PlanningStructures, resolved: ResolvedGoals, p
                                boost=reg(ps.boost), hotspot_free=reg(ps.hotspot_free), rings=rings,
                                body=reg(case.body))
     return PlanProblem(voxels, stages, target, regions, prescription_gy, n_fractions, pairs)
+
+
+def dose_difference_pct_rx(dose_rows: np.ndarray, model_rows: np.ndarray, problem: PlanProblem) -> dict:
+    """``dose_rows - model_rows`` at the optimisation voxels where either exceeds 10 % Rx, in % Rx.
+
+    Mean and 95th percentile of the absolute difference there, and the mean difference over the
+    target rows (the optimiser's dose against the delivered one, or two dose models).
+    """
+    rx = problem.prescription_gy
+    d = np.asarray(dose_rows, float)
+    m = np.asarray(model_rows, float)
+    sel = np.maximum(d, m) > 0.1 * rx
+    if not sel.any():
+        return {}
+    diff = (d[sel] - m[sel]) / rx * 100.0
+    t = problem.target.rows
+    return {"mean_abs_diff_pct_rx": round(float(np.mean(np.abs(diff))), 2),
+            "p95_abs_diff_pct_rx": round(float(np.percentile(np.abs(diff), 95)), 2),
+            "target_mean_diff_pct_rx": round(float(np.mean((d[t] - m[t]) / rx * 100.0)), 2)}

@@ -44,7 +44,7 @@ from ..errors import InputError
 from ..optimizer import ArcSector, penalty_solve, vmat_dao
 from .final_dose import FINAL_GANTRY_STEP_DEG, FINAL_LEAF_STEP_MM, final_dose_voxels
 from .penalties import plan_penalties
-from .problem import PlanProblem
+from .problem import PlanProblem, dose_difference_pct_rx
 from .structures import PlanningStructures
 
 log = get_logger(__name__)
@@ -242,8 +242,8 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
              f"{len(geoms)} optimisation sectors of {width:.2f} deg"]
     if final_gy is not None:
         notes.append("VMAT: sector MU re-optimised on the delivered dose of each sector's control points "
-                     f"(DAO model vs delivered before: target mean {stats['target_mean_diff_pct_rx']:+.1f} % Rx, "
-                     f"p95 {stats['p95_abs_diff_pct_rx']:.1f} % Rx)")
+                     f"(DAO model vs delivered before: target mean {stats.get('target_mean_diff_pct_rx', 0.0):+.1f} % Rx, "
+                     f"p95 {stats.get('p95_abs_diff_pct_rx', 0.0):.1f} % Rx)")
     return VmatResult(beam_set, dose_rows, info, notes, final_gy)
 
 
@@ -293,9 +293,9 @@ def _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg, mu, d
         rows = np.searchsorted(vox.indices, problem.voxels.indices)
         a = np.ascontiguousarray(g[:, rows].T, dtype=np.float64)
         before = a @ mu
-        lo, hi = limits.mu_per_deg_range
-        lb = np.full(mu.size, 1.2 * lo * width)
-        ub = np.full(mu.size, 0.8 * hi * width)
+        lo, hi = _sector_mu_per_deg(limits)
+        lb = np.full(mu.size, lo * width)
+        ub = np.full(mu.size, hi * width)
         # The plan's prioritised penalty model (the one the IMRT path solves), whose violated limits
         # are re-weighted between rounds: the column generation cannot run those rounds, this small
         # problem (one variable per sector) can.  Measured on the spine phantom (27/3, apertures of the
@@ -305,19 +305,10 @@ def _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg, mu, d
         w = penalty_solve(a, pens, lims, x0=mu, x_lb=lb, x_ub=ub, rounds=6).x
         rows_gy = a @ w
         final = vox.to_grid(w.astype(np.float32) @ g, case.grid.shape)
-    stats = _model_difference(before, np.asarray(dao_rows, float), problem, prescription_gy)
+    stats = dose_difference_pct_rx(before, dao_rows, problem)
     log.info("VMAT: DAO model vs delivered (target mean %+.2f %% Rx, p95 %.2f %% Rx); MU %.0f -> %.0f",
-             stats["target_mean_diff_pct_rx"], stats["p95_abs_diff_pct_rx"], mu.sum(), w.sum())
+             stats.get("target_mean_diff_pct_rx", 0.0), stats.get("p95_abs_diff_pct_rx", 0.0), mu.sum(), w.sum())
     return w, final, rows_gy, stats
-
-
-def _model_difference(delivered: np.ndarray, model_rows: np.ndarray, problem, rx: float) -> dict:
-    """Delivered minus model dose at the optimisation voxels above 10 % Rx, in % Rx."""
-    sel = np.maximum(delivered, model_rows) > 0.1 * rx
-    diff = (delivered[sel] - model_rows[sel]) / rx * 100.0
-    t = problem.target.rows
-    return {"p95_abs_diff_pct_rx": round(float(np.percentile(np.abs(diff), 95)), 2) if diff.size else 0.0,
-            "target_mean_diff_pct_rx": round(float(np.mean((delivered[t] - model_rows[t]) / rx * 100.0)), 2)}
 
 
 #: After the DAO, re-optimise the sector MU on the dose the control points deliver (see
@@ -353,6 +344,13 @@ DAO_TIME_LIMIT_S = 240.0     # processor seconds (both threads); the spine phant
 # prioritised re-solve in the aperture weights and meets the same limits.
 
 
+def _sector_mu_per_deg(limits: DeliveryLimits) -> tuple[float, float]:
+    """MU per degree allowed to a sector: 20 % inside the machine's range, so that the final
+    normalisation (a few per cent either way) leaves every control point deliverable."""
+    lo, hi = limits.mu_per_deg_range
+    return 1.2 * lo, 0.8 * hi
+
+
 def _dao_stages(stages):
     """The plan's stages with the coverage objectives weighted by :data:`DAO_COVERAGE_WEIGHT`."""
     from dataclasses import replace
@@ -363,10 +361,7 @@ def _dao_stages(stages):
 
 def _dao_all_arcs(D, sectors, objective, n_fractions, width, travel, mlc, limits, progress):
     """DAO over all arcs at once (sectors carry their arc)."""
-    # MU per degree kept 20 % inside the machine's range, so that the final normalisation
-    # (a few per cent either way) leaves every control point deliverable.
-    lo, hi = limits.mu_per_deg_range
-    r = vmat_dao(D, sectors, objective, n_fractions=n_fractions, mu_per_deg_range=(1.2 * lo, 0.8 * hi),
+    r = vmat_dao(D, sectors, objective, n_fractions=n_fractions, mu_per_deg_range=_sector_mu_per_deg(limits),
                  sector_width_deg=width, max_leaf_travel_mm=travel, leaf_transmission=mlc.transmission,
                  apertures_per_iteration=DAO_APERTURES_PER_ITERATION, max_iterations=DAO_MAX_ITERATIONS,
                  refine_passes=DAO_REFINE_PASSES, time_limit_s=DAO_TIME_LIMIT_S,
