@@ -18,18 +18,54 @@ paper's set-up distance is not restated here; at 10 cm depth the model's output
 ratios differ by < 1.5 % between SSD 90 cm (isocentre at depth) and SSD 100 cm,
 and both are tested against the 3 % figure of the issue.
 
-1 x 1 cm: no published 1 x 1 cm value could be verified for this test (the RPC
-data stop at 2 x 2 cm), so the 1 x 1 cm field is checked only for what can be
-defended without one: the voxelised engine reproduces the model's closed-form
-value (the 2 mm grid resolves the field) and the independent MU check agrees.
-A detector-corrected data set that does include 1 x 1 cm (field output factors
-Omega per IAEA TRS-483, 0.5 x 0.5 to 10 x 10 cm, EBT3 film and W1 scintillator
-as reference detectors, Varian TrueBeam and Elekta Versa HD, 6 MV with and
-without flattening filter) is Casar B, Gershkevitsh E, Mendez I, Jurkovic S,
-Huq MS, Med Phys 46(2):944-963 (2019), doi:10.1002/mp.13318; its tabulated
-figures were not available to the author of this test, and no figure is
-quoted from memory.  At the time of writing the engine gives, at 10 cm depth (SSD 90 / 100 cm),
-1 x 1: 0.657 / 0.668, 2 x 2: 0.795 / 0.806, 3 x 3: 0.848 / 0.854.
+1 x 1 cm (and 2 x 2 cm again, from one data set that has both)
+---------------------------------------------------------------
+"SU-E-T-423: TrueBeam Small Field Dosimetry Using Commercial Plastic
+Scintillation and Other Stereotactic Detectors", AAPM annual-meeting abstract,
+Medical Physics, doi:10.1118/1.4888756 (the author list and volume/page were not
+part of the record available when this test was written; cite it by title and
+doi).  Varian TrueBeam STx, 6 MV flattened, square fields shaped by the HD
+multileaf collimator, IBA Blue Phantom water tank, SAD set-up (isocentre at the
+detector), 10 cm depth, output factors relative to 10 x 10 cm.  The Exradin W1
+plastic-scintillator column is taken as the field output factor, uncorrected
+(the abstract describes the W1 as near water equivalent and energy independent):
+
+    MLC field side   W1      (CC01   Edge, same abstract, not used)
+    0.5 cm           0.555   (0.541  0.585)
+    1.0 cm           0.716   (0.702  0.733)
+    1.5 cm           0.779   (0.761  0.777)
+    2.0 cm           0.804   (0.785  0.796)
+
+The abstract states that W1 output factors of jaw-only square fields agreed with
+a Farmer chamber within 1.8 % but tabulates no jaw field and no 3 x 3 cm value,
+so 3 x 3 cm rests on the Followill data above.  The jaw setting behind the MLC
+fields is stated only for the profile/PDD scans (jaws 2 x 2 cm for the 0.5 and
+1 cm MLC fields).  The comparison below puts the jaws on the field edge
+(``Aperture.rectangle``) with the commissioned Millennium-120 geometry (5 mm
+leaves: 1 and 2 cm are whole leaf pairs); jaws at 2 x 2 cm behind the 1 cm MLC
+field raise the engine's value by 0.6 % (leaf transmission), which changes
+nothing below.
+
+The voxelised engine, same geometry (SSD 90 cm, 10 cm depth), gives 0.658 (1 cm),
+0.745 (1.5 cm) and 0.796 (2 cm): within 3 % at 2 cm (-1.0 %), outside it at
+1.5 cm (-4.3 %) and 1 cm (-8.1 %).  Those two cases are strict expected
+failures.  The model's focal-spot widths (source_sigma_x/y 2.37 / 1.35 mm at the
+isocentre, FWHM 5.6 / 3.2 mm, fitted to water-tank scans of 5 x 5 and 10 x 10 cm
+fields) and its kernel widths absorb the blurring of the scanning detector and
+of the leaf ends: harmless at 2 cm and above, but they occlude the centre of a
+1 cm field.  For scale, the electron spot of a Monte Carlo model of a 6 MV
+treatment head is 1.4 x 2.1 mm FWHM (Med Phys 36(12):5622-5632, 2009,
+doi:10.1118/1.3259729, Table 1).  With source_sigma 0.5 mm alone the model's
+1 x 1 cm value rises to about 0.69 (the rest of the gap is in the kernel
+widths), so commissioning against small-field profiles measured with a small
+detector, or deconvolving the scanning detector from the commissioning scans,
+is the model change this figure calls for.  The voxelised engine reproduces the
+model's closed-form value at 1 cm (test below), so the shortfall is the beam
+model's, not the dose grid's.  A TRS-483 style set covering 0.5 to 10 cm on one
+TrueBeam and one Versa HD (EBT3 film and W1 as reference detectors; Casar B,
+Gershkevitsh E, Mendez I, Jurkovic S, Huq MS, Med Phys 46(2):944-963, 2019,
+doi:10.1002/mp.13318) would give 1, 2 and 3 cm from one machine; its tables were
+not available when this test was written and no figure of it is used.
 """
 
 from __future__ import annotations
@@ -43,6 +79,8 @@ from sbrtplan.dose_engine import default_beam_model, output_factor
 from sbrtplan.dose_engine.mucheck import engine_point_dose, independent_point_dose
 
 RPC_ELEKTA_6MV = {60.0: 0.930, 40.0: 0.878, 30.0: 0.842, 20.0: 0.790}
+# TrueBeam STx 6 MV, HD-MLC square fields, SAD set-up, 10 cm depth, Exradin W1 (doi:10.1118/1.4888756)
+W1_TRUEBEAM_6MV = {10.0: 0.716, 15.0: 0.779, 20.0: 0.804}
 MLC = MLCModel.millennium120()
 SURFACE_Y = -150.0
 
@@ -71,6 +109,25 @@ def test_output_factors_match_published_6mv(tank, ssd_mm):
     for field_mm, published in RPC_ELEKTA_6MV.items():
         of = _dose(tank, field_mm, ssd_mm) / ref
         assert of == pytest.approx(published, rel=0.03), (field_mm, of, published)
+
+
+_W1_SHORT = ("beam model too low at {side} cm: engine {eng} vs W1 {w1} ({d}); the fitted focal-spot "
+             "width (source_sigma_x/y 2.37/1.35 mm) and kernel widths carry scanning-detector and "
+             "leaf-end blurring that occludes the centre of the smallest fields")
+
+
+@pytest.mark.parametrize("field_mm", [
+    pytest.param(10.0, marks=pytest.mark.xfail(strict=True, reason=_W1_SHORT.format(
+        side="1 x 1", eng="0.658", w1="0.716", d="-8.1 %"))),
+    pytest.param(15.0, marks=pytest.mark.xfail(strict=True, reason=_W1_SHORT.format(
+        side="1.5 x 1.5", eng="0.745", w1="0.779", d="-4.3 %"))),
+    20.0,
+])
+def test_output_factors_match_published_w1_truebeam_6mv(tank, field_mm):
+    """1, 1.5 and 2 cm MLC fields, SAD set-up (SSD 90 cm), 10 cm depth: engine within 3 % of
+    the W1 scintillator output factors of the TrueBeam abstract (doi:10.1118/1.4888756)."""
+    of = _dose(tank, field_mm, 900.0) / _dose(tank, 100.0, 900.0)
+    assert of == pytest.approx(W1_TRUEBEAM_6MV[field_mm], rel=0.03), (field_mm, of)
 
 
 @pytest.mark.parametrize("field_mm", [10.0, 20.0, 30.0])
