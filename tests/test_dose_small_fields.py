@@ -51,17 +51,19 @@ The voxelised engine, same geometry (SSD 90 cm, 10 cm depth), gives 0.658 (1 cm)
 1.5 cm (-4.3 %) and 1 cm (-8.1 %).  Those two cases are strict expected
 failures.  The model's focal-spot widths (source_sigma_x/y 2.37 / 1.35 mm at the
 isocentre, FWHM 5.6 / 3.2 mm, fitted to water-tank scans of 5 x 5 and 10 x 10 cm
-fields) and its kernel widths absorb the blurring of the scanning detector and
-of the leaf ends: harmless at 2 cm and above, but they occlude the centre of a
-1 cm field.  For scale, the electron spot of a Monte Carlo model of a 6 MV
+fields) and its kernel widths are effective parameters: they carry the extra-focal
+source and the leaf-end and jaw penumbra of the generic head, harmless at 2 cm and
+above, but they occlude the centre of a 1 cm field.  The commissioning scans were
+taken with a PTW 60008 diode (about 1 mm^2 sensitive area), so detector blur is
+not the main cause.  For scale, the electron spot of a Monte Carlo model of a 6 MV
 treatment head is 1.4 x 2.1 mm FWHM (Med Phys 36(12):5622-5632, 2009,
 doi:10.1118/1.3259729, Table 1).  With source_sigma 0.5 mm alone the model's
 1 x 1 cm value rises to about 0.69 (the rest of the gap is in the kernel
-widths), so commissioning against small-field profiles measured with a small
-detector, or deconvolving the scanning detector from the commissioning scans,
-is the model change this figure calls for.  The voxelised engine reproduces the
-model's closed-form value at 1 cm (test below), so the shortfall is the beam
-model's, not the dose grid's.  A TRS-483 style set covering 0.5 to 10 cm on one
+widths), and the TrueBeam HD-MLC head of the data set is not the generic head
+the model was fitted to; commissioning on small-field output factors and
+profiles of the machine to be modelled is the model change this figure calls
+for.  The voxelised engine reproduces the model's closed-form value at 1 cm
+(test below), so the shortfall is the beam model's, not the dose grid's.  A TRS-483 style set covering 0.5 to 10 cm on one
 TrueBeam and one Versa HD (EBT3 film and W1 as reference detectors; Casar B,
 Gershkevitsh E, Mendez I, Jurkovic S, Huq MS, Med Phys 46(2):944-963, 2019,
 doi:10.1002/mp.13318) would give 1, 2 and 3 cm from one machine; its tables were
@@ -112,8 +114,8 @@ def test_output_factors_match_published_6mv(tank, ssd_mm):
 
 
 _W1_SHORT = ("beam model too low at {side} cm: engine {eng} vs W1 {w1} ({d}); the fitted focal-spot "
-             "width (source_sigma_x/y 2.37/1.35 mm) and kernel widths carry scanning-detector and "
-             "leaf-end blurring that occludes the centre of the smallest fields")
+             "width (source_sigma_x/y 2.37/1.35 mm) and kernel widths are effective widths of a generic "
+             "head (extra-focal source, leaf-end penumbra) that occlude the centre of the smallest fields")
 
 
 @pytest.mark.parametrize("field_mm", [
