@@ -148,3 +148,22 @@ def test_any_sparse_matrix_and_per_variable_bounds():
     assert res.dose_gy.shape == (D.shape[0],)
     # the target is covered to within 2 % of Rx on average (no competing hard limit)
     assert res.dose_gy[ph["target"].rows].mean() >= 0.98 * RX
+
+
+def test_profile_overdose_penalises_only_dose_above_each_rows_reference():
+    """A fall-off profile: each row has its own allowed dose; the gradient is the exact derivative."""
+    from sbrtplan.optimizer import ProfileOverdose, VoxelRegion
+
+    region = VoxelRegion("ring", np.array([0, 2, 3]), np.array([1.0, 1.0, 2.0]), 1.0)
+    term = ProfileOverdose(region, np.array([10.0, 5.0, 2.0]))
+    dose = np.array([12.0, 99.0, 4.0, 1.0])      # row 1 is not in the region; row 3 is under its 2 Gy
+    value, grad = term.value_and_grad(dose)
+    # relative volumes 1/4, 1/4, 1/2; only row 0 (12 Gy against 10 Gy) is above its reference
+    assert value == pytest.approx(0.25 * 2.0 ** 2)
+    eps = 1e-6
+    for i in range(dose.size):
+        d2 = dose.copy()
+        d2[i] += eps
+        assert grad[i] == pytest.approx((term.value_and_grad(d2)[0] - value) / eps, abs=1e-4)
+    with pytest.raises(InputError, match="one finite dose"):
+        ProfileOverdose(region, np.array([1.0, 2.0]))

@@ -201,3 +201,39 @@ def test_final_dose_two_lattices_on_a_2mm_grid():
     err = np.abs(fast.ravel()[sample] - ref)
     assert err.max() <= 0.05 * ref.max()
     assert np.percentile(err, 99) <= 0.01 * ref.max()
+
+
+def test_dao_objective_holds_the_rtog_falloff_of_the_spine_ptv(spine):
+    """The VMAT DAO sees a fall-off profile instead of single-reference rings.
+
+    RTOG 0813/0915 for the phantom's PTV (about 33 cc): D2cm "none" is 57.8 % Rx at 33 cc; the
+    profile allows at most that much anywhere 2 cm or more from the PTV, falls with distance, and
+    allows at most ``FALLOFF_MAX`` x Rx next to the PTV.
+    """
+    from sbrtplan.optimizer import ProfileOverdose
+    from sbrtplan.protocols import rtog_limits
+    from sbrtplan.workflow import penalties as P
+    from sbrtplan.workflow.goals import resolve_goals
+    from sbrtplan.workflow.problem import build_problem
+    from sbrtplan.workflow.vmat import _dao_stages
+
+    case, ps = spine
+    protocol = load_protocol("bone_spine")
+    sch = protocol.scheme("27/3")
+    problem = build_problem(case, ps, resolve_goals(protocol.goals_for(sch), protocol, ps.match), sch.total_gy,
+                            sch.fractions)
+    rx = sch.total_gy
+    stages = _dao_stages(problem.stages, ps, problem)
+    conformity = next(st for st in stages if st.name == "conformity")
+    ring_names = {r.name for r in ps.rings}
+    assert not any(getattr(getattr(t, "region", None), "name", None) in ring_names for t, _ in conformity.objectives)
+    profiles = {t.region.name: t for t, _ in conformity.objectives if isinstance(t, ProfileOverdose)}
+    near, far = profiles["fall-off within 2 cm"], profiles["beyond 2 cm (D2cm)"]
+    d2cm_none = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0
+    assert 0.5 < d2cm_none < 0.65
+    assert far.profile_gy.max() <= d2cm_none * rx
+    assert near.profile_gy.max() <= P.FALLOFF_MAX * rx + 1e-9
+    # the allowed dose falls with the distance from the PTV
+    dist = distance_map_mm(ps.target, max_distance_mm=60.0).ravel()[problem.voxels.indices[near.region.rows]]
+    close, out = near.profile_gy[dist <= 3.0], near.profile_gy[dist >= 15.0]
+    assert close.min() > out.max()

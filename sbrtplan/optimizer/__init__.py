@@ -3,7 +3,7 @@
 Public API
 ----------
 VoxelRegion,
-MaxDose, MinDose, MeanDose, UpperDVH, LowerDVH, QuadOverdose, QuadUnderdose, LinearMean, Smoothness,
+MaxDose, MinDose, MeanDose, UpperDVH, LowerDVH, QuadOverdose, QuadUnderdose, ProfileOverdose, LinearMean, Smoothness,
 Term, ConstraintKind,
 OptimizationStage, KeepMode, SolverMethod, prioritized_solve, OptimizationResult, StageResult,
 stages_from_goals, ring_dose_fraction, normalize_to_coverage, Normalization
@@ -26,10 +26,10 @@ from .from_goals import ring_dose_fraction, stages_from_goals
 from .beam_selection import QuadraticPenalty, SelectionResult, select_beams
 from .dao import ArcSector, DAOResult, sectors_from_influence, vmat_dao
 from .penalty import FluenceRegularizer, Limit, Penalty, beamlet_neighbour_pairs, penalty_solve
-from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, MinDose, QuadOverdose, QuadUnderdose,
-                    Smoothness, Term, UpperDVH)
+from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, MinDose, ProfileOverdose, QuadOverdose,
+                    QuadUnderdose, Smoothness, Term, UpperDVH)
 
-__all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDVH", "QuadOverdose",
+__all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDVH", "QuadOverdose", "ProfileOverdose",
            "QuadUnderdose", "LinearMean", "Smoothness", "Term", "ConstraintKind", "OptimizationStage", "KeepMode",
            "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult", "stages_from_goals",
            "ring_dose_fraction", "normalize_to_coverage", "Normalization",

@@ -43,6 +43,8 @@ beamlets, see :class:`optimizer.penalty.FluenceRegularizer`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..case import Structure, StructureRole, distance_map_mm
@@ -154,6 +156,39 @@ def _rows_minus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.setdiff1d(a, b, assume_unique=False)
 
 
+@dataclass
+class FalloffProfile:
+    """The dose each optimisation voxel outside the PTV may receive (the conformity and gradient goals).
+
+    ``rows``: optimisation-voxel rows outside the PTV; ``reference_gy``: their allowed dose;
+    ``far``: which of them lie 2 cm or more from the PTV (the RTOG D2cm region).
+    """
+
+    rows: np.ndarray
+    reference_gy: np.ndarray
+    far: np.ndarray
+
+
+def falloff_profile(ps: PlanningStructures, problem: PlanProblem) -> FalloffProfile:
+    """``optimizer.ring_dose_fraction`` at each voxel's distance from the PTV (see the module docstring).
+
+    Shifted out by ``FALLOFF_SHIFT_MM`` inside 2 cm, at most ``FALLOFF_MAX`` x Rx, and
+    ``D2CM_REF_FACTOR`` lower from 2 cm on: D2cm is the maximum there, so the bulk must stay
+    clearly below it.
+    """
+    vox = problem.voxels
+    dist = distance_map_mm(ps.target, max_distance_mm=250.0).ravel()[vox.indices]
+    outside = np.flatnonzero(~ps.target.mask.ravel()[vox.indices])
+    grid_mm = np.round(np.minimum(dist[outside], 250.0)).astype(int)
+    table = np.array([ring_dose_fraction(float(m) if m >= 20 else max(float(m) - FALLOFF_SHIFT_MM, 0.0),
+                                         ptv_volume_cc=ps.target.volume_cc)
+                      for m in range(int(grid_mm.max(initial=0)) + 1)])
+    ref = np.minimum(FALLOFF_MAX, FALLOFF_MAX * table[grid_mm]) * problem.prescription_gy
+    far = grid_mm >= 20
+    ref[far] *= D2CM_REF_FACTOR
+    return FalloffProfile(outside, ref, far)
+
+
 def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[Penalty], list[Limit]]:
     """Penalties and exact limits of a plan's optimisation problem (see the module docstring)."""
     rx = problem.prescription_gy
@@ -193,18 +228,8 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
                       W_TARGET_HOT, over=True, row_weights=vox.weights[hot])
     pens.append(hot_pen)
     # normal-tissue fall-off outside the PTV
-    dist = distance_map_mm(ps.target, max_distance_mm=250.0).ravel()[vox.indices]
-    outside = np.flatnonzero(~ps.target.mask.ravel()[vox.indices])
-    d_mm = np.minimum(dist[outside], 250.0)
-    grid_mm = np.round(d_mm).astype(int)
-    table = np.array([ring_dose_fraction(float(m) if m >= 20 else max(float(m) - FALLOFF_SHIFT_MM, 0.0),
-                                         ptv_volume_cc=ps.target.volume_cc)
-                      for m in range(int(grid_mm.max(initial=0)) + 1)])
-    ref = np.minimum(FALLOFF_MAX, FALLOFF_MAX * table[grid_mm]) * rx
-    # beyond 2 cm (the RTOG D2cm region) the reference sits 10 % under the capped profile: D2cm is
-    # the maximum there, so the bulk must stay clearly below it
-    far = grid_mm >= 20
-    ref[far] *= D2CM_REF_FACTOR
+    fall = falloff_profile(ps, problem)
+    outside, ref, far = fall.rows, fall.reference_gy, fall.far
     # the RTOG D2cm term only where the protocol has a D2cm goal (SBRT); elsewhere (TG-119) the far
     # region is plain fall-off: the stronger term costs target homogeneity for a figure nobody asks
     w_far = W_D2CM if _has_goal(problem, Metric.D2CM) else W_FALLOFF
