@@ -391,7 +391,7 @@ RESOLVE_D2CM_REF = 0.85
 RESOLVE_D2CM_LIMIT = 0.95
 RESOLVE_D2CM_WEIGHT = 3000.0
 RESOLVE_D2CM_OUTER_MM = 40.0
-DAO_TIME_LIMIT_S = 240.0     # processor seconds (both threads); the spine phantom needs about 110
+DAO_TIME_LIMIT_S = 180.0     # processor seconds (both threads); the spine phantom needs about 100, the liver more
 # The DAO master keeps hard limits as heavy penalties (the stages' terms); the final
 # normalisation then caps the dose scale at every hard organ limit, which is cheaper than a
 # prioritised re-solve in the aperture weights and meets the same limits.
