@@ -237,3 +237,55 @@ def test_dao_objective_holds_the_rtog_falloff_of_the_spine_ptv(spine):
     dist = distance_map_mm(ps.target, max_distance_mm=60.0).ravel()[problem.voxels.indices[near.region.rows]]
     close, out = near.profile_gy[dist <= 3.0], near.profile_gy[dist >= 15.0]
     assert close.min() > out.max()
+
+
+def test_mu_resolve_holds_the_rtog_d2cm_maximum(spine):
+    """The sector-MU re-solve keeps a beam-entry lobe 2-3 cm from the PTV under D2cm "none".
+
+    Two synthetic sectors cover the PTV alike; sector A is twice as efficient but also puts
+    90 % of its target dose on 25 voxels 20-30 mm from the PTV, between the optimisation voxels'
+    lattice points (the fall-off penalty, on the lattice, cannot see them).  RTOG 0813/0915 for the phantom's ~33 cc PTV:
+    D2cm "none" 57.8 % Rx.  With the D2cm limit the lobe, relative to the dose covering 95 % of
+    the PTV, stays under it; without it (weight 0) it does not, so the limit is what holds it.
+    """
+    from sbrtplan.beams import DeliveryLimits
+    from sbrtplan.protocols import rtog_limits
+    from sbrtplan.workflow import vmat as V
+    from sbrtplan.workflow.final_dose import final_dose_voxels
+    from sbrtplan.workflow.goals import resolve_goals
+    from sbrtplan.workflow.problem import build_problem
+
+    case, ps = spine
+    protocol = load_protocol("bone_spine")
+    sch = protocol.scheme("27/3")
+    problem = build_problem(case, ps, resolve_goals(protocol.goals_for(sch), protocol, ps.match), sch.total_gy,
+                            sch.fractions)
+    vox = final_dose_voxels(case, ps.target, extra_indices=problem.voxels.indices)
+    in_ptv = ps.target.mask.ravel()[vox.indices]
+    dist = distance_map_mm(ps.target, max_distance_mm=40.0).ravel()[vox.indices]
+    # between the optimisation voxels' lattice points, where the lattice misses a lobe's peak
+    off_lattice = ~np.isin(vox.indices, problem.voxels.indices)
+    lobe = np.flatnonzero((dist >= 20.0) & (dist <= 30.0) & off_lattice)[:25]
+    assert lobe.size == 25
+    width = 6.0
+    g = np.zeros((2, vox.indices.size), np.float32)
+    g[0, in_ptv] = 27.0 / 20.0          # Gy per MU: 20 MU of sector A alone give Rx
+    g[1, in_ptv] = 27.0 / 40.0
+    g[0, lobe] = 0.9 * 27.0 / 20.0
+    mu0 = np.array([20.0, 4.0])      # the DAO's MU: sector A does the work (both give the same coverage)
+    rows = np.flatnonzero(in_ptv)
+
+    def lobe_over_d95(weight):
+        old = V.RESOLVE_D2CM_WEIGHT
+        V.RESOLVE_D2CM_WEIGHT = weight
+        try:
+            w, _, _ = V._resolve_mu(g, vox, ps, problem, mu0, DeliveryLimits(), width)
+        finally:
+            V.RESOLVE_D2CM_WEIGHT = old
+        d = w @ g
+        return float(d[lobe].max() / np.percentile(d[rows], 5))
+
+    none = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0
+    assert 0.5 < none < 0.65
+    assert lobe_over_d95(V.RESOLVE_D2CM_WEIGHT) <= none
+    assert lobe_over_d95(0.0) > none
