@@ -313,14 +313,14 @@ def _resolve_mu(g, vox, ps, problem, mu, limits, width):
     rows = np.searchsorted(vox.indices, problem.voxels.indices)
     # The plan's prioritised penalty model (the one the IMRT path solves), whose violated limits
     # are re-weighted between rounds: the column generation cannot run those rounds, this small
-    # problem (one variable per sector) can.  Measured on the spine phantom (27/3, apertures of the
-    # DAO below): PTV V100 91.8 % / R50 4.45 / D2cm 74.8 % / CI 0.82 after normalisation, against
-    # 90.0 % / 5.00 / 73.9 % / 0.78 with the DAO's own summed-stage objective.
+    # problem (one variable per sector) can.  Measured on the spine phantom (27/3, the apertures of
+    # the DAO before its fall-off profile): PTV V100 91.8 % / R50 4.45 / D2cm 74.8 % / CI 0.82 after
+    # normalisation, against 90.0 % / 5.00 / 73.9 % / 0.78 with the DAO's own summed-stage objective.
     pens, lims = plan_penalties(ps, problem)
     # D2cm is a maximum: measured on every final-dose voxel 2 cm or more from the PTV (full
     # resolution within 3 cm), not on the optimisation voxels' lattice, which misses the peak of
-    # a beam-entry lobe by 1-3 % Rx; within RESOLVE_D2CM_OUTER_MM, where the lobes of a plan whose
-    # apertures follow the PTV peak (beyond, the dose only falls)
+    # a beam-entry lobe by 1-3 % Rx.  Only voxels within RESOLVE_D2CM_OUTER_MM count: apertures that
+    # follow the PTV put their lobes within a few cm of it, and the dose falls further out.
     dist = distance_map_mm(ps.target, max_distance_mm=RESOLVE_D2CM_OUTER_MM).ravel()[vox.indices]
     far = np.flatnonzero((dist >= 20.0) & np.isfinite(dist))
     a = np.ascontiguousarray(np.concatenate([g[:, rows], g[:, far]], axis=1).T, dtype=np.float64)
