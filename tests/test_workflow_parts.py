@@ -250,6 +250,7 @@ def test_mu_resolve_holds_the_rtog_d2cm_maximum(spine):
     """
     from sbrtplan.beams import DeliveryLimits
     from sbrtplan.protocols import rtog_limits
+    from sbrtplan.workflow import penalties as P
     from sbrtplan.workflow import vmat as V
     from sbrtplan.workflow.final_dose import final_dose_voxels
     from sbrtplan.workflow.goals import resolve_goals
@@ -276,16 +277,16 @@ def test_mu_resolve_holds_the_rtog_d2cm_maximum(spine):
     rows = np.flatnonzero(in_ptv)
 
     def lobe_over_d95(weight):
-        old = V.RESOLVE_D2CM_WEIGHT
-        V.RESOLVE_D2CM_WEIGHT = weight
+        old = P.W_D2CM_LIMIT
+        P.W_D2CM_LIMIT = weight
         try:
             w, _, _ = V._resolve_mu(g, vox, ps, problem, mu0, DeliveryLimits(), width)
         finally:
-            V.RESOLVE_D2CM_WEIGHT = old
+            P.W_D2CM_LIMIT = old
         d = w @ g
         return float(d[lobe].max() / np.percentile(d[rows], 5))
 
     none = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0
     assert 0.5 < none < 0.65
-    assert lobe_over_d95(V.RESOLVE_D2CM_WEIGHT) <= none
+    assert lobe_over_d95(P.W_D2CM_LIMIT) <= none
     assert lobe_over_d95(0.0) > none

@@ -322,42 +322,36 @@ class QuadUnderdose(_BoundedQuad, _QuadLower):
 
 
 @dataclass(eq=False)
-class ProfileOverdose(Term):
+class ProfileOverdose(_QuadUpper):
     """Mean squared dose above a reference that varies from row to row (a dose fall-off profile).
 
-    ``profile_gy[i]`` is the reference of ``region.rows[i]``: e.g. the dose allowed at each
-    voxel's distance from the target, so that one term shapes the whole gradient instead of one
-    reference per ring.  An objective only (it has no constraint form).
+    ``dose_gy[i]`` (also :attr:`profile_gy`) is the reference of ``region.rows[i]``: e.g. the dose
+    allowed at each voxel's distance from the target, so that one term shapes the whole gradient
+    instead of one reference per ring.  An objective only (it has no constraint form).
     """
 
-    region: VoxelRegion
-    profile_gy: np.ndarray
+    dose_gy: np.ndarray
 
     def __post_init__(self) -> None:
         if not isinstance(self.region, VoxelRegion):
             raise InputError(f"ProfileOverdose: region must be a VoxelRegion, got {type(self.region).__name__}")
-        prof = np.asarray(self.profile_gy, dtype=float)
+        prof = np.asarray(self.dose_gy, dtype=float)
         if prof.shape != self.region.rows.shape or not np.all(np.isfinite(prof)) or np.any(prof < 0):
-            raise InputError(f"ProfileOverdose on '{self.region.name}': profile_gy must hold one finite dose "
+            raise InputError(f"ProfileOverdose on '{self.region.name}': the profile must hold one finite dose "
                              f">= 0 Gy per row ({self.region.rows.size}), got shape {prof.shape}")
-        self.profile_gy = prof
+        self.dose_gy = prof
+
+    @property
+    def profile_gy(self) -> np.ndarray:
+        return self.dose_gy
 
     @property
     def constraint_kind(self):
         raise InputError(f"ProfileOverdose on '{self.region.name}' is an objective, not a constraint")
 
-    def value_and_grad(self, dose_gy):
-        d = np.asarray(dose_gy, dtype=float)[self.region.rows]
-        e = np.maximum(d - self.profile_gy, 0.0)
-        w = self.region.w
-        g = np.zeros(len(dose_gy))
-        np.add.at(g, self.region.rows, 2.0 * w * e)
-        return float(w @ (e * e)), g
-
     @property
     def label(self):
-        return (f"{self.region.name} overdose^2 above a {self.profile_gy.min():.3g}-{self.profile_gy.max():.3g} "
-                f"Gy profile")
+        return f"{self.region.name} overdose^2 above a {self.dose_gy.min():.3g}-{self.dose_gy.max():.3g} Gy profile"
 
 
 # ----------------------------------------------------------------------------- scalar-measure terms

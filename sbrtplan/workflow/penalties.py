@@ -16,9 +16,10 @@ round, the violated limits of the most important violated priority only:
    limit measures the dose reached by all but the cold volume the goal allows
    (less the part of the PTV that PTV! leaves out), so the cold volume goes
    next to the cord instead of cooling the whole target (which the final
-   normalisation would then lift, hot spots and organ doses with it); the RTOG
-   D2cm (maximum 2 cm from the PTV) is a limit of the same priority, so that a
-   growing coverage weight cannot push the gradient out of the "none" band;
+   normalisation would then lift, hot spots and organ doses with it); on
+   request (``d2cm_rows``: the VMAT MU re-solve) the RTOG D2cm (maximum 2 cm
+   from the PTV) is a limit of the same priority, so that a growing coverage
+   weight cannot push the gradient out of the "none" band;
 2. hot spots outside the GTV/ITV: over-dose above ``TARGET_HOT_REF`` x Rx in
    the PTV outside the GTV/ITV, with the protocol's D0.035cc < 110 % as a
    limit (aimed at ``HOTSPOT_LIMIT``, measured on the dose normalised to the
@@ -34,8 +35,9 @@ round, the violated limits of the most important violated priority only:
 * the protocol's dose-volume upper limits on the target (TG-119: PTV D10 <=
   110 % Rx): over-dose penalties that leave the allowed hottest volume free,
   limits of the coverage's priority, measured normalised like the hot spot;
-* the RTOG D2cm term (dose beyond 2 cm) weighs ``W_D2CM`` only where the
-  protocol has a D2cm goal; elsewhere it is plain fall-off.
+* beyond 2 cm (the RTOG D2cm region) the fall-off reference is ``D2CM_REF_FACTOR``
+  lower, at the fall-off's weight; the D2cm maximum itself is a limit only on
+  request (``d2cm_rows``).
 
 The IMRT path adds a fluence regulariser (smoothness of neighbouring
 beamlets, see :class:`optimizer.penalty.FluenceRegularizer`).
@@ -50,6 +52,7 @@ import numpy as np
 from ..case import Structure, StructureRole, distance_map_mm
 from ..optimizer import ring_dose_fraction
 from ..optimizer.penalty import Limit, Penalty
+from ..protocols import rtog_limits
 from ..protocols.model import Metric, Priority, Unit
 from .problem import PlanProblem
 from .structures import PlanningStructures
@@ -62,7 +65,6 @@ W_GTV_UNDER = 100.0
 W_TARGET_HOT = 50.0
 W_BOOST_HOT = 10.0
 W_FALLOFF = 3.0
-W_D2CM = 6.0
 W_HARD = 10.0
 W_OPTIONAL = 1.0
 #: Hard organ limits are met on the optimiser's dose with this margin: the delivered dose of the
@@ -98,11 +100,16 @@ BOOST_HOT_REF = 1.25
 FALLOFF_SHIFT_MM = 2.0
 FALLOFF_MAX = 1.05
 D2CM_REF_FACTOR = 0.9
-#: The D2cm limit is aimed this far under the RTOG "none" value (normalisation and sampling margin).
+#: The D2cm limit (``plan_penalties(d2cm_rows=...)``): penalty reference and measured limit as
+#: fractions of the RTOG "none" value (normalisation and sampling margin), and the penalty's weight.
+#: Not used by the IMRT path: measured on the spine phantom, as a limit on the optimisation voxels
+#: it cost more coverage than it gained gradient (V100 91.5 % -> 50-80 %).  In the VMAT MU re-solve
+#: (spine phantom): the DAO's own far maximum was 51-53 % Rx, the delivered one at the DAO's MU
+#: 55 %, and the re-solve without this limit raised it to 61 % (63.8 % on every voxel); with it,
+#: 55.3 % at the same coverage (weight 3000; 1000: 57.6 %, 10000: 54.0 %).
+D2CM_LIMIT_REF = 0.85
 D2CM_LIMIT_FACTOR = 0.95
-#: Measure D2cm as a limit (priority 2, with the hot spots).  Off: on the spine phantom the extra
-#: limit cost more coverage than it gained gradient (measured: V100 91.5 % -> 50-80 %).
-D2CM_AS_LIMIT = False
+W_D2CM_LIMIT = 3000.0
 #: The coverage goal is aimed at this much above the protocol's level (the normalisation's margin).
 COVERAGE_MARGIN_PCT = 0.5
 #: Weight factor of the coverage goal per violated round (the organ limits grow by 4): a smaller
@@ -147,11 +154,6 @@ def _target_dmax_pct(problem: PlanProblem) -> float | None:
     return out
 
 
-def _has_goal(problem: PlanProblem, metric: Metric) -> bool:
-    """Whether the protocol has a goal of this metric for the plan's scheme."""
-    return any(goal.metric is metric for goal, _ in problem.goal_regions or [])
-
-
 def _rows_minus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.setdiff1d(a, b, assume_unique=False)
 
@@ -189,8 +191,14 @@ def falloff_profile(ps: PlanningStructures, problem: PlanProblem) -> FalloffProf
     return FalloffProfile(outside, ref, far)
 
 
-def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[Penalty], list[Limit]]:
-    """Penalties and exact limits of a plan's optimisation problem (see the module docstring)."""
+def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
+                   d2cm_rows: np.ndarray | None = None) -> tuple[list[Penalty], list[Limit]]:
+    """Penalties and exact limits of a plan's optimisation problem (see the module docstring).
+
+    ``d2cm_rows``: rows of the dose matrix (voxels 2 cm or more from the PTV, possibly beyond the
+    problem's voxels) on which the RTOG D2cm maximum is a limit of the coverage's priority, with
+    a penalty of weight ``W_D2CM_LIMIT`` (0: none).
+    """
     rx = problem.prescription_gy
     vox = problem.voxels
     T = problem.target
@@ -230,23 +238,20 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem) -> tuple[list[P
     # normal-tissue fall-off outside the PTV
     fall = falloff_profile(ps, problem)
     outside, ref, far = fall.rows, fall.reference_gy, fall.far
-    # the RTOG D2cm term only where the protocol has a D2cm goal (SBRT); elsewhere (TG-119) the far
-    # region is plain fall-off: the stronger term costs target homogeneity for a figure nobody asks
-    w_far = W_D2CM if _has_goal(problem, Metric.D2CM) else W_FALLOFF
-    for name, sel, w in (("normal-tissue fall-off", ~far, W_FALLOFF), ("beyond 2 cm (D2cm)", far, w_far)):
+    for name, sel in (("normal-tissue fall-off", ~far), ("beyond 2 cm (D2cm)", far)):
         if not sel.any():
             continue
         rows = outside[sel]
         volume_ratio = float(vox.weights[rows].sum()) / max(float(T.weights.sum()), 1e-9)
-        pens.append(Penalty(name, rows, ref[sel], w * volume_ratio, over=True, row_weights=vox.weights[rows]))
-        if sel is far and D2CM_AS_LIMIT:
-            # D2cm (RTOG): maximum dose 2 cm or more from the PTV, measured and re-weighted with the
-            # coverage (same priority), so that a growing coverage weight cannot push it out of "none"
-            from ..protocols import rtog_limits
-
-            d2cm = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0
-            limits.append(Limit(pens[-1], D2CM_LIMIT_FACTOR * d2cm * rx, 0.0, label="D2cm (RTOG none)",
-                                priority=2, growth=COVERAGE_GROWTH))
+        pens.append(Penalty(name, rows, ref[sel], W_FALLOFF * volume_ratio, over=True, row_weights=vox.weights[rows]))
+    if d2cm_rows is not None and len(d2cm_rows) and W_D2CM_LIMIT > 0:
+        # D2cm (RTOG) is a maximum: the limit's rows are the caller's (every final-dose voxel there,
+        # not the optimisation lattice, which misses the peak of a beam-entry lobe by 1-3 % Rx)
+        d2cm_gy = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0 * rx
+        pen = Penalty("D2cm (RTOG none)", d2cm_rows, D2CM_LIMIT_REF * d2cm_gy, W_D2CM_LIMIT, over=True)
+        pens.append(pen)
+        limits.append(Limit(pen, D2CM_LIMIT_FACTOR * d2cm_gy, 0.0, label="D2cm (RTOG none)", priority=1,
+                            growth=COVERAGE_GROWTH))
     for goal, region in problem.goal_regions:
         if region is None or not goal.comparator.is_upper_bound:
             continue

@@ -46,8 +46,7 @@ from ..beams import (Aperture, Beam, BeamGeometry, BeamletGrid, BeamSet, Control
 from ..case import Case, distance_map_mm
 from ..dose_engine import forward_dose_by_beam, influence_matrix
 from ..errors import InputError
-from ..optimizer import ArcSector, Limit, Penalty, ProfileOverdose, VoxelRegion, penalty_solve, vmat_dao
-from ..protocols import rtog_limits
+from ..optimizer import ArcSector, ProfileOverdose, VoxelRegion, penalty_solve, vmat_dao
 from .final_dose import FINAL_GANTRY_STEP_DEG, FINAL_LEAF_STEP_MM, final_dose_voxels
 from .penalties import falloff_profile, plan_penalties
 from .problem import PlanProblem, dose_difference_pct_rx
@@ -316,23 +315,14 @@ def _resolve_mu(g, vox, ps, problem, mu, limits, width):
     # problem (one variable per sector) can.  Measured on the spine phantom (27/3, the apertures of
     # the DAO before its fall-off profile): PTV V100 91.8 % / R50 4.45 / D2cm 74.8 % / CI 0.82 after
     # normalisation, against 90.0 % / 5.00 / 73.9 % / 0.78 with the DAO's own summed-stage objective.
-    pens, lims = plan_penalties(ps, problem)
-    # D2cm is a maximum: measured on every final-dose voxel 2 cm or more from the PTV (full
-    # resolution within 3 cm), not on the optimisation voxels' lattice, which misses the peak of
-    # a beam-entry lobe by 1-3 % Rx.  Only voxels within RESOLVE_D2CM_OUTER_MM count: apertures that
-    # follow the PTV put their lobes within a few cm of it, and the dose falls further out.
+    # D2cm is a maximum: a limit on every final-dose voxel 2 cm or more from the PTV (full
+    # resolution within 3 cm), appended below the optimisation voxels' rows.  Only voxels within
+    # RESOLVE_D2CM_OUTER_MM count: apertures that follow the PTV put their lobes within a few cm
+    # of it, and the dose falls further out.
     dist = distance_map_mm(ps.target, max_distance_mm=RESOLVE_D2CM_OUTER_MM).ravel()[vox.indices]
     far = np.flatnonzero((dist >= 20.0) & np.isfinite(dist))
     a = np.ascontiguousarray(np.concatenate([g[:, rows], g[:, far]], axis=1).T, dtype=np.float64)
-    if far.size and RESOLVE_D2CM_WEIGHT > 0:
-        d2cm_gy = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0 * problem.prescription_gy
-        pen = Penalty("D2cm (RTOG none)", n_opt + np.arange(far.size), RESOLVE_D2CM_REF * d2cm_gy,
-                      RESOLVE_D2CM_WEIGHT, over=True)
-        pens.append(pen)
-        cover = next((lim for lim in lims if lim.lower), None)
-        organ_caps = [lim for lim in lims if lim.priority == 0 and not lim.lower and not lim.mean]
-        lims.append(Limit(pen, RESOLVE_D2CM_LIMIT * d2cm_gy, 0.0, label="D2cm (RTOG none)", priority=1,
-                          growth=2.0, normalized_by=cover, scale_caps=organ_caps))
+    pens, lims = plan_penalties(ps, problem, d2cm_rows=n_opt + np.arange(far.size))
     lo, hi = _sector_mu_per_deg(limits)
     lb = np.full(mu.size, lo * width)
     ub = np.full(mu.size, hi * width)
@@ -382,14 +372,8 @@ DAO_COVERAGE_WEIGHT = 3.0
 DAO_FALLOFF_WEIGHT = 10.0
 DAO_D2CM_WEIGHT = 10.0
 DAO_HOTSPOT_WEIGHT = 10.0
-#: The RTOG D2cm limit in the sector-MU re-solve (:func:`_resolve_mu`): penalty reference and the
-#: measured limit (fractions of the "none" value, on the dose normalised to the coverage goal).
-#: Measured on the spine phantom: the DAO's own far maximum was 51-53 % Rx, the delivered one at the
-#: DAO's MU 55 %, and the re-solve without this limit raised it to 61 % (63.8 % on every voxel):
-#: with it, 55.3 % at the same coverage (weight 3000; 1000: 57.6 %, 10000: 54.0 %).
-RESOLVE_D2CM_REF = 0.85
-RESOLVE_D2CM_LIMIT = 0.95
-RESOLVE_D2CM_WEIGHT = 3000.0
+#: The sector-MU re-solve's RTOG D2cm limit (:func:`_resolve_mu`, ``penalties.W_D2CM_LIMIT``) covers
+#: the final-dose voxels from 2 cm to this distance from the PTV.
 RESOLVE_D2CM_OUTER_MM = 40.0
 DAO_TIME_LIMIT_S = 180.0     # processor seconds (both threads); the spine phantom needs about 100, the liver more
 # The DAO master keeps hard limits as heavy penalties (the stages' terms); the final
