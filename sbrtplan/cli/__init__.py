@@ -24,6 +24,7 @@ COMMANDS = [
     "recompute",
     "mucheck",
     "dij",
+    "commission",
     "compare-fractions",
     "compare-techniques",
     "benchmark",

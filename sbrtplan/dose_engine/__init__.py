@@ -3,7 +3,7 @@
 Public API
 ----------
 Beam models: BeamModel, ModelKind, default_beam_model, load_beam_model, load_matrad_machine, shipped_models
-Commissioning: commission, evaluate_model, read_mcc
+Commissioning: commission, evaluate_model, read_mcc, MeasuredOutputFactor, read_output_factors
 Ray tracing: radiological_depth
 Influence matrices: Correction, InfluenceMatrix, influence_matrix, dropped_fraction, default_voxels
 Forward dose: forward_dose, forward_dose_by_beam, fluence_dose, aperture_dose_per_mu
@@ -11,7 +11,7 @@ Water formulas: water_dose_relative, central_axis_gy_per_mu, output_factor, pdd,
 Independent MU check (Clarkson): mu_check, MUCheckReport, MUCheckRow, independent_point_dose, engine_point_dose
 """
 
-from .commission import commission, evaluate_model
+from .commission import MeasuredOutputFactor, commission, evaluate_model, read_output_factors
 from .forward import aperture_dose_per_mu, fluence_dose, forward_dose, forward_dose_by_beam
 from .influence import Correction, InfluenceMatrix, default_voxels, dropped_fraction, influence_matrix
 from .mcc import read_mcc
@@ -21,7 +21,7 @@ from .raytrace import radiological_depth
 from .water import central_axis_gy_per_mu, output_factor, output_factor_table, pdd, tmr_table, water_dose_relative
 
 __all__ = ["BeamModel", "ModelKind", "default_beam_model", "load_beam_model", "load_matrad_machine", "shipped_models",
-           "commission", "evaluate_model", "read_mcc", "radiological_depth",
+           "commission", "evaluate_model", "read_mcc", "MeasuredOutputFactor", "read_output_factors", "radiological_depth",
            "Correction", "InfluenceMatrix", "influence_matrix", "dropped_fraction", "default_voxels",
            "forward_dose", "forward_dose_by_beam", "fluence_dose", "aperture_dose_per_mu",
            "water_dose_relative", "central_axis_gy_per_mu", "output_factor", "pdd", "tmr_table",

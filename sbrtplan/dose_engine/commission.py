@@ -13,7 +13,15 @@ returns the model with a :class:`CommissioningReport` of the agreement:
   maximum), points below 10 % of the maximum excluded (both profiles
   normalised on the central axis);
 * output ratios of every field to the reference field (10 x 10 cm when
-  measured) at the depth closest to 100 mm.
+  measured) at the depth closest to 100 mm;
+* optionally, measured output factors (:class:`MeasuredOutputFactor`, read by
+  :func:`read_output_factors`): small-field values (detector-corrected, e.g.
+  per IAEA TRS-483) are fitted with the scans and reported, within
+  ``small_field_tolerance_pct`` below 4 x 4 cm.  Water scans of 5 x 5 cm and
+  larger fields do not determine the output of a 1 x 1 cm field (models that
+  pass every scan criterion differ by about 7 % there; see
+  ``tests/test_dose_commission.py``), so a machine's small-field data belong
+  in its commissioning.
 
 What is fitted: the three photon components (weight, attenuation, build-up,
 width at the surface and its growth with depth), the contamination term,
@@ -27,7 +35,7 @@ uncalibrated; the calibration block keeps the user's reference dose).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +111,130 @@ class CommissioningReport:
                          f"{r['measured']:.4f})")
         lines.append(f"overall: {'PASS' if self.passed else 'FAIL'} (fit {self.fit_seconds:.1f} s)")
         return "\n".join(lines)
+
+
+SMALL_FIELD_MM = 40.0   # below this side, output factors are "small-field" (TRS-483: no lateral CPE at 6 MV near 1.3 cm radius)
+_OF_WEIGHT = 30.0       # residual weight of an output factor (as the scans' own output ratio)
+
+
+@dataclass(frozen=True)
+class MeasuredOutputFactor:
+    """A measured field output factor of a square field, relative to a reference field.
+
+    Attributes
+    ----------
+    field_mm : float
+        Side of the square field at the isocentre plane.
+    value : float
+        Dose per MU of the field divided by that of ``reference_field_mm``,
+        same depth and set-up (detector-corrected for small fields).
+    depth_mm, ssd_mm : float
+        Measurement depth and source-surface distance (SSD 900 mm at 100 mm
+        depth is the SAD set-up).
+    reference_field_mm : float
+        Side of the reference field (normally 100 mm).
+    source : str
+        Where the value comes from (file and row, or a citation).
+    """
+
+    field_mm: float
+    value: float
+    depth_mm: float = 100.0
+    ssd_mm: float = 900.0
+    reference_field_mm: float = 100.0
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        return (f"{self.field_mm / 10:g}x{self.field_mm / 10:g} / {self.reference_field_mm / 10:g}x"
+                f"{self.reference_field_mm / 10:g} at {self.depth_mm:g} mm, SSD {self.ssd_mm:g}")
+
+
+_OF_COLUMNS = ("field_mm", "output_factor", "depth_mm", "ssd_mm", "reference_field_mm")
+
+
+def read_output_factors(path: str | Path) -> list[MeasuredOutputFactor]:
+    """Read measured output factors from a CSV or YAML file.
+
+    CSV: a header row naming the columns ``field_mm`` and ``output_factor``
+    (required) and ``depth_mm``, ``ssd_mm``, ``reference_field_mm``
+    (optional; defaults 100, 900, 100); ``#`` starts a comment line.
+    YAML: a mapping with optional ``depth_mm``, ``ssd_mm``,
+    ``reference_field_mm`` and ``source`` defaults and a list
+    ``output_factors`` of mappings with the CSV's column names.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the row and what was expected.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read output factors ({exc.strerror})") from None
+    defaults: dict = {"depth_mm": 100.0, "ssd_mm": 900.0, "reference_field_mm": 100.0}
+    source = path.name
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("output_factors"), list):
+            raise InputError(f"{path}: expected a mapping with a list 'output_factors' of "
+                             "{field_mm, output_factor} entries")
+        for k in ("depth_mm", "ssd_mm", "reference_field_mm"):
+            if k in doc:
+                defaults[k] = doc[k]
+        source = str(doc.get("source", source))
+        rows = [(i + 1, r) for i, r in enumerate(doc["output_factors"])]
+    elif path.suffix.lower() == ".csv":
+        import csv
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        reader = csv.DictReader(lines)
+        if reader.fieldnames is None or not {"field_mm", "output_factor"} <= {f.strip() for f in reader.fieldnames}:
+            raise InputError(f"{path}: the header must name the columns field_mm and output_factor "
+                             f"(optional: depth_mm, ssd_mm, reference_field_mm), got {reader.fieldnames}")
+        rows = [(i + 2, {k.strip(): v for k, v in r.items() if k is not None}) for i, r in enumerate(reader)]
+    else:
+        raise InputError(f"{path}: output factors must be a .csv or .yaml file")
+    out = []
+    for row, r in rows:
+        if not isinstance(r, dict):
+            raise InputError(f"{path}: entry {row} must be a mapping with field_mm and output_factor")
+        vals = {}
+        for k in _OF_COLUMNS:
+            raw = r.get(k, defaults.get(k))
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                if k in defaults:
+                    raw = defaults[k]
+                else:
+                    raise InputError(f"{path}: row {row} has no {k}")
+            try:
+                vals[k] = float(raw)
+            except (TypeError, ValueError):
+                raise InputError(f"{path}: row {row}: {k} must be a number, got {raw!r}") from None
+            if not vals[k] > 0 or not np.isfinite(vals[k]):
+                raise InputError(f"{path}: row {row}: {k} must be positive, got {raw!r}")
+        if vals["output_factor"] > 1.5:
+            raise InputError(f"{path}: row {row}: output_factor {vals['output_factor']:g} is not a ratio "
+                             "to the reference field (expected about 0.3-1.2)")
+        if not 5.0 <= vals["field_mm"] <= 400.0:
+            raise InputError(f"{path}: row {row}: field_mm {vals['field_mm']:g} outside 5-400 mm "
+                             "(the side of the square field at the isocentre, in mm)")
+        out.append(MeasuredOutputFactor(vals["field_mm"], vals["output_factor"], vals["depth_mm"], vals["ssd_mm"],
+                                        vals["reference_field_mm"], f"{source} row {row}"))
+    if not out:
+        raise InputError(f"{path}: no output factors")
+    return out
+
+
+def _of_ratio(gp, of: MeasuredOutputFactor) -> float:
+    d = np.array([of.depth_mm])
+    a = _eval(gp, of.field_mm, of.field_mm, of.ssd_mm, d, 0.0, 0.0)[0]
+    b = _eval(gp, of.reference_field_mm, of.reference_field_mm, of.ssd_mm, d, 0.0, 0.0)[0]
+    return float(a / b)
 
 
 # ------------------------------------------------------------------ helpers
@@ -188,7 +320,9 @@ def _measured_output_ratios(scans: list[Scan], ref_depth: float = 100.0) -> tupl
 def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None = None,
                pdd_tolerance_pct: float = 2.0, buildup_dta_mm: float = 2.0, gamma_pass_pct: float = 95.0,
                output_tolerance_pct: float = 1.5, max_evaluations: int = 4000,
-               initial: np.ndarray | None = None) -> tuple[BeamModel, CommissioningReport]:
+               initial: np.ndarray | None = None,
+               output_factors: list[MeasuredOutputFactor] | None = None,
+               small_field_tolerance_pct: float = 3.0) -> tuple[BeamModel, CommissioningReport]:
     """Fit a Gaussian beam model to PTW ``.mcc`` scans and report the agreement.
 
     Parameters
@@ -206,6 +340,12 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
         Cap on model evaluations in the least-squares fit.
     initial : array, optional
         Starting parameter vector (defaults to a generic 6 MV guess).
+    output_factors : list of MeasuredOutputFactor, optional
+        Measured output factors of the same machine (e.g. from
+        :func:`read_output_factors`), fitted together with the scans.
+    small_field_tolerance_pct : float
+        Pass limit of output factors of fields under 4 x 4 cm (others use
+        ``output_tolerance_pct``).
 
     Returns
     -------
@@ -230,6 +370,7 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
         except Exception:  # first commissioning, nothing shipped yet
             base = None
     ratios, ref_depth, ref_ssd = _measured_output_ratios(scans)
+    ofs = list(output_factors or [])
     template = _model_from_vector(np.array([p[1] for p in _PARAMS]), name, base)
     gp_template = pack_gaussian(template, scale=1.0)
 
@@ -272,7 +413,9 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
             (fx, fy, ssd), (rx, ry, _) = r["field"], r["reference"]
             a = _eval(gp, fx, fy, ssd, np.array([ref_depth]), 0.0, 0.0)[0]
             b = _eval(gp, rx, ry, ssd, np.array([ref_depth]), 0.0, 0.0)[0]
-            res.append(np.array([30.0 * (a / b / r["measured"] - 1.0)]))
+            res.append(np.array([_OF_WEIGHT * (a / b / r["measured"] - 1.0)]))
+        for of in ofs:
+            res.append(np.array([_OF_WEIGHT * (_of_ratio(gp, of) / of.value - 1.0)]))
         return np.concatenate(res)
 
     x0 = np.array([p[1] for p in _PARAMS]) if initial is None else np.asarray(initial, float)
@@ -280,7 +423,8 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
     ub = np.array([p[3] for p in _PARAMS])
     x0 = np.clip(x0, lb + 1e-9 * (ub - lb), ub - 1e-9 * (ub - lb))
     t0 = time.perf_counter()
-    log.info("commissioning: fitting %d parameters to %d curves", len(x0), len(curves))
+    log.info("commissioning: fitting %d parameters to %d curves and %d output factors", len(x0), len(curves),
+             len(ofs))
     fit = least_squares(residuals, x0, bounds=(lb, ub), x_scale="jac", max_nfev=max_evaluations)
     dt = time.perf_counter() - t0
     log.info("commissioning fit: %s after %d evaluations, cost %.4g, %.1f s", fit.message, fit.nfev, fit.cost, dt)
@@ -288,7 +432,10 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
     model.description = f"Gaussian pencil beam fitted to {', '.join(p.name for p in paths)}"
     model.provenance = {"commissioned_from": [p.name for p in paths], "fit_cost": float(fit.cost),
                         "fit_evaluations": int(fit.nfev), "parameters": dict(zip(_NAMES, map(float, fit.x)))}
-    report = evaluate_model(model, scans, pdd_tolerance_pct, buildup_dta_mm, gamma_pass_pct, output_tolerance_pct)
+    if ofs:
+        model.provenance["output_factors"] = [asdict(of) for of in ofs]
+    report = evaluate_model(model, scans, pdd_tolerance_pct, buildup_dta_mm, gamma_pass_pct, output_tolerance_pct,
+                            output_factors=ofs, small_field_tolerance_pct=small_field_tolerance_pct)
     report.fit_seconds = dt
     model.provenance["agreement"] = report.as_dict()
     return model, report
@@ -296,8 +443,9 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
 
 def evaluate_model(model: BeamModel, scans: list[Scan], pdd_tolerance_pct: float = 2.0,
                    buildup_dta_mm: float = 2.0, gamma_pass_pct: float = 95.0,
-                   output_tolerance_pct: float = 1.5) -> CommissioningReport:
-    """Compare a Gaussian model with measured scans (the metrics of :func:`commission`)."""
+                   output_tolerance_pct: float = 1.5, output_factors: list[MeasuredOutputFactor] | None = None,
+                   small_field_tolerance_pct: float = 3.0) -> CommissioningReport:
+    """Compare a Gaussian model with measured scans and output factors (the metrics of :func:`commission`)."""
     gp = pack_gaussian(model, scale=1.0)
     rows: list[CurveAgreement] = []
     for s in scans:
@@ -355,4 +503,10 @@ def evaluate_model(model: BeamModel, scans: list[Scan], pdd_tolerance_pct: float
                     "model": float(a / b), "measured": r["measured"], "measured_from_profiles": r["from_profiles"],
                     "measured_from_pdd": r["from_pdd"], "difference_percent": float(diff),
                     "limit_percent": output_tolerance_pct, "passed": abs(diff) <= output_tolerance_pct})
+    for of in output_factors or []:
+        mod = _of_ratio(gp, of)
+        diff = 100.0 * (mod / of.value - 1.0)
+        lim = small_field_tolerance_pct if of.field_mm < SMALL_FIELD_MM else output_tolerance_pct
+        out.append({"label": of.label, "model": mod, "measured": of.value, "source": of.source,
+                    "difference_percent": float(diff), "limit_percent": lim, "passed": abs(diff) <= lim})
     return CommissioningReport(rows, out, 0.0, model.summary())
