@@ -21,6 +21,15 @@ interfaces, where the 2 mm bins straddle the electron re-equilibration) and
 "beyond the lung" 170-250 mm (after the re-build-up at 150-165 mm; the MC's
 statistical noise grows past 25 cm).  The issue's figures are applied there:
 lateral correction within 5 % inside and 3 % beyond.
+
+Both shipped models are tested.  The default ``generic-6MV`` takes its kernel
+from the water scans alone (its scaling lengths were chosen against this
+reference).  ``generic-6MV-sf`` was commissioned with the 2 x 2 and 10 x 10 cm
+L/H of this reference as a constraint (``tools/commission_generic_6mv.py``;
+residuals counted only beyond 60 % of the tolerances above), because water scans
+cannot fix the kernel split that decides both this test and the small-field
+output factors: for those two fields its test is the commissioning's acceptance
+check, the 5 x 5 cm field was held out and is a prediction.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import numpy as np
 import pytest
 
 from sbrtplan.beams import Aperture, Beam, BeamSet, ControlPoint, MLCModel
-from sbrtplan.dose_engine import Correction, forward_dose
+from sbrtplan.dose_engine import Correction, forward_dose, load_beam_model
 from sbrtplan.phantoms import make_phantom
 
 FIELDS_CM = (2, 5, 10)
@@ -57,9 +66,10 @@ def mc_lh(ref: Path, field_cm: int, depth_mm: float) -> tuple[float, float]:
     return float(np.dot(w, ratios) / w.sum()), float(1.0 / np.sqrt(w.sum()))
 
 
-@pytest.fixture(scope="module")
-def engine_cax():
-    """Engine central-axis doses {(field_cm, 'L'|'H', Correction): (depth_mm, dose)}."""
+@pytest.fixture(scope="module", params=["generic-6MV", "generic-6MV-sf"])
+def engine_cax(request):
+    """Engine central-axis doses {(field_cm, 'L'|'H', Correction): (depth_mm, dose)}, per shipped model."""
+    model = load_beam_model(request.param)
     case = make_phantom("lung_slab", 2.0)
     g = case.grid
     x, y, z = g.axis_coordinates_mm()
@@ -80,7 +90,7 @@ def engine_cax():
         bs = BeamSet([beam], n_fractions=1, prescription_gy=1.0)
         for label, dens in (("L", case.density), ("H", water)):
             for corr in (Correction.LATERAL, Correction.DEPTH_ONLY):
-                d = forward_dose(dens, g, bs, voxel_indices=vox, correction=corr)
+                d = forward_dose(dens, g, bs, model=model, voxel_indices=vox, correction=corr)
                 out[(f, label, corr)] = (depth, d[np.ix_(iz, np.arange(g.ny), ix)].mean(axis=(0, 2)))
     return out
 

@@ -60,6 +60,23 @@ def test_commissioning_report_meets_the_issue_limits(scans, model):
     assert rep.passed
 
 
+def test_small_field_model_meets_the_same_water_limits(scans):
+    """The four-component ``generic-6MV-sf`` (commissioned with small-field output factors and the
+    lung slab as well) passes the same water numbers in closed form."""
+    from sbrtplan.dose_engine import load_beam_model
+
+    rep = evaluate_model(load_beam_model("generic-6MV-sf"), scans)
+    worst = {}
+    for c in rep.curves:
+        worst[c.metric] = max(worst.get(c.metric, -1e9), c.value) if "gamma" not in c.metric else \
+            min(worst.get(c.metric, 1e9), c.value)
+    assert worst["PDD local diff beyond dmax (%)"] <= 2.0
+    assert worst["build-up distance to agreement (mm)"] <= 2.0
+    assert worst["gamma 2%/2mm pass rate (%)"] >= 95.0
+    assert abs(rep.output_ratios[0]["difference_percent"]) <= 1.5
+    assert rep.passed
+
+
 # ------------------------------------------------------------- full engine
 @pytest.fixture(scope="module")
 def engine_water(model):

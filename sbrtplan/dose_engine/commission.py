@@ -23,9 +23,11 @@ returns the model with a :class:`CommissioningReport` of the agreement:
   ``tests/test_dose_commission.py``), so a machine's small-field data belong
   in its commissioning.
 
-What is fitted: the three photon components (weight, attenuation, build-up,
-width at the surface and its growth with depth), the contamination term,
-head scatter, source widths and the horn.  What is not: the heterogeneity
+What is fitted: the three (or four) photon components (weight, attenuation,
+build-up, width at the surface and its growth with depth), the contamination
+term, head scatter, source widths and the horn; optionally a shift of each
+scanned field's edges, and any extra constraint the caller gives (the shipped
+``generic-6MV-sf`` adds the Monte Carlo lung slab: ``tools/commission_generic_6mv.py``).  What is not: the heterogeneity
 scaling lengths and exponents (no water scan can see them; defaults in
 :data:`DEFAULT_SCALING`, chosen against Monte Carlo lung-slab data, see
 ``machines/README.md``) and the absolute calibration (mcc readings are
@@ -35,6 +37,7 @@ uncalibrated; the calibration block keeps the user's reference dose).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,22 +51,48 @@ from .pencil import pack_gaussian, water_points
 
 log = get_logger(__name__)
 
-# (name, scaling_length_mm, scaling_exponent) per photon component; see module docstring.
-DEFAULT_SCALING = (("primary", 10.0, 1.0), ("near_scatter", 10.0, 1.0), ("far_scatter", 60.0, 0.5))
-
-# Parameter vector: name, initial value, lower bound, upper bound.
-_PARAMS = [
-    ("w1", 0.6, 0.0, 5.0), ("mu1", 0.005, 0.001, 0.02), ("b1", 0.3, 0.02, 5.0), ("s10", 0.3, 0.05, 0.5),
-    ("s11", 0.002, 0.0, 0.02),
-    ("w2", 0.25, 0.0, 5.0), ("mu2", 0.004, 0.001, 0.02), ("b2", 0.1, 0.01, 5.0), ("s20", 3.0, 2.0, 6.0),
-    ("s21", 0.03, 0.0, 0.2),
-    ("w3", 0.15, 0.0, 5.0), ("mu3", 0.003, 0.0005, 0.02), ("b3", 0.05, 0.005, 5.0), ("s30", 30.0, 8.0, 200.0),
-    ("s31", 0.1, 0.0, 0.5),
+# Photon kernel components per model size: (name, scaling_length_mm, scaling_exponent, (initial, lower,
+# upper) of weight, mu_per_mm, buildup_per_mm, sigma0_mm and sigma_slope).  Four components split the
+# near-scatter width in two: a 1 x 1 cm field in water and a 2 x 2 cm field in lung (widths x 4) see
+# different parts of the kernel, which three Gaussians cannot both follow (machines/README.md).
+_COMPONENT_SETS = {
+    3: (("primary", 10.0, 1.0, ((0.6, 0.0, 5.0), (0.005, 0.001, 0.02), (0.3, 0.02, 5.0), (0.3, 0.05, 0.5),
+                                (0.002, 0.0, 0.02))),
+        ("near_scatter", 10.0, 1.0, ((0.25, 0.0, 5.0), (0.004, 0.001, 0.02), (0.1, 0.01, 5.0), (3.0, 2.0, 6.0),
+                                     (0.03, 0.0, 0.2))),
+        ("far_scatter", 60.0, 0.5, ((0.15, 0.0, 5.0), (0.003, 0.0005, 0.02), (0.05, 0.005, 5.0),
+                                    (30.0, 8.0, 200.0), (0.1, 0.0, 0.5)))),
+    4: (("primary", 10.0, 1.0, ((0.6, 0.0, 5.0), (0.004, 0.0005, 0.02), (0.3, 0.02, 5.0), (0.5, 0.05, 1.5),
+                                (0.004, 0.0, 0.02))),
+        ("near_scatter_1", 10.0, 1.0, ((0.4, 0.0, 5.0), (0.006, 0.0005, 0.02), (0.25, 0.01, 5.0), (2.5, 1.0, 4.0),
+                                       (0.002, 0.0, 0.05))),
+        ("near_scatter_2", 10.0, 1.0, ((0.05, 0.0, 5.0), (0.002, 0.0005, 0.02), (0.35, 0.01, 5.0),
+                                       (8.0, 3.0, 10.0), (0.015, 0.0, 0.2))),
+        ("far_scatter", 60.0, 0.5, ((0.3, 0.0, 5.0), (0.005, 0.0005, 0.02), (0.006, 0.005, 5.0),
+                                    (10.0, 8.0, 200.0), (0.12, 0.0, 0.5)))),
+}
+# (name, scaling_length_mm, scaling_exponent) per photon component of the three-component model.
+DEFAULT_SCALING = tuple(c[:3] for c in _COMPONENT_SETS[3])
+# Parameters shared by every model size: name, initial value, lower bound, upper bound.
+_SHARED_PARAMS = [
     ("we", 0.1, 0.0, 2.0), ("le", 5.0, 0.5, 50.0), ("se", 40.0, 2.0, 200.0),
     ("wh", 0.08, 0.03, 0.2), ("sh", 30.0, 20.0, 80.0),
     ("sx", 1.5, 0.05, 6.0), ("sy", 0.8, 0.05, 6.0), ("h2", 0.03, -0.5, 0.5), ("h4", 0.0, -0.5, 0.5),
 ]
-_NAMES = [p[0] for p in _PARAMS]
+FIELD_OFFSET_BOUND_MM = 1.0     # TG-142 jaw-position tolerance per edge: bound of a fitted field-edge offset
+
+
+def _param_table(n_components: int) -> list[tuple[str, float, float, float]]:
+    """The fitted parameter vector of a model with ``n_components`` photon components."""
+    if n_components not in _COMPONENT_SETS:
+        raise InputError(f"commission: n_components must be one of {sorted(_COMPONENT_SETS)}, got {n_components}")
+    rows = []
+    for k, (_, _, _, bounds) in enumerate(_COMPONENT_SETS[n_components], start=1):
+        for key, (init, lo, hi) in zip((f"w{k}", f"mu{k}", f"b{k}", f"s{k}0", f"s{k}1"), bounds):
+            rows.append((key, init, lo, hi))
+    return rows + _SHARED_PARAMS
+
+
 
 
 @dataclass
@@ -238,12 +267,17 @@ def _of_ratio(gp, of: MeasuredOutputFactor) -> float:
 
 
 # ------------------------------------------------------------------ helpers
-def _model_from_vector(vec: np.ndarray, name: str, base: BeamModel | None, scaling=DEFAULT_SCALING) -> BeamModel:
-    p = dict(zip(_NAMES, (float(v) for v in vec)))
+def _model_from_vector(vec: np.ndarray, name: str, base: BeamModel | None, n_components: int = 3) -> BeamModel:
+    names = [r[0] for r in _param_table(n_components)]
+    p = dict(zip(names, (float(v) for v in vec)))
     comps = []
-    for k, (cname, length, expo) in enumerate(scaling, start=1):
-        comps.append(KernelComponent(cname, p[f"w{k}"], p[f"mu{k}"], p[f"b{k}"], p[f"s{k}0"], p[f"s{k}1"],
-                                     length, expo))
+    for k, (cname, length, expo, _) in enumerate(_COMPONENT_SETS[n_components], start=1):
+        w, mu, b = p[f"w{k}"], p[f"mu{k}"], p[f"b{k}"]
+        if b <= mu:
+            # A(d) = w b/(b-mu) (exp(-mu d) - exp(-b d)) is unchanged by swapping mu and b with w -> w b/mu;
+            # the fit may cross b = mu, the model file wants b > mu.
+            w, mu, b = w * b / mu, b, max(mu, b * (1.0 + 1e-9) + 1e-12)
+        comps.append(KernelComponent(cname, w, mu, b, p[f"s{k}0"], p[f"s{k}1"], length, expo))
     g = GaussianModel(components=comps, contamination_weight=p["we"], contamination_decay_mm=p["le"],
                       contamination_sigma_mm=p["se"], head_scatter_fraction=p["wh"], head_scatter_sigma_mm=p["sh"],
                       source_sigma_x_mm=p["sx"], source_sigma_y_mm=p["sy"], horn_h2=p["h2"], horn_h4=p["h4"])
@@ -252,6 +286,19 @@ def _model_from_vector(vec: np.ndarray, name: str, base: BeamModel | None, scali
         kw = dict(mlc_leaf_width_mm=base.mlc_leaf_width_mm, mlc_transmission=base.mlc_transmission,
                   jaw_transmission=base.jaw_transmission, calibration=base.calibration, sad_mm=base.sad_mm)
     return BeamModel(name=name, kind=ModelKind.GAUSSIAN, gaussian=g, **kw)
+
+
+def _vector_from_model(model: BeamModel) -> np.ndarray:
+    """The parameter vector of a Gaussian model (inverse of :func:`_model_from_vector`)."""
+    g = model.gaussian
+    if g is None:
+        raise InputError(f"commission: initial model '{model.name}' is not a Gaussian pencil-beam model")
+    v = []
+    for c in g.components:
+        v += [c.weight, c.mu_per_mm, c.buildup_per_mm, c.sigma0_mm, c.sigma_slope]
+    v += [g.contamination_weight, g.contamination_decay_mm, g.contamination_sigma_mm, g.head_scatter_fraction,
+          g.head_scatter_sigma_mm, g.source_sigma_x_mm, g.source_sigma_y_mm, g.horn_h2, g.horn_h4]
+    return np.array(v, dtype=float)
 
 
 def _eval(gp, fx, fy, ssd, depth, x, y):
@@ -320,9 +367,10 @@ def _measured_output_ratios(scans: list[Scan], ref_depth: float = 100.0) -> tupl
 def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None = None,
                pdd_tolerance_pct: float = 2.0, buildup_dta_mm: float = 2.0, gamma_pass_pct: float = 95.0,
                output_tolerance_pct: float = 1.5, max_evaluations: int = 4000,
-               initial: np.ndarray | None = None,
+               initial: np.ndarray | BeamModel | None = None,
                output_factors: list[MeasuredOutputFactor] | None = None,
-               small_field_tolerance_pct: float = 3.0) -> tuple[BeamModel, CommissioningReport]:
+               small_field_tolerance_pct: float = 3.0, n_components: int = 3, fit_field_offsets: bool = False,
+               constraints: Sequence[Callable[[BeamModel], np.ndarray]] = ()) -> tuple[BeamModel, CommissioningReport]:
     """Fit a Gaussian beam model to PTW ``.mcc`` scans and report the agreement.
 
     Parameters
@@ -338,14 +386,28 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
         Pass limits used in the report.
     max_evaluations : int
         Cap on model evaluations in the least-squares fit.
-    initial : array, optional
-        Starting parameter vector (defaults to a generic 6 MV guess).
+    initial : array or BeamModel, optional
+        Starting parameter vector or model with ``n_components`` components
+        (defaults to a generic 6 MV guess).
     output_factors : list of MeasuredOutputFactor, optional
         Measured output factors of the same machine (e.g. from
         :func:`read_output_factors`), fitted together with the scans.
     small_field_tolerance_pct : float
         Pass limit of output factors of fields under 4 x 4 cm (others use
         ``output_tolerance_pct``).
+    n_components : int
+        Photon kernel components, 3 (primary, near and far scatter) or 4
+        (near scatter split in two).
+    fit_field_offsets : bool
+        Fit a shift of each scanned field's edges (at most
+        ``FIELD_OFFSET_BOUND_MM`` per edge, in and cross plane): the scanned
+        machine's collimator calibration, kept out of the penumbra widths.
+        Reported in the provenance; the agreement report uses nominal fields.
+    constraints : sequence of callables
+        Extra residuals ``f(model) -> array`` (dimensionless, about 1 at the
+        tolerance), e.g. the heterogeneity correction against a Monte Carlo
+        slab; each callable's ``label`` attribute (or name) goes into the
+        provenance.
 
     Returns
     -------
@@ -371,8 +433,19 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
             base = None
     ratios, ref_depth, ref_ssd = _measured_output_ratios(scans)
     ofs = list(output_factors or [])
-    template = _model_from_vector(np.array([p[1] for p in _PARAMS]), name, base)
+    table = _param_table(n_components)
+    names = [r[0] for r in table]
+    n_model = len(table)
+    template = _model_from_vector(np.array([r[1] for r in table]), name, base, n_components)
     gp_template = pack_gaussian(template, scale=1.0)
+    fields = sorted({(s.field_x_mm, s.field_y_mm) for s in scans}) if fit_field_offsets else []
+    field_index = {f: i for i, f in enumerate(fields)}
+
+    def field_size(vec, fx, fy):
+        if not fit_field_offsets:
+            return fx, fy
+        o = n_model + 2 * field_index[(fx, fy)]
+        return fx + 2.0 * vec[o], fy + 2.0 * vec[o + 1]
 
     # pre-compute the sample points of every curve
     curves = []
@@ -391,10 +464,10 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
 
     def packed(vec):
         gp = gp_template.copy()
-        p = dict(zip(_NAMES, vec))
+        p = dict(zip(names, vec))
         gp[1], gp[2], gp[4], gp[5], gp[6] = p["sx"] ** 2, p["sy"] ** 2, p["we"], p["le"], p["se"]
         gp[7], gp[8], gp[9], gp[10] = p["wh"], p["sh"], p["h2"], p["h4"]
-        for k in range(3):
+        for k in range(n_components):
             o = 12 + 8 * k
             gp[o:o + 5] = (p[f"w{k + 1}"], p[f"mu{k + 1}"], p[f"b{k + 1}"], p[f"s{k + 1}0"], p[f"s{k + 1}1"])
         return gp
@@ -403,24 +476,38 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
         gp = packed(vec)
         res = []
         for s, z, x, y, meas, w, is_pdd in curves:
-            mod = _eval(gp, s.field_x_mm, s.field_y_mm, s.ssd_mm, z, x, y)
-            if is_pdd:
-                norm = _eval(gp, s.field_x_mm, s.field_y_mm, s.ssd_mm, np.array([100.0]), 0.0, 0.0)[0]
-            else:
-                norm = _eval(gp, s.field_x_mm, s.field_y_mm, s.ssd_mm, z[:1], 0.0, 0.0)[0]
+            fx, fy = field_size(vec, s.field_x_mm, s.field_y_mm)
+            mod = _eval(gp, fx, fy, s.ssd_mm, z, x, y)
+            norm = _eval(gp, fx, fy, s.ssd_mm, np.array([100.0]) if is_pdd else z[:1], 0.0, 0.0)[0]
             res.append(w * (mod / norm - meas))
         for r in ratios:
             (fx, fy, ssd), (rx, ry, _) = r["field"], r["reference"]
+            fx, fy = field_size(vec, fx, fy)
+            rx, ry = field_size(vec, rx, ry)
             a = _eval(gp, fx, fy, ssd, np.array([ref_depth]), 0.0, 0.0)[0]
             b = _eval(gp, rx, ry, ssd, np.array([ref_depth]), 0.0, 0.0)[0]
             res.append(np.array([_OF_WEIGHT * (a / b / r["measured"] - 1.0)]))
         for of in ofs:
             res.append(np.array([_OF_WEIGHT * (_of_ratio(gp, of) / of.value - 1.0)]))
+        if constraints:
+            m = _model_from_vector(vec[:n_model], name, base, n_components)
+            res.extend(np.atleast_1d(np.asarray(c(m), dtype=float)) for c in constraints)
         return np.concatenate(res)
 
-    x0 = np.array([p[1] for p in _PARAMS]) if initial is None else np.asarray(initial, float)
-    lb = np.array([p[2] for p in _PARAMS])
-    ub = np.array([p[3] for p in _PARAMS])
+    n_off = 2 * len(fields)
+    if initial is None:
+        x0 = np.array([r[1] for r in table])
+    elif isinstance(initial, BeamModel):
+        x0 = _vector_from_model(initial)
+    else:
+        x0 = np.asarray(initial, float)
+    if x0.size == n_model:
+        x0 = np.concatenate([x0, np.zeros(n_off)])
+    if x0.size != n_model + n_off:
+        raise InputError(f"commission: the initial vector has {x0.size} values, expected {n_model} "
+                         f"({n_components} components){f' or {n_model + n_off} with field offsets' if n_off else ''}")
+    lb = np.array([r[2] for r in table] + [-FIELD_OFFSET_BOUND_MM] * n_off)
+    ub = np.array([r[3] for r in table] + [FIELD_OFFSET_BOUND_MM] * n_off)
     x0 = np.clip(x0, lb + 1e-9 * (ub - lb), ub - 1e-9 * (ub - lb))
     t0 = time.perf_counter()
     log.info("commissioning: fitting %d parameters to %d curves and %d output factors", len(x0), len(curves),
@@ -428,10 +515,18 @@ def commission(mcc_paths, name: str = "commissioned-6MV", base: BeamModel | None
     fit = least_squares(residuals, x0, bounds=(lb, ub), x_scale="jac", max_nfev=max_evaluations)
     dt = time.perf_counter() - t0
     log.info("commissioning fit: %s after %d evaluations, cost %.4g, %.1f s", fit.message, fit.nfev, fit.cost, dt)
-    model = _model_from_vector(fit.x, name, base)
+    model = _model_from_vector(fit.x[:n_model], name, base, n_components)
     model.description = f"Gaussian pencil beam fitted to {', '.join(p.name for p in paths)}"
     model.provenance = {"commissioned_from": [p.name for p in paths], "fit_cost": float(fit.cost),
-                        "fit_evaluations": int(fit.nfev), "parameters": dict(zip(_NAMES, map(float, fit.x)))}
+                        "fit_evaluations": int(fit.nfev), "parameters": dict(zip(names, map(float, fit.x)))}
+    if fit_field_offsets:
+        model.provenance["field_edge_offsets_mm"] = {
+            f"{fx / 10:g}x{fy / 10:g}": [round(float(fit.x[n_model + 2 * i]), 3),
+                                        round(float(fit.x[n_model + 2 * i + 1]), 3)]
+            for (fx, fy), i in field_index.items()}
+    if constraints:
+        model.provenance["constraints"] = [str(getattr(c, "label", getattr(c, "__name__", repr(c))))
+                                           for c in constraints]
     if ofs:
         model.provenance["output_factors"] = [asdict(of) for of in ofs]
     report = evaluate_model(model, scans, pdd_tolerance_pct, buildup_dta_mm, gamma_pass_pct, output_tolerance_pct,

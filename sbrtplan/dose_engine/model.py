@@ -10,8 +10,8 @@ machine.  It is stored as YAML or JSON (``BeamModel.to_file`` /
     The dose per MU of a rectangular beamlet is a sum of *terms*, each a
     depth function times a 2-D Gaussian-blurred rectangle (error functions):
 
-    * three photon kernel components ``k`` (primary electrons, near scatter,
-      far scatter) with depth function
+    * three or four photon kernel components ``k`` (primary electrons, one or
+      two near-scatter widths, far scatter) with depth function
       ``A_k(d) = w_k * b_k / (b_k - mu_k) * (exp(-mu_k d) - exp(-b_k d))``
       on radiological depth ``d`` and lateral width
       ``sigma_k(d) = sigma0_k + slope_k * d`` (mm, in water);
