@@ -30,6 +30,14 @@ def test_unknown_protocol_is_one_line_error(capsys):
     assert "no_such_protocol" in err and len(err.strip().splitlines()) == 1
 
 
+def test_unknown_beam_model_is_one_line_error(capsys):
+    rc = main(["plan", "--case", "phantom:spine", "--protocol", "bone_spine", "--scheme", "27/3",
+               "--machine", "no_such_linac", "--out", "unused"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "no_such_linac" in err and "generic-6MV-sf" in err and len(err.strip().splitlines()) == 1
+
+
 def test_scheme_not_allowed_names_the_allowed_ones(capsys):
     rc = main(["plan", "--case", "phantom:spine", "--protocol", "bone_spine", "--scheme", "20/2", "--out", "unused"])
     err = capsys.readouterr().err

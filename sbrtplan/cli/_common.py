@@ -48,11 +48,17 @@ def add_plan_arguments(p, *, case_required: bool = True, technique: bool = True)
                    help="declare a protocol condition (e.g. renal_cell); repeatable")
     p.add_argument("--allow-missing", action="store_true",
                    help="plan even if organs the protocol names are missing (their goals are reported as not evaluable)")
+    p.add_argument("--machine", default=None,
+                   help="beam model: shipped name (generic-6MV, the default; generic-6MV-sf, commissioned on small "
+                        "fields) or a .yaml/.json model file")
 
 
 def plan_kwargs(args) -> dict:
+    from ..dose_engine import load_beam_model
+
+    model = load_beam_model(args.machine) if getattr(args, "machine", None) else None
     return dict(target=args.target, grid_mm=args.grid_mm, allow_missing=args.allow_missing,
-                conditions=tuple(args.condition), select_beams=not args.template_beams)
+                conditions=tuple(args.condition), select_beams=not args.template_beams, model=model)
 
 
 def print_summary(p, out_dir=None) -> None:

@@ -24,10 +24,11 @@ def run(args) -> int:
     from ..protocols import load_protocol
 
     protocol = load_protocol(args.protocol)
-    protocol.scheme(args.scheme)  # refuse a bad protocol or scheme before loading the case
+    protocol.scheme(args.scheme)  # refuse a bad protocol, scheme or beam model before loading the case
+    kwargs = plan_kwargs(args)
     case = load_case(args.case, rtstruct=args.rtstruct)
     with StageBar("plan", 8) as bar:
-        p = plan(case, protocol, args.scheme, args.technique, args.beams, progress=bar, **plan_kwargs(args))
+        p = plan(case, protocol, args.scheme, args.technique, args.beams, progress=bar, **kwargs)
     with StageBar("write", 7) as wbar:
         write_plan(p, args.out, progress=wbar)
     print_summary(p, args.out)

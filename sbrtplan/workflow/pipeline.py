@@ -249,6 +249,7 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
              log=notes)
     metrics["plan"] = {"technique": opts.technique.value, "n_beams": len(beam_set.beams),
                        "total_mu_per_fraction": round(p.total_mu, 1), "grid_mm": opts.grid_mm,
+                       "beam_model": model.name,
                        "beams": [_beam_summary(b) for b in beam_set.beams],
                        "optimizer_vs_delivered": dose_difference_pct_rx(final.dose_gy.ravel()[problem.voxels.indices],
                                                                            opt_rows, problem),
