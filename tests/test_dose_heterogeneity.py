@@ -43,6 +43,8 @@ from sbrtplan.beams import Aperture, Beam, BeamSet, ControlPoint, MLCModel
 from sbrtplan.dose_engine import Correction, forward_dose, load_beam_model
 from sbrtplan.phantoms import make_phantom
 
+from conftest import mc_slab_lh
+
 FIELDS_CM = (2, 5, 10)
 INSIDE_MM = tuple(range(60, 141, 10))
 BEYOND_MM = tuple(range(170, 251, 10))
@@ -52,18 +54,7 @@ _N_CENTRAL = {2: 1, 5: 2, 10: 3}      # half-width of the MC's central averaging
 
 def mc_lh(ref: Path, field_cm: int, depth_mm: float) -> tuple[float, float]:
     """Monte Carlo L/H at a depth: (+-5 mm window per code, inverse-variance mean of the codes, 1-sigma)."""
-    ratios, weights = [], []
-    for pkg in ("ompmc", "pyradmc"):
-        h = np.loadtxt(ref / f"cax_{pkg}_H_{field_cm}x{field_cm}.csv", delimiter=",", skiprows=1)
-        lung = np.loadtxt(ref / f"cax_{pkg}_L_{field_cm}x{field_cm}.csv", delimiter=",", skiprows=1)
-        sel = np.abs(h[:, 0] - depth_mm) <= WINDOW_MM + 1e-6
-        r = lung[sel, 1].mean() / h[sel, 1].mean()
-        n = sel.sum()
-        u = r * np.sqrt(np.sum(lung[sel, 2] ** 2) + np.sum(h[sel, 2] ** 2)) / n
-        ratios.append(r)
-        weights.append(1.0 / u ** 2)
-    w = np.asarray(weights)
-    return float(np.dot(w, ratios) / w.sum()), float(1.0 / np.sqrt(w.sum()))
+    return mc_slab_lh(ref, field_cm, depth_mm, WINDOW_MM)
 
 
 @pytest.fixture(scope="module", params=["generic-6MV", "generic-6MV-sf"])

@@ -20,6 +20,8 @@ from sbrtplan.dose_engine.pencil import pack_gaussian, water_points
 from sbrtplan.dose_engine.water import central_axis_gy_per_mu
 from sbrtplan.errors import InputError
 
+from conftest import mc_slab_lh
+
 MLC = MLCModel.millennium120()
 SURFACE_Y = -150.0     # anterior water surface; gantry 0 (HFS) beams travel along +y
 
@@ -324,18 +326,8 @@ _MC_WINDOW_MM = 5.0
 
 
 def _mc_lh(ref, field_cm: int, depth_mm: float) -> float:
-    """Monte Carlo heterogeneity factor L/H at a depth: mean over +-5 mm of each
-    code, the two codes combined by inverse variance (the reference README's rule)."""
-    ratios, weights = [], []
-    for pkg in ("ompmc", "pyradmc"):
-        h = np.loadtxt(ref / f"cax_{pkg}_H_{field_cm}x{field_cm}.csv", delimiter=",", skiprows=1)
-        lung = np.loadtxt(ref / f"cax_{pkg}_L_{field_cm}x{field_cm}.csv", delimiter=",", skiprows=1)
-        sel = np.abs(h[:, 0] - depth_mm) <= _MC_WINDOW_MM + 1e-6
-        r = lung[sel, 1].mean() / h[sel, 1].mean()
-        u = r * np.sqrt(np.sum(lung[sel, 2] ** 2) + np.sum(h[sel, 2] ** 2)) / sel.sum()
-        ratios.append(r)
-        weights.append(1.0 / u ** 2)
-    return float(np.dot(weights, ratios) / np.sum(weights))
+    """Monte Carlo heterogeneity factor L/H at a depth (the reference README's rule, conftest)."""
+    return mc_slab_lh(ref, field_cm, depth_mm, _MC_WINDOW_MM)[0]
 
 
 @pytest.fixture(scope="module")

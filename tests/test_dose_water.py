@@ -66,13 +66,12 @@ def test_small_field_model_meets_the_same_water_limits(scans):
     from sbrtplan.dose_engine import load_beam_model
 
     rep = evaluate_model(load_beam_model("generic-6MV-sf"), scans)
-    worst = {}
+    by_metric: dict[str, list[float]] = {}
     for c in rep.curves:
-        worst[c.metric] = max(worst.get(c.metric, -1e9), c.value) if "gamma" not in c.metric else \
-            min(worst.get(c.metric, 1e9), c.value)
-    assert worst["PDD local diff beyond dmax (%)"] <= 2.0
-    assert worst["build-up distance to agreement (mm)"] <= 2.0
-    assert worst["gamma 2%/2mm pass rate (%)"] >= 95.0
+        by_metric.setdefault(c.metric, []).append(c.value)
+    assert max(by_metric["PDD local diff beyond dmax (%)"]) <= 2.0
+    assert max(by_metric["build-up distance to agreement (mm)"]) <= 2.0
+    assert min(by_metric["gamma 2%/2mm pass rate (%)"]) >= 95.0
     assert abs(rep.output_ratios[0]["difference_percent"]) <= 1.5
     assert rep.passed
 

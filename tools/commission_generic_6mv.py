@@ -62,7 +62,8 @@ SHIPPED = Path(__file__).resolve().parents[1] / "sbrtplan" / "dose_engine" / "ma
 
 
 def mc_ratio(ref: Path, field_cm: int, depth_mm: float) -> float:
-    """Inverse-variance mean over the two Monte Carlo codes of L/H, +-5 mm around ``depth_mm``."""
+    """Inverse-variance mean over the two Monte Carlo codes of L/H, +-5 mm around ``depth_mm``
+    (the reference README's rule; the tests read it with ``tests/conftest.py: mc_slab_lh``)."""
     ratios, weights = [], []
     for code in ("ompmc", "pyradmc"):
         h = np.loadtxt(ref / f"cax_{code}_H_{field_cm}x{field_cm}.csv", delimiter=",", skiprows=1)
@@ -144,7 +145,8 @@ def main(argv=None) -> int:
                          "small-field output factors (W1, 1 to 2 cm) and a Monte Carlo water/lung slab "
                          "(tools/commission_generic_6mv.py)")
     dev = slab.deviations(model)
-    model.provenance["slab_deviation_percent"] = {f"{f}x{f} {d} mm": round(100.0 * e, 2) for (f, d), e in dev.items()}
+    model.provenance["slab_deviation_percent"] = {f"{f}x{f} {d} mm": round(100.0 * e, 2)
+                                                  for (f, d), e in dev.items()}
     print(report.table())
     print(model.summary())
     print("output factors (10 cm depth, SSD 90 cm):",

@@ -27,7 +27,8 @@ What is fitted: the three (or four) photon components (weight, attenuation,
 build-up, width at the surface and its growth with depth), the contamination
 term, head scatter, source widths and the horn; optionally a shift of each
 scanned field's edges, and any extra constraint the caller gives (the shipped
-``generic-6MV-sf`` adds the Monte Carlo lung slab: ``tools/commission_generic_6mv.py``).  What is not: the heterogeneity
+``generic-6MV-sf`` adds the Monte Carlo lung slab: ``tools/commission_generic_6mv.py``).
+What is not: the heterogeneity
 scaling lengths and exponents (no water scan can see them; defaults in
 :data:`DEFAULT_SCALING`, chosen against Monte Carlo lung-slab data, see
 ``machines/README.md``) and the absolute calibration (mcc readings are
@@ -142,7 +143,9 @@ class CommissioningReport:
         return "\n".join(lines)
 
 
-SMALL_FIELD_MM = 40.0   # below this side, output factors are "small-field" (TRS-483: no lateral CPE at 6 MV near 1.3 cm radius)
+# Below this side an output factor is "small-field" (limit small_field_tolerance_pct): TRS-483's
+# lateral-equilibrium radius at 6 MV is about 1.3 cm, and detector corrections matter up to ~4 cm.
+SMALL_FIELD_MM = 40.0
 _OF_WEIGHT = 30.0       # residual weight of an output factor (as the scans' own output ratio)
 
 
