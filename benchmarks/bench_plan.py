@@ -7,6 +7,7 @@ Usage::
     python benchmarks/bench_plan.py liver-imrt      # liver phantom 45/3
     python benchmarks/bench_plan.py liver-vmat
     python benchmarks/bench_plan.py all
+    python benchmarks/bench_plan.py spine-vmat --machine generic-6MV   # another beam model
 
 The TG-119 C-shape plan has its own script: benchmarks/bench_tg119.py.
 
@@ -46,7 +47,8 @@ def report(p, wall_s: float, budget_s: float, budget_gib: float) -> None:
     m = p.metrics
     tgt = p.report.target
     t = m["targets"][tgt]
-    print(f"\n== {p.case.name} {p.protocol_name} {p.scheme} {p.options.technique.value}: "
+    print(f"\n== {p.case.name} {p.protocol_name} {p.scheme} {p.options.technique.value} "
+          f"({m['plan'].get('beam_model')}): "
           f"{len(p.beam_set.beams)} beams/arcs, {p.total_mu:.0f} MU/fx")
     print("stage times (s):")
     for k, v in p.timings_s.items():
@@ -72,24 +74,27 @@ def report(p, wall_s: float, budget_s: float, budget_gib: float) -> None:
           "deliverable:", p.qa["deliverability"]["passed"])
 
 
-def run_phantom(name: str, technique: str) -> None:
+def run_phantom(name: str, technique: str, machine: str | None = None) -> None:
+    from sbrtplan.dose_engine import load_beam_model
     from sbrtplan.phantoms import make_phantom
     from sbrtplan.workflow import plan
 
     proto, scheme, budget = {"spine": ("bone_spine", "27/3", 90.0), "liver": ("liver_hcc", "45/3", 90.0)}[name]
     if technique == "vmat":
         budget = 300.0
+    model = load_beam_model(machine) if machine else None
     case = make_phantom(name)
     t0 = time.perf_counter()
     # the phantoms model the organs near their targets; far organs the protocol names are reported
     # as not evaluable
-    p = plan(case, proto, scheme, technique, 7 if technique == "imrt" else None, allow_missing=True)
+    p = plan(case, proto, scheme, technique, 7 if technique == "imrt" else None, allow_missing=True, model=model)
     report(p, time.perf_counter() - t0, budget, 4.0 if technique == "imrt" else 6.0)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", choices=["spine-imrt", "spine-vmat", "liver-imrt", "liver-vmat", "all"])
+    ap.add_argument("--machine", default=None, help="beam model name or file (default: the shipped default)")
     args = ap.parse_args(argv)
     import logging
 
@@ -97,7 +102,7 @@ def main(argv=None) -> int:
     todo = ["spine-imrt", "spine-vmat", "liver-imrt", "liver-vmat"] if args.which == "all" else [args.which]
     for w in todo:
         site, tech = w.split("-")
-        run_phantom(site, tech)
+        run_phantom(site, tech, args.machine)
     return 0
 
 

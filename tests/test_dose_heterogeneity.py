@@ -22,9 +22,9 @@ interfaces, where the 2 mm bins straddle the electron re-equilibration) and
 statistical noise grows past 25 cm).  The issue's figures are applied there:
 lateral correction within 5 % inside and 3 % beyond.
 
-Both shipped models are tested.  The default ``generic-6MV`` takes its kernel
+Both shipped models are tested.  The scans-only ``generic-6MV`` takes its kernel
 from the water scans alone (its scaling lengths were chosen against this
-reference).  ``generic-6MV-sf`` was commissioned with the 2 x 2 and 10 x 10 cm
+reference).  The default ``generic-6MV-sf`` was commissioned with the 2 x 2 and 10 x 10 cm
 L/H of this reference as a constraint (``tools/commission_generic_6mv.py``;
 residuals counted only beyond 60 % of the tolerances above), because water scans
 cannot fix the kernel split that decides both this test and the small-field

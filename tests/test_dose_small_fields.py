@@ -46,7 +46,8 @@ leaves: 1 and 2 cm are whole leaf pairs); jaws at 2 x 2 cm behind the 1 cm MLC
 field raise the engine's value by 0.6 % (leaf transmission), which changes
 nothing below.
 
-Two shipped models are tested.  ``generic-6MV-sf`` is commissioned on these
+Two shipped models are tested.  ``generic-6MV-sf`` (the default, what plans
+use) is commissioned on these
 three W1 values together with the water scans and the lung-slab Monte Carlo
 (``tools/commission_generic_6mv.py``, ``sbrtplan/dose_engine/machines/README.md``),
 because water scans of 5 x 5 and 10 x 10 cm do not determine a 1 x 1 cm field's
@@ -56,8 +57,7 @@ the output factors it was commissioned on), and with the 1 cm value held out
 the same fit predicts 0.692 (-3.4 %).  Its voxelised engine values (SSD 90 cm,
 10 cm depth) are 0.716 / 0.780 / 0.804 (1 / 1.5 / 2 cm) and, for the RPC
 fields, 0.804 / 0.845 / 0.878 / 0.928 (2 / 3 / 4 / 6 cm; SSD 100 cm 0.810 /
-0.852 / 0.884 / 0.934).  The default ``generic-6MV`` (scans only, what plans
-use) gives 0.658 / 0.745 / 0.796: within 3 % at 2 cm, outside at 1.5 cm
+0.852 / 0.884 / 0.934).  The scans-only ``generic-6MV`` gives 0.658 / 0.745 / 0.796: within 3 % at 2 cm, outside at 1.5 cm
 (-4.3 %) and 1 cm (-8.1 %), kept as strict expected failures.  The RPC Elekta
 values are independent of both fits.  A TRS-483
 style set covering 0.5 to 10 cm on one TrueBeam and one Versa HD (EBT3 film and W1 as reference detectors; Casar B,
@@ -111,7 +111,7 @@ def test_output_factors_match_published_6mv(tank, ssd_mm, model):
         assert of == pytest.approx(published, rel=0.03), (field_mm, of, published)
 
 
-_W1_SHORT = ("default model too low at {side} cm: engine {eng} vs W1 {w1} ({d}); its 5 x 5 / 10 x 10 cm scans "
+_W1_SHORT = ("scans-only model too low at {side} cm: engine {eng} vs W1 {w1} ({d}); its 5 x 5 / 10 x 10 cm scans "
              "do not fix the kernel split a field smaller than the lateral electron range sees; generic-6MV-sf, "
              "commissioned on small-field data and the lung slab, meets it")
 

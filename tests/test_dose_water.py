@@ -44,9 +44,14 @@ def model():
     return default_beam_model()
 
 
-def test_commissioning_report_meets_the_issue_limits(scans, model):
-    """The shipped model passes every water number of the issue in closed form."""
-    rep = evaluate_model(model, scans)
+@pytest.mark.parametrize("name", ["generic-6MV-sf", "generic-6MV"])
+def test_commissioning_report_meets_the_issue_limits(scans, name):
+    """Both shipped models (the default four-component ``generic-6MV-sf``, also commissioned on
+    small-field output factors and the lung slab, and the scans-only ``generic-6MV``) pass every
+    water number of the issue in closed form."""
+    from sbrtplan.dose_engine import load_beam_model
+
+    rep = evaluate_model(load_beam_model(name), scans)
     by_metric: dict[str, list[float]] = {}
     for c in rep.curves:
         by_metric.setdefault(c.metric, []).append(c.value)
@@ -56,22 +61,6 @@ def test_commissioning_report_meets_the_issue_limits(scans, model):
     assert len(by_metric["gamma 2%/2mm pass rate (%)"]) == 16          # 2 fields x 2 planes x 4 depths
     assert min(by_metric["gamma 2%/2mm pass rate (%)"]) >= 95.0
     assert len(rep.output_ratios) == 1
-    assert abs(rep.output_ratios[0]["difference_percent"]) <= 1.5
-    assert rep.passed
-
-
-def test_small_field_model_meets_the_same_water_limits(scans):
-    """The four-component ``generic-6MV-sf`` (commissioned with small-field output factors and the
-    lung slab as well) passes the same water numbers in closed form."""
-    from sbrtplan.dose_engine import load_beam_model
-
-    rep = evaluate_model(load_beam_model("generic-6MV-sf"), scans)
-    by_metric: dict[str, list[float]] = {}
-    for c in rep.curves:
-        by_metric.setdefault(c.metric, []).append(c.value)
-    assert max(by_metric["PDD local diff beyond dmax (%)"]) <= 2.0
-    assert max(by_metric["build-up distance to agreement (mm)"]) <= 2.0
-    assert min(by_metric["gamma 2%/2mm pass rate (%)"]) >= 95.0
     assert abs(rep.output_ratios[0]["difference_percent"]) <= 1.5
     assert rep.passed
 

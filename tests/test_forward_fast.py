@@ -16,7 +16,7 @@ import pytest
 from sbrtplan.beams import Aperture, BeamGeometry, BeamSet, MLCModel, sample_delivery
 from sbrtplan.beams.arcs import make_arc
 from sbrtplan.case import Grid
-from sbrtplan.dose_engine import aperture_dose_per_mu, default_beam_model, forward_dose
+from sbrtplan.dose_engine import aperture_dose_per_mu, forward_dose, load_beam_model
 from sbrtplan.dose_engine import forward as fwd
 
 H = 3.0
@@ -30,9 +30,34 @@ def box():
     return grid, dens
 
 
-@pytest.fixture(scope="module")
-def model():
-    return default_beam_model()
+@pytest.fixture(scope="module", params=["generic-6MV-sf", "generic-6MV"])
+def model(request):
+    """Both shipped models: the default's sharper penumbra (focal spot 0.76 mm in-plane against 1.4
+    mm, and 81 % of its scatter in a 1.65 mm kernel) is the harder case for sub-voxel differences."""
+    return load_beam_model(request.param)
+
+
+def _gradient_mm(grid, dose_grid, idx):
+    """|grad D| (dose per mm) at the voxels ``idx`` of a dose on the whole grid."""
+    g = np.gradient(dose_grid.reshape(grid.shape), *grid.spacing_mm)
+    return np.sqrt(sum(c ** 2 for c in g)).ravel()[idx]
+
+
+def _assert_shared_fan_agrees(shared, alone, grad, low_dose_pct=0.5):
+    """Sharing one fan (one ray lattice, one voxel apart, in the first aperture's frame) against each
+    aperture's own fan.  The lattices differ by a fraction of a voxel, which moves the projected
+    position of a voxel by < 0.1 mm: the criterion is 0.3 % of the maximum plus what a 0.1 mm
+    distance to agreement allows on the local gradient (a composite dose/DTA test, as in gamma),
+    at every voxel above 5 % of the maximum.  Below it (out of field, 3 cm or more beyond the
+    edge, in the lung slab) the lattice samples the density interface for the far scatter
+    differently: there ``low_dose_pct`` % of the maximum, a tenth of the 3-5 % that dose-calculation
+    QA allows outside the beam edges (Venselaar, Welleweerd and Mijnheer, Radiother Oncol 60:191,
+    2001, delta4)."""
+    m = float(alone.max())
+    err = np.abs(shared - alone)
+    high = alone >= 0.05 * m
+    assert np.all(err[high] <= 3e-3 * m + 0.1 * grad[high]), float(np.max(err[high] / m))
+    assert np.all(err[~high] <= low_dose_pct / 100.0 * m), float(np.max(err[~high], initial=0.0) / m)
 
 
 def _modulated_arc(name, start, stop, direction, collimator, mlc, n_cp=13, seed=0):
@@ -110,23 +135,25 @@ def test_two_arcs_shared_sampling_matches_fine_independent_sum(box, model):
 
 def test_apertures_with_different_collimators_share_one_evaluation(box, model):
     """Evaluating two collimator angles together (one fan, one depth per voxel) equals evaluating each
-    alone to within 0.3 % of the maximum: only the fan's ray lattice (one voxel apart) differs, which
-    moves the interpolated depth near the lung interface by a fraction of a voxel."""
+    alone (:func:`_assert_shared_fan_agrees`: measured 0.13 % of the maximum above 5 % of it, 0.41 %
+    below, with the default model; 0.21 % with the scans-only one)."""
     grid, dens = box
     mlc = MLCModel.millennium120()
-    idx = np.flatnonzero(dens.ravel() > 0)[::3]
-    pts = np.ascontiguousarray(grid.voxel_centers_mm(idx), dtype=np.float64)
+    every = np.flatnonzero(dens.ravel() > 0)
+    idx = every[::3]
+    pts = np.ascontiguousarray(grid.voxel_centers_mm(every), dtype=np.float64)
     rng = np.random.default_rng(3)
     aps = [Aperture(rng.uniform(-25, -5, mlc.n_pairs), rng.uniform(5, 25, mlc.n_pairs), (-25.0, 25.0), (-20.0, 20.0))
            for _ in range(2)]
     geoms = [BeamGeometry(70.0, collimator_deg=30.0), BeamGeometry(70.0, collimator_deg=330.0)]
-    together = fwd._apertures_dose(dens, grid, pts, geoms, aps, mlc.leaf_boundaries_mm, mlc.transmission, model,
-                                   scales=[100.0, 50.0])
-    alone = (aperture_dose_per_mu(dens, grid, pts, geoms[0], aps[0], mlc.leaf_boundaries_mm, mlc.transmission, model,
-                                  scale=100.0)
-             + aperture_dose_per_mu(dens, grid, pts, geoms[1], aps[1], mlc.leaf_boundaries_mm, mlc.transmission,
-                                    model, scale=50.0))
-    assert np.max(np.abs(together - alone)) <= 3e-3 * alone.max()
+    together = fwd._apertures_dose(dens, grid, pts[::3], geoms, aps, mlc.leaf_boundaries_mm, mlc.transmission,
+                                   model, scales=[100.0, 50.0])
+    alone_all = (aperture_dose_per_mu(dens, grid, pts, geoms[0], aps[0], mlc.leaf_boundaries_mm, mlc.transmission,
+                                      model, scale=100.0)
+                 + aperture_dose_per_mu(dens, grid, pts, geoms[1], aps[1], mlc.leaf_boundaries_mm, mlc.transmission,
+                                        model, scale=50.0))
+    alone = alone_all[::3]
+    _assert_shared_fan_agrees(together, alone, _gradient_mm(grid, alone_all, idx))
     assert np.max(np.abs(together - alone)) > 0          # one fan for both: not the same computation
     with pytest.raises(Exception, match="share the source"):
         fwd._apertures_dose(dens, grid, pts, [geoms[0], BeamGeometry(80.0)], aps, mlc.leaf_boundaries_mm,
@@ -169,8 +196,8 @@ def test_few_points_of_apertures_sharing_a_source(box, model):
 
 def test_dose_by_beam_rows_are_each_beams_dose_and_sum_to_the_total(box, model):
     """``forward_dose_by_beam`` keeps the beams apart while sharing each source position's evaluation:
-    every row equals that beam's forward dose alone (to the shared fan's 0.3 % of the maximum, as
-    above), and the rows add up to the plan's forward dose (the same computation, to rounding)."""
+    every row equals that beam's forward dose alone (to the shared fan's accuracy, as above; measured
+    0.51 % of the maximum in a penumbra, a 0.08 mm shift, with the default model), and the rows add up to the plan's forward dose (the same computation, to rounding)."""
     from sbrtplan.dose_engine import forward_dose_by_beam
 
     grid, dens = box
@@ -184,8 +211,9 @@ def test_dose_by_beam_rows_are_each_beams_dose_and_sum_to_the_total(box, model):
     assert rows.shape == (2, idx.size)
     np.testing.assert_allclose(rows.sum(axis=0), total, rtol=1e-9, atol=1e-12 * total.max())
     for b, arc in enumerate(arcs):
-        alone = forward_dose(dens, grid, BeamSet([arc], 3, 27.0), model=model, voxel_indices=idx).ravel()[idx]
-        assert np.max(np.abs(rows[b] - alone)) <= 3e-3 * alone.max()
+        alone_all = forward_dose(dens, grid, BeamSet([arc], 3, 27.0), model=model).ravel()
+        alone = alone_all[idx]
+        _assert_shared_fan_agrees(rows[b], alone, _gradient_mm(grid, alone_all, idx))
         assert rows[b].max() > 0.2 * total.max()        # each arc delivers a real share
     with pytest.raises(Exception, match="sorted"):
         forward_dose_by_beam(dens, grid, bs, idx[::-1], model=model)

@@ -49,8 +49,8 @@ def add_plan_arguments(p, *, case_required: bool = True, technique: bool = True)
     p.add_argument("--allow-missing", action="store_true",
                    help="plan even if organs the protocol names are missing (their goals are reported as not evaluable)")
     p.add_argument("--machine", default=None,
-                   help="beam model: shipped name (generic-6MV, the default; generic-6MV-sf, commissioned "
-                        "on small fields) or a .yaml/.json model file")
+                   help="beam model: shipped name (generic-6MV-sf, the default, commissioned on the scans, "
+                        "small fields and a lung slab; generic-6MV, on the scans only) or a .yaml/.json model file")
 
 
 def plan_kwargs(args) -> dict:

@@ -63,7 +63,7 @@ import numpy as np
 from ..errors import InputError
 
 FORMAT_TAG = "sbrtplan-beam-model/1"
-DEFAULT_MODEL_NAME = "generic-6MV"
+DEFAULT_MODEL_NAME = "generic-6MV-sf"
 
 
 class ModelKind(str, enum.Enum):
@@ -448,7 +448,8 @@ def shipped_models() -> list[str]:
 
 
 def default_beam_model() -> BeamModel:
-    """The shipped generic 6 MV model, commissioned on the PTW water-tank data."""
+    """The shipped generic 6 MV model (``generic-6MV-sf``): commissioned on the PTW water-tank scans,
+    published small-field output factors and a Monte Carlo lung slab."""
     return load_beam_model(DEFAULT_MODEL_NAME)
 
 
