@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sbrtplan.beams import Aperture, BeamGeometry, BeamSet, MLCModel, sample_delivery
+from sbrtplan.beams import Aperture, Beam, BeamGeometry, BeamSet, ControlPoint, MLCModel, sample_delivery
 from sbrtplan.beams.arcs import make_arc
 from sbrtplan.case import Grid
 from sbrtplan.dose_engine import aperture_dose_per_mu, forward_dose, load_beam_model
@@ -43,21 +43,15 @@ def _gradient_mm(grid, dose_grid, idx):
     return np.sqrt(sum(c ** 2 for c in g)).ravel()[idx]
 
 
-def _assert_shared_fan_agrees(shared, alone, grad, low_dose_pct=0.5):
+def _assert_shared_fan_agrees(shared, alone, grad):
     """Sharing one fan (one ray lattice, one voxel apart, in the first aperture's frame) against each
     aperture's own fan.  The lattices differ by a fraction of a voxel, which moves the projected
-    position of a voxel by < 0.1 mm: the criterion is 0.3 % of the maximum plus what a 0.1 mm
-    distance to agreement allows on the local gradient (a composite dose/DTA test, as in gamma),
-    at every voxel above 5 % of the maximum.  Below it (out of field, 3 cm or more beyond the
-    edge, in the lung slab) the lattice samples the density interface for the far scatter
-    differently: there ``low_dose_pct`` % of the maximum, a tenth of the 3-5 % that dose-calculation
-    QA allows outside the beam edges (Venselaar, Welleweerd and Mijnheer, Radiother Oncol 60:191,
-    2001, delta4)."""
+    position of a voxel by < 0.1 mm and the interpolated depth where neighbouring rays cross the
+    box's edges: at every voxel, 0.3 % of the maximum plus what a 0.1 mm distance to agreement
+    allows on the local gradient (a composite dose/DTA test, as in gamma)."""
     m = float(alone.max())
     err = np.abs(shared - alone)
-    high = alone >= 0.05 * m
-    assert np.all(err[high] <= 3e-3 * m + 0.1 * grad[high]), float(np.max(err[high] / m))
-    assert np.all(err[~high] <= low_dose_pct / 100.0 * m), float(np.max(err[~high], initial=0.0) / m)
+    assert np.all(err <= 3e-3 * m + 0.1 * grad), float(np.max(err / m))
 
 
 def _modulated_arc(name, start, stop, direction, collimator, mlc, n_cp=13, seed=0):
@@ -135,8 +129,8 @@ def test_two_arcs_shared_sampling_matches_fine_independent_sum(box, model):
 
 def test_apertures_with_different_collimators_share_one_evaluation(box, model):
     """Evaluating two collimator angles together (one fan, one depth per voxel) equals evaluating each
-    alone (:func:`_assert_shared_fan_agrees`: measured 0.13 % of the maximum above 5 % of it, 0.41 %
-    below, with the default model; 0.21 % with the scans-only one)."""
+    alone (:func:`_assert_shared_fan_agrees`; measured 0.22 % of the maximum with the default model,
+    0.20 % with the scans-only one: at the box's edges, where neighbouring rays' paths differ)."""
     grid, dens = box
     mlc = MLCModel.millennium120()
     every = np.flatnonzero(dens.ravel() > 0)
@@ -217,3 +211,24 @@ def test_dose_by_beam_rows_are_each_beams_dose_and_sum_to_the_total(box, model):
         assert rows[b].max() > 0.2 * total.max()        # each arc delivers a real share
     with pytest.raises(Exception, match="sorted"):
         forward_dose_by_beam(dens, grid, bs, idx[::-1], model=model)
+
+
+def test_dose_on_the_ct_end_slices_is_the_dose_of_a_longer_ct():
+    """A 6 x 6 cm field that overhangs a short water CT (9 slices of 2.5 mm) along the gantry axis:
+    the dose on the first and last slice equals the dose at the same voxels of a CT three slices
+    longer at each end, to the 0.3 % of the maximum of the fan's ray lattice (measured 0.09 %, as
+    inside).  The fan's rays that miss the CT have no depth; interpolating them into a voxel of
+    the end slice lowered its depth and raised its dose by 10 % of the maximum."""
+    mlc = MLCModel.millennium120()
+    h, extra = 2.5, 3
+    ap = Aperture.rectangle(mlc, (-30.0, 30.0), (-30.0, 30.0))
+    bs = BeamSet([Beam("AP", [ControlPoint(0.0, ap, 1.0)], 100.0, mlc, (0.0, 0.0, 0.0))], 1, 1.0)
+    doses = []
+    for nz in (9, 9 + 2 * extra):
+        grid = Grid((nz, 60, 40), (h, h, h), (-50 + h / 2, -75 + h / 2, -(nz - 1) / 2 * h))
+        doses.append(forward_dose(np.ones(grid.shape, np.float32), grid, bs, model=load_beam_model("generic-6MV-sf")))
+    short, long_ = doses[0], doses[1][extra:extra + 9]
+    m = float(long_.max())
+    for k in (0, 8):
+        assert np.max(np.abs(short[k] - long_[k])) <= 3e-3 * m, k
+    assert short[0].max() > 0.5 * m                     # the end slices are in the field

@@ -331,6 +331,27 @@ def fan_lookup(fp, table, entry, u, v, s, lengths, n_len, out_means):
     w01 = wu * (1 - wv)
     w10 = (1 - wu) * wv
     w11 = wu * wv
+    # A ray that never enters the patient (beyond the CT's first or last slice, or past the body
+    # outline at a tangent) has no depth: interpolating its zero depth and infinite entry into a
+    # point inside the patient would lower the depth and, through the entry, switch the density
+    # means to water.  Such rays are left out and the weights of the others renormalised.
+    if entry[r00] > 1e29:
+        w00 = 0.0
+    if entry[r01] > 1e29:
+        w01 = 0.0
+    if entry[r10] > 1e29:
+        w10 = 0.0
+    if entry[r11] > 1e29:
+        w11 = 0.0
+    wsum = w00 + w01 + w10 + w11
+    if wsum <= 0.0:
+        for i in range(n_len):
+            out_means[i] = 1.0
+        return 0.0, 1e6
+    w00 /= wsum
+    w01 /= wsum
+    w10 /= wsum
+    w11 /= wsum
     ent = w00 * min(entry[r00], 1e6) + w01 * min(entry[r01], 1e6) + w10 * min(entry[r10], 1e6) \
         + w11 * min(entry[r11], 1e6)
     rad = _fan_at(table, r00, r01, r10, r11, w00, w01, w10, w11, s, s0, ds, ns)
