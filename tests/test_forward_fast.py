@@ -32,8 +32,9 @@ def box():
 
 @pytest.fixture(scope="module", params=["generic-6MV-sf", "generic-6MV"])
 def model(request):
-    """Both shipped models: the default's sharper penumbra (focal spot 0.76 mm in-plane against 1.4
-    mm, and 81 % of its scatter in a 1.65 mm kernel) is the harder case for sub-voxel differences."""
+    """Both shipped models: the default's sharper penumbra (focal-spot sigma 0.76 mm in-plane against
+    1.35 mm; its largest kernel component 1.65 mm wide against 3.2 mm) is the harder case for
+    sub-voxel differences."""
     return load_beam_model(request.param)
 
 
