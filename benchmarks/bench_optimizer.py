@@ -21,7 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from sbrtplan._log import peak_memory_mib
-from sbrtplan.optimizer import SolverMethod, VoxelRegion, prioritized_solve, stages_from_goals
+from sbrtplan.optimizer import SolverMethod, VoxelRegion, prioritized_solve
+from sbrtplan.workflow import stages_from_goals
 from sbrtplan.protocols import load_protocol
 
 

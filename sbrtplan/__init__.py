@@ -10,7 +10,7 @@ See README.md for the command line and ``sbrtplan.plan`` for the Python API.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .errors import (GeometryError, InputError, OptimizationError, ProtocolError, SbrtplanError,
                      StructureError)

@@ -6,7 +6,7 @@ VoxelRegion,
 MaxDose, MinDose, MeanDose, UpperDVH, LowerDVH, QuadOverdose, QuadUnderdose, ProfileOverdose, LinearMean, Smoothness,
 Term, ConstraintKind,
 OptimizationStage, KeepMode, SolverMethod, prioritized_solve, OptimizationResult, StageResult,
-stages_from_goals, ring_dose_fraction, normalize_to_coverage, Normalization
+normalize_to_coverage, Normalization
 
 Beam-angle selection (group lasso): select_beams, QuadraticPenalty, SelectionResult
 VMAT direct aperture optimisation: vmat_dao, ArcSector, DAOResult, sectors_from_influence
@@ -15,14 +15,14 @@ penalty_solve
 
 The model (what every term means, how stages are kept, how infeasible limits
 are relaxed) is documented in :mod:`.terms` and :mod:`.prioritized`; the two
-solver paths in :mod:`.cvx` and :mod:`.first_order`; the mapping from protocol
-goals in :mod:`.from_goals`.
+solver paths in :mod:`.cvx` and :mod:`.first_order`. This layer knows doses and terms,
+never protocols: the translation of protocol goals into terms lives in
+:mod:`sbrtplan.workflow.goal_stages`.
 """
 
 from .problem import KeepMode, OptimizationResult, OptimizationStage, SolverMethod, StageResult
 from .prioritized import Normalization, normalize_to_coverage, prioritized_solve
 from .regions import VoxelRegion
-from .from_goals import ring_dose_fraction, stages_from_goals
 from .beam_selection import QuadraticPenalty, SelectionResult, select_beams
 from .dao import ArcSector, DAOResult, sectors_from_influence, vmat_dao
 from .penalty import FluenceRegularizer, Limit, Penalty, beamlet_neighbour_pairs, penalty_solve
@@ -31,8 +31,7 @@ from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, Min
 
 __all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDVH", "QuadOverdose", "ProfileOverdose",
            "QuadUnderdose", "LinearMean", "Smoothness", "Term", "ConstraintKind", "OptimizationStage", "KeepMode",
-           "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult", "stages_from_goals",
-           "ring_dose_fraction", "normalize_to_coverage", "Normalization",
+           "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult", "normalize_to_coverage", "Normalization",
            "select_beams", "QuadraticPenalty", "SelectionResult", "vmat_dao", "ArcSector", "DAOResult",
            "sectors_from_influence", "Penalty", "Limit", "FluenceRegularizer", "beamlet_neighbour_pairs",
            "penalty_solve"]

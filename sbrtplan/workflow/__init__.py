@@ -3,9 +3,11 @@
 Public API
 ----------
 plan, Plan, PlanOptions, PlanTechnique, build_planning_structures, PlanningStructures,
-write_plan, summary_line, plan_to_directory
+write_plan, summary_line, plan_to_directory,
+stages_from_goals, ring_dose_fraction (protocol goals -> optimisation terms)
 """
 
+from .goal_stages import ring_dose_fraction, stages_from_goals
 from .outputs import summary_line, write_plan
 from .pipeline import plan
 from .plan import Plan, PlanOptions, PlanTechnique
@@ -32,4 +34,4 @@ def plan_to_directory(case_spec, out, *, protocol: str, scheme: str, technique: 
 
 
 __all__ = ["plan", "Plan", "PlanOptions", "PlanTechnique", "build_planning_structures", "PlanningStructures",
-           "write_plan", "summary_line", "plan_to_directory"]
+           "write_plan", "summary_line", "plan_to_directory", "stages_from_goals", "ring_dose_fraction"]

@@ -29,7 +29,7 @@ round, the violated limits of the most important violated priority only:
    GTV/ITV only above ``BOOST_HOT_REF`` x Rx (with an under-dose term at the
    coverage reference);
 * conformity and gradient (CI, R50%): a normal-tissue fall-off outside the
-  PTV, ``optimizer.ring_dose_fraction`` of Rx shifted out by the penumbra
+  PTV, ``goal_stages.ring_dose_fraction`` of Rx shifted out by the penumbra
   (``FALLOFF_SHIFT_MM``), at most ``FALLOFF_MAX`` x Rx;
 * optional (non-mandatory) organ limits: light over-dose penalties;
 * the protocol's dose-volume upper limits on the target (TG-119: PTV D10 <=
@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..case import Structure, StructureRole, distance_map_mm
-from ..optimizer import ring_dose_fraction
+from .goal_stages import ring_dose_fraction
 from ..optimizer.penalty import Limit, Penalty
 from ..protocols import rtog_limits
 from ..protocols.model import Metric, Priority, Unit
@@ -93,7 +93,7 @@ HOTSPOT_LIMIT = 1.08
 #: (1.19) with V100 92.2 -> 93.8 % and External-GTV D0.035cc 123 -> 116 %.
 HOTSPOT_GROWTH = 2.0
 BOOST_HOT_REF = 1.25
-#: The fall-off profile (``optimizer.ring_dose_fraction``) starts this far outside the PTV
+#: The fall-off profile (``goal_stages.ring_dose_fraction``) starts this far outside the PTV
 #: surface (up to 2 cm; the D2cm cap applies from 2 cm on), at most FALLOFF_MAX x Rx: a 6 MV
 #: penumbra cannot fall from Rx at the surface, and a profile that asks for it fights the
 #: coverage of the PTV's edge.
@@ -177,7 +177,7 @@ class FalloffProfile:
 
 
 def falloff_profile(ps: PlanningStructures, problem: PlanProblem) -> FalloffProfile:
-    """``optimizer.ring_dose_fraction`` at each voxel's distance from the PTV (see the module docstring).
+    """``goal_stages.ring_dose_fraction`` at each voxel's distance from the PTV (see the module docstring).
 
     Shifted out by ``FALLOFF_SHIFT_MM`` inside 2 cm, at most ``FALLOFF_MAX`` x Rx, and
     ``D2CM_REF_FACTOR`` lower from 2 cm on: D2cm is the maximum there, so the bulk must stay

@@ -13,7 +13,8 @@ import numpy as np
 
 from .._log import get_logger
 from ..case import Case
-from ..optimizer import VoxelRegion, stages_from_goals
+from ..optimizer import VoxelRegion
+from .goal_stages import stages_from_goals
 from .goals import ResolvedGoals
 from .structures import PlanningStructures
 from .voxels import OptimizationVoxels, organ_structures, optimization_voxels, region_for

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sbrtplan.optimizer import (LowerDVH, MaxDose, SolverMethod, UpperDVH, VoxelRegion, prioritized_solve,
-                                ring_dose_fraction, stages_from_goals)
+from sbrtplan.optimizer import LowerDVH, MaxDose, SolverMethod, UpperDVH, VoxelRegion, prioritized_solve
+from sbrtplan.workflow import ring_dose_fraction, stages_from_goals
 from sbrtplan.protocols import Metric, Priority, load_protocol
 
 from test_optimizer_phantom import slab_phantom

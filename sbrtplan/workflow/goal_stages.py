@@ -46,10 +46,9 @@ import numpy as np
 
 from .._log import get_logger
 from ..errors import ProtocolError
-from ..protocols.model import Comparator, Goal, Metric, Priority, Stage
-from .problem import KeepMode, OptimizationStage
-from .regions import VoxelRegion
-from .terms import LinearMean, LowerDVH, MaxDose, MeanDose, QuadOverdose, QuadUnderdose, Smoothness, Term, UpperDVH
+from ..protocols import Comparator, Goal, Metric, Priority, Stage, rtog_limits
+from ..optimizer import (KeepMode, LinearMean, LowerDVH, MaxDose, MeanDose, OptimizationStage, QuadOverdose,
+                         QuadUnderdose, Smoothness, Term, UpperDVH, VoxelRegion)
 
 log = get_logger(__name__)
 
@@ -67,8 +66,6 @@ def ring_dose_fraction(inner_mm: float, *, ptv_volume_cc: float, r50: float | No
     volume (the 50 % isodose then encloses less than the RTOG limit), capped at
     95 % of the D2cm limit from 20 mm on, floored at 5 % Rx.
     """
-    from ..protocols import rtog_limits
-
     if not (ptv_volume_cc > 0):
         raise ProtocolError(f"ring_dose_fraction: PTV volume must be > 0 cc, got {ptv_volume_cc!r}")
     lim = rtog_limits(ptv_volume_cc)
