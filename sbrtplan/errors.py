@@ -30,3 +30,11 @@ class GeometryError(SbrtplanError):
 
 class OptimizationError(SbrtplanError):
     """The optimiser could not produce a plan (infeasible, diverged)."""
+
+
+class ConsistencyError(InputError):
+    """Two inputs that must describe the same patient disagree (frame of reference, patient ID, grids)."""
+
+
+class ResourceError(SbrtplanError):
+    """A computation would need more memory (or another resource) than is available or allowed."""

@@ -216,7 +216,7 @@ def test_lateral_correction_in_lung_lowers_small_field_dose(model):
 
 
 def test_dij_command_writes_npz_and_matrad_mat(tmp_path):
-    """``sbrtplan dij`` exports the same matrix as scipy .npz and as a matRad-like v7.3 .mat."""
+    """``sbrtplan dij`` exports the same matrix as scipy .npz and as a matRad .mat (v7.3 on request)."""
     import h5py
     import scipy.sparse as sp
 
@@ -224,7 +224,8 @@ def test_dij_command_writes_npz_and_matrad_mat(tmp_path):
 
     npz, mat = tmp_path / "d.npz", tmp_path / "d.mat"
     for out in (npz, mat):
-        assert main(["dij", "--case", "phantom:cshape", "--beams", "2", "--grid-mm", "5", "--out", str(out)]) == 0
+        assert main(["dij", "--case", "phantom:cshape", "--beams", "2", "--grid-mm", "5", "--mat-format", "v7.3",
+                     "--out", str(out)]) == 0
     m = sp.load_npz(npz)
     z = np.load(npz)
     assert m.shape == (z["voxel_indices"].size, int(z["beam_offsets"][-1])) and m.nnz > 0

@@ -24,6 +24,8 @@ ignored option.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +78,46 @@ def _resolve(base: Path, spec: str) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
+#: a case name becomes a folder of the output: one safe path component, nothing that climbs out of it
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\- ]{0,127}$")
+
+
+def _check_case_name(name: str, where: str) -> None:
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise InputError(f"{where}: case name {name!r} is not a plain folder name; expected letters, digits, "
+                         "'_', '-', '.', '+' or spaces (no '/', '..' or leading dot)")
+
+
+def _check_values(merged: dict, where: str) -> None:
+    """Types and ranges of a case's options (a typo in a value fails here, not in a worker)."""
+    from .._limits import limit
+    from ..protocols import Scheme
+
+    tech = str(merged.get("technique", "imrt")).lower()
+    if tech not in ("imrt", "vmat"):
+        raise InputError(f"{where}: technique {merged.get('technique')!r}; expected imrt or vmat")
+    g = merged.get("grid_mm", 2.0)
+    lo, hi = limit("options", "grid_mm")
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(float(g)) or not lo <= g <= hi:
+        raise InputError(f"{where}: grid_mm {g!r}; expected a number from {lo:g} to {hi:g} mm")
+    b = merged.get("beams")
+    if b is not None:
+        lo, hi = limit("options", "imrt_beams")
+        if isinstance(b, bool) or not isinstance(b, int) or not lo <= b <= hi:
+            raise InputError(f"{where}: beams {b!r}; expected a whole number from {lo} to {hi}")
+        if tech == "vmat":
+            raise InputError(f"{where}: beams {b} applies to IMRT; VMAT plans use the site's arcs")
+    for key in ("select_beams", "allow_missing"):
+        if key in merged and not isinstance(merged[key], bool):
+            raise InputError(f"{where}: {key} {merged[key]!r}; expected true or false")
+    conds = merged.get("conditions", ()) or ()
+    if not isinstance(conds, (list, tuple)) or not all(isinstance(c, str) for c in conds):
+        raise InputError(f"{where}: conditions {conds!r}; expected a list of names")
+    schemes = merged.get("schemes")
+    for sch in ([s.strip() for s in schemes.split(",")] if isinstance(schemes, str) else schemes or []):
+        Scheme.parse(str(sch))  # TOTAL/FRACTIONS with a clear error of its own
+
+
 def load_cohort(path: str | Path, output_dir: str | Path | None = None) -> Cohort:
     """Read and validate a cohort YAML file.
 
@@ -115,6 +157,8 @@ def load_cohort(path: str | Path, output_dir: str | Path | None = None) -> Cohor
         merged = {k: v for k, v in doc.items() if k not in ("cases", "output")}
         merged.update(entry)
         name = str(entry.get("name") or Path(str(entry["case"])).stem.replace("phantom:", ""))
+        _check_case_name(name, where)
+        _check_values(merged, where)
         if name in names:
             raise InputError(f"{where}: duplicate case name '{name}'")
         names.add(name)

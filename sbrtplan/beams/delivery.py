@@ -35,6 +35,12 @@ class MLCModel:
     transmission : float
         Fraction of the open-field fluence transmitted through closed leaves
         (average of intra- and inter-leaf leakage).
+    dlg_mm : float
+        Dosimetric leaf gap: the rounded leaf tips transmit as if each were
+        retracted by half of it (0: ideal flat tips).
+    tongue_groove_mm : float
+        Width of the strip along each boundary between adjacent leaf pairs that
+        is open only where both pairs are open (0: no tongue-and-groove effect).
     min_gap_mm : float
         Smallest gap allowed between opposing leaves of a moving pair.
     max_leaf_speed_mm_s : float
@@ -51,6 +57,8 @@ class MLCModel:
     max_leaf_speed_mm_s: float = 25.0
     max_position_mm: float = 200.0
     max_interdigitation: bool = True
+    dlg_mm: float = 0.0
+    tongue_groove_mm: float = 0.0
 
     def __post_init__(self) -> None:
         b = np.asarray(self.leaf_boundaries_mm, dtype=float)
@@ -58,6 +66,11 @@ class MLCModel:
             raise GeometryError(f"MLC '{self.name}': leaf boundaries must be increasing")
         if not 0.0 <= self.transmission < 0.2:
             raise GeometryError(f"MLC '{self.name}': transmission {self.transmission} outside [0, 0.2)")
+        if not (np.isfinite(self.dlg_mm) and 0.0 <= self.dlg_mm < 5.0):
+            raise GeometryError(f"MLC '{self.name}': dosimetric leaf gap {self.dlg_mm} mm outside [0, 5)")
+        if not (np.isfinite(self.tongue_groove_mm) and 0.0 <= self.tongue_groove_mm < float(np.min(np.diff(b)))):
+            raise GeometryError(f"MLC '{self.name}': tongue-and-groove width {self.tongue_groove_mm} mm outside "
+                                f"[0, narrowest leaf {float(np.min(np.diff(b))):g} mm)")
         b = b.copy()
         b.setflags(write=False)
         object.__setattr__(self, "leaf_boundaries_mm", b)
@@ -65,6 +78,11 @@ class MLCModel:
     @property
     def n_pairs(self) -> int:
         return self.leaf_boundaries_mm.size - 1
+
+    def with_leakage(self, transmission: float, dlg_mm: float, tongue_groove_mm: float) -> "MLCModel":
+        """A copy with other leakage parameters (e.g. the commissioned values of a machine file)."""
+        return replace(self, transmission=float(transmission), dlg_mm=float(dlg_mm),
+                       tongue_groove_mm=float(tongue_groove_mm))
 
     @property
     def leaf_widths_mm(self) -> np.ndarray:

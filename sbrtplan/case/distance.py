@@ -136,7 +136,7 @@ def _half_run_correction(field, feat, dist, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _trilinear(field, pk, pj, pi):  # pragma: no cover - compiled
+def _distance_trilinear(field, pk, pj, pi):  # pragma: no cover - compiled
     """Trilinear value of ``field`` at fractional index (pk, pj, pi), clamped to the array."""
     nz, ny, nx = field.shape
     pk = min(max(pk, 0.0), nz - 1.0)
@@ -195,13 +195,13 @@ def _tangent_plane_distance(smooth, feat, dist, scale, out):  # pragma: no cover
                 # No crossing within 1.5 voxels: c is a lone protruding voxel (or
                 # sits in a one-voxel dent) that the blur erased; flag it so the
                 # caller uses the point estimate there.
-                if (_trilinear(smooth, ck + dk * hi, cj + dj * hi, ci + di * hi) > 0.5
-                        or _trilinear(smooth, ck + dk * lo, cj + dj * lo, ci + di * lo) <= 0.5):
+                if (_distance_trilinear(smooth, ck + dk * hi, cj + dj * hi, ci + di * hi) > 0.5
+                        or _distance_trilinear(smooth, ck + dk * lo, cj + dj * lo, ci + di * lo) <= 0.5):
                     out[k, j, i] = -1.0
                     continue
                 for _ in range(18):
                     t = 0.5 * (lo + hi)
-                    if _trilinear(smooth, ck + dk * t, cj + dj * t, ci + di * t) > 0.5:
+                    if _distance_trilinear(smooth, ck + dk * t, cj + dj * t, ci + di * t) > 0.5:
                         lo = t
                     else:
                         hi = t

@@ -206,27 +206,72 @@ def normalize_name(name: str) -> str:
     return _LOOKUP.get(stripped, name.strip())
 
 
+#: Words that make a target-like name a planning helper (rings, walls, boolean combinations, optimisation
+#: copies): such a structure is never a target unless its RTROIInterpretedType says so.
+_HELPER_WORDS = frozenset({"RING", "RINGS", "WALL", "SHELL", "AND", "OR", "NOT", "XOR", "MINUS", "PLUS", "UNION",
+                           "OPT", "OPTI", "OPTIM", "AVOID", "HELP", "HELPER", "TMP", "TEMP", "DUMMY", "EXPAND",
+                           "EXP", "SUB", "SUBTRACT", "BOOL", "NS", "OVERLAP"})
+_BOOLEAN_OP = re.compile(r"[+&|]|\s-\s|-\s*[A-Za-z]")
+
+#: RTROIInterpretedType -> role (DICOM PS3.3 C.8.8.8: the types a structure set declares).
+_DICOM_ROLES = {
+    "EXTERNAL": StructureRole.EXTERNAL, "PTV": StructureRole.PTV, "CTV": StructureRole.CTV,
+    "GTV": StructureRole.GTV, "ORGAN": StructureRole.OAR, "AVOIDANCE": StructureRole.OAR,
+    "TREATED_VOLUME": StructureRole.CONTROL, "IRRAD_VOLUME": StructureRole.CONTROL,
+    "CONTROL": StructureRole.CONTROL, "DOSE_REGION": StructureRole.CONTROL, "CAVITY": StructureRole.OTHER,
+    "CONTRAST_AGENT": StructureRole.OTHER, "BOLUS": StructureRole.SUPPORT, "SUPPORT": StructureRole.SUPPORT,
+    "FIXATION": StructureRole.SUPPORT, "MARKER": StructureRole.OTHER, "ISOCENTER": StructureRole.OTHER,
+    "REGISTRATION": StructureRole.OTHER, "BRACHY_CHANNEL": StructureRole.OTHER,
+    "BRACHY_ACCESSORY": StructureRole.OTHER, "BRACHY_SRC_APP": StructureRole.OTHER,
+    "BRACHY_CHNL_SHLD": StructureRole.OTHER,
+}
+
+
+def is_helper_name(name: str) -> bool:
+    """True for ring, wall and boolean helper names (``PTV1_WALL``, ``PTV 1 AND 2``, ``PTV-Cord``, ``zPTV``).
+
+    >>> is_helper_name("PTV1_WALL"), is_helper_name("PTV 1 AND 2"), is_helper_name("PTV_27Gy")
+    (True, True, False)
+    """
+    n = name.strip()
+    spaced = re.sub(r"^([GCIP]TV)", r"\1 ", re.sub(r"([a-z])([A-Z])", r"\1 \2", n), flags=re.IGNORECASE)
+    words = {w for w in re.split(r"[^A-Za-z]+", spaced.upper()) if w}
+    return bool(words & _HELPER_WORDS) or bool(_BOOLEAN_OP.search(n)) or n.upper().endswith("!")
+
+
 def infer_role(name: str, dicom_type: str | None = None) -> StructureRole:
-    """Planning role from a (normalised) name and an optional RTROIInterpretedType."""
+    """Planning role: the RTROIInterpretedType first, name patterns only when it is empty.
+
+    A typed PTV/CTV/GTV is a target whatever its name (a CTV-typed ``ITV...`` is an
+    ITV); a typed ORGAN or AVOIDANCE is an organ at risk (a PRV when its name says
+    so), never a target, even when named ``PTVn_WALL``.  Without a type, a name
+    starting with GTV/CTV/ITV/PTV is a target unless it names a helper
+    (:func:`is_helper_name`: rings, walls, boolean combinations), which is a
+    CONTROL structure.
+    """
     t = (dicom_type or "").strip().upper()
-    if t == "EXTERNAL":
-        return StructureRole.EXTERNAL
     n = name.strip().upper()
+    if t in _DICOM_ROLES:
+        role = _DICOM_ROLES[t]
+        if role.is_target and n.startswith("ITV"):
+            return StructureRole.ITV
+        if role is StructureRole.OAR and "PRV" in n:
+            return StructureRole.PRV
+        return role
+    # no (or an unknown) type: the name decides
     if n.endswith("!"):  # optimisation-only copies such as the spine "PTV!"
         return StructureRole.CONTROL
     for prefix in ("GTV", "CTV", "ITV", "PTV"):
         if n.startswith(prefix):
-            return StructureRole[prefix]
+            return StructureRole.CONTROL if is_helper_name(name) else StructureRole[prefix]
     if "PRV" in n:
         return StructureRole.PRV
     if name == "External":
         return StructureRole.EXTERNAL
-    if name.startswith("Couch") or t in ("SUPPORT", "FIXATION"):
+    if name.startswith("Couch"):
         return StructureRole.SUPPORT
-    if t in ("GTV", "CTV", "PTV"):
-        return StructureRole[t]
-    if t in ("ORGAN", "AVOIDANCE") or name in _ALIASES or name.split("-", 1)[0] in _ALIASES:
+    if name in _ALIASES or name.split("-", 1)[0] in _ALIASES:
         return StructureRole.OAR
-    if t == "CONTROL" or n.startswith("Z") or n.startswith("RING"):
+    if n.startswith("Z") or n.startswith("RING") or is_helper_name(name):
         return StructureRole.CONTROL
     return StructureRole.OTHER

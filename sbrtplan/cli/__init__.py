@@ -3,7 +3,8 @@
 Each command lives in its own module of this package and exposes
 ``register(subparsers)`` which adds its parser and sets ``func``; ``func(args)``
 returns the exit status.  Errors the user can cause (:class:`SbrtplanError`)
-are printed as one line and give exit status 2.
+are printed as one line and give exit status 2; any other exception is
+summarised on one line with the path of its saved traceback (exit status 1).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib
 import logging
 import sys
 
-from .. import __version__
+from .._version import __version__
 from ..errors import SbrtplanError
 
 # Order is the order of ``sbrtplan --help``.
@@ -23,6 +24,8 @@ COMMANDS = [
     "evaluate",
     "recompute",
     "mucheck",
+    "qa-plan",
+    "qa-compare",
     "dij",
     "commission",
     "compare-fractions",
@@ -31,6 +34,8 @@ COMMANDS = [
     "batch",
     "info",
     "protocols",
+    "seeds",
+    "tbi",
 ]
 
 
@@ -63,11 +68,51 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SbrtplanError as exc:
-        print(f"sbrtplan {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sbrtplan {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sbrtplan: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        saved = _save_traceback(args.command)
+        print(f"sbrtplan {args.command}: error: out of memory; use a coarser --grid-mm or fewer beams "
+              f"(traceback saved to {saved})", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the one exit path of an unexpected failure: one line, traceback in a file
+        saved = _save_traceback(args.command)
+        print(f"sbrtplan {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              f"(traceback saved to {saved}; please report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException, max_chars: int = 600) -> str:
+    """The message of ``exc`` on one line (a terminal line, not a dump)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= max_chars else text[:max_chars - 3] + "..."
+
+
+def _save_traceback(command: str | None) -> str:
+    """Write the current exception's traceback to a log file (never the output folder); return its path.
+
+    The folder is ``$SBRTPLAN_LOG_DIR`` when set, else ``<temp>/sbrtplan-logs``.
+    """
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    text = traceback.format_exc()
+    folder = os.environ.get("SBRTPLAN_LOG_DIR") or os.path.join(tempfile.gettempdir(), "sbrtplan-logs")
+    name = f"traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{command or 'sbrtplan'}.txt"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, name)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(f"sbrtplan {__version__}, command line: {' '.join(sys.argv)}\n{text}")
+        return path
+    except OSError:  # nowhere to save it: the last frame at least, still on one line
+        last = traceback.extract_tb(sys.exc_info()[2])[-1:] or None
+        return f"not saved; raised at {last[0].filename}:{last[0].lineno}" if last else "not saved"
 
 
 if __name__ == "__main__":  # pragma: no cover

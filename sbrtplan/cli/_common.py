@@ -48,6 +48,8 @@ def add_plan_arguments(p, *, case_required: bool = True, technique: bool = True)
                    help="declare a protocol condition (e.g. renal_cell); repeatable")
     p.add_argument("--allow-missing", action="store_true",
                    help="plan even if organs the protocol names are missing (their goals are reported as not evaluable)")
+    p.add_argument("--max-memory-gib", type=float, default=None,
+                   help="refuse the job when its estimated memory exceeds this (default: the available memory)")
     p.add_argument("--machine", default=None,
                    help="beam model: shipped name (generic-6MV-sf, the default, commissioned on the scans, "
                         "small fields and a lung slab; generic-6MV, on the scans only) or a .yaml/.json model file")

@@ -19,15 +19,28 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..batch import load_cohort, run_cohort
+    from ..errors import InputError
+    from ._validate import check_output_dir, check_scheduler, check_workers
 
+    check_workers(args.workers)
+    check_scheduler(args.scheduler)
+    if args.out is not None:
+        check_output_dir(args.out)
     cohort = load_cohort(args.cohort, output_dir=args.out)
+    check_output_dir(cohort.output_dir, "output folder of the cohort")
     bar = tqdm(total=len(cohort.tasks), desc="cohort", unit="plan")
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
-    rows = run_cohort(cohort, scheduler=args.scheduler, n_workers=args.workers, progress=progress)
-    bar.close()
+    try:
+        rows = run_cohort(cohort, scheduler=args.scheduler, n_workers=args.workers, progress=progress)
+    except (OSError, TimeoutError) as exc:  # an unreachable scheduler (dask raises OSError after its timeout)
+        where = f"--scheduler {args.scheduler}" if args.scheduler else "the local Dask cluster"
+        raise InputError(f"{where}: cannot connect ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") \
+            from None
+    finally:
+        bar.close()
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
     print(f"{len(rows)} plans: {counts['done']} done, {counts['skipped']} skipped (finished earlier), "
           f"{counts['failed']} failed; summary: {cohort.output_dir / 'summary.csv'}")

@@ -18,23 +18,42 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from .._staging import staged_dir
+    from ..case import resample_dose
+    from ..io import load_case, read_rtdose
+    from ..io.validate import check_case_identity
+    from ..workflow import plan
+    from ._common import StageBar, plan_kwargs, print_summary
+    from ._validate import check_input_path, check_output_dir, check_plan_memory, check_plan_options
+
+    check_plan_options(args)
+    out = check_output_dir(args.out)
+    check_input_path(args.clinical_rtdose, "--clinical-rtdose", folder=False)
+    clinical_native = read_rtdose(args.clinical_rtdose)  # a bad clinical dose is refused before planning
+    case = load_case(args.case, rtstruct=args.rtstruct)
+    check_case_identity(case, f"--case {args.case}", [(f"--clinical-rtdose {args.clinical_rtdose}",
+                                                       args.clinical_rtdose)])
+    check_plan_memory(case, args)
+    with StageBar("plan", 8) as bar:
+        p = plan(case, args.protocol, args.scheme, args.technique, args.beams, progress=bar, **plan_kwargs(args))
+    clinical = resample_dose(clinical_native, p.case.grid)
+    with staged_dir(out) as stage:  # plan, comparison and report appear together or not at all
+        _write(p, clinical, stage, args)
+    print_summary(p, out)
+    return 0
+
+
+def _write(p, clinical, out, args) -> None:
     from pathlib import Path
 
     from .._log import atomic_output
     from ..evaluation import evaluate_plan
     from ..evaluation.compare import compare_reports
-    from ..io import load_case, read_rtdose
     from ..report import render_report
-    from ..workflow import plan, write_plan
+    from ..workflow import write_plan
     from ..workflow.outputs import write_metrics_json
-    from ._common import StageBar, plan_kwargs, print_summary
 
-    case = load_case(args.case, rtstruct=args.rtstruct)
-    with StageBar("plan", 8) as bar:
-        p = plan(case, args.protocol, args.scheme, args.technique, args.beams, progress=bar, **plan_kwargs(args))
-    out = Path(args.out)
     write_plan(p, out)
-    clinical = read_rtdose(args.clinical_rtdose, grid=p.case.grid)
     ref = evaluate_plan(clinical, p.case.structures, p.protocol_name, p.scheme, target=p.report.target,
                         conditions=p.options.conditions)
     table = compare_reports(p.report, ref, labels=("sbrtplan", "clinical"))
@@ -46,5 +65,3 @@ def run(args) -> int:
                   title=f"sbrtplan vs clinical: {p.case.name}", qa=p.qa, reference_dose=clinical,
                   reference_label="clinical")
     print(table.format())
-    print_summary(p, out)
-    return 0

@@ -32,10 +32,12 @@ def run(args) -> int:
 
     from ..dose_engine import commission, load_beam_model, output_factor, read_output_factors
     from ..errors import InputError
+    from ._validate import check_output_file
 
     out = Path(args.out)
     if out.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise InputError(f"--out {out}: the model file must end in .yaml, .yml or .json")
+    check_output_file(out, "--out")
     for f in args.mcc:
         if not Path(f).is_file():
             raise InputError(f"{f}: no such .mcc file")

@@ -27,24 +27,32 @@ def run(args) -> int:
     from ..evaluation import compare_reports
     from ..io import load_case
     from ..workflow import plan, write_plan
+    from .._staging import staged_dir
+    from ..protocols import load_protocol
     from ._common import StageBar, plan_kwargs, print_summary
+    from ._validate import check_output_dir, check_plan_memory, check_plan_options
 
+    check_plan_options(args)  # --beams: the IMRT plan's beam count (VMAT uses the site's arcs)
+    out = check_output_dir(args.out)
+    load_protocol(args.protocol).scheme(args.scheme)
     case = load_case(args.case, rtstruct=args.rtstruct)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_plan_memory(case, args)
     plans = {}
     for technique in ("vmat", "imrt"):
         with StageBar(f"plan {technique.upper()}", 8) as bar:
-            p = plan(case, args.protocol, args.scheme, technique, args.beams, progress=bar, **plan_kwargs(args))
-        write_plan(p, out / technique)
+            p = plan(case, args.protocol, args.scheme, technique, args.beams if technique == "imrt" else None,
+                     progress=bar, **plan_kwargs(args))
         print_summary(p, out / technique)
         plans[technique] = p
     n_beams = len(plans["imrt"].beam_set.beams)
     table = compare_reports(plans["vmat"].metrics, plans["imrt"].metrics, labels=("VMAT", f"IMRT-{n_beams}"))
     text = table.format(PRINTED_SECTIONS)
-    with atomic_output(out / "techniques.txt") as tmp:
-        Path(tmp).write_text(table.format() + "\n", encoding="utf-8")
-    table.to_csv(out / "techniques.csv")
+    with staged_dir(out) as stage:  # both plan folders and the tables, or nothing
+        for technique, p in plans.items():
+            write_plan(p, stage / technique)
+        with atomic_output(stage / "techniques.txt") as tmp:
+            Path(tmp).write_text(table.format() + "\n", encoding="utf-8")
+        table.to_csv(stage / "techniques.csv")
     print()
     print(text)
     print(f"\nwritten: {out / 'techniques.txt'}, {out / 'techniques.csv'}, {out / 'vmat'}, {out / 'imrt'}")

@@ -20,6 +20,9 @@ def run(args) -> int:
     from ..workflow import plan, write_plan
     from ._common import StageBar, print_summary
 
+    from ._validate import check_output_dir
+
+    check_output_dir(args.out)
     protocol = {"spine": "bone_spine", "liver": "liver_hcc"}.get(args.phantom, "bone_spine")
     case = make_phantom(args.phantom)
     print(case.summary())

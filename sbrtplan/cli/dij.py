@@ -2,8 +2,9 @@
 
 Writes a scipy ``.npz`` (readable with ``scipy.sparse.load_npz``; the extra
 arrays hold the voxel indices, the dose grid and every beam's geometry and
-beamlets) or, when ``--out`` ends in ``.mat``, a matRad MATLAB v7.3 file
-with a ``dij`` struct written by :func:`sbrtplan.io.write_matrad_dij`
+beamlets) or, when ``--out`` ends in ``.mat``, a matRad MATLAB file (v5 by
+default, v7.3 beyond v5's limits or with ``--mat-format v7.3``) with a
+``dij`` struct written by :func:`sbrtplan.io.write_matrad_dij`
 (``dij.physicalDose{1}`` sparse, rows = matRad's 1-based column-major
 dose-cube voxel index in (y, x, z) order, columns = beamlets) and the beam
 angles.  Prints build time, non-zeros and peak memory.
@@ -21,7 +22,8 @@ import numpy as np
 def register(sub) -> None:
     p = sub.add_parser("dij", help="export an influence matrix (voxels x beamlets) as .npz or matRad .mat",
                        description="Compute the dose-influence matrix of equispaced coplanar (or couch-rotated) "
-                                   "beams on a case's target and write it as scipy .npz or a matRad-like v7.3 .mat.")
+                                   "beams on a case's target and write it as scipy .npz or a matRad .mat "
+                                   "(MATLAB v5 or v7.3).")
     p.add_argument("--case", required=True, help="DICOM folder, matRad .mat, OpenKBP folder or phantom:NAME")
     p.add_argument("--rtstruct", help="RTSTRUCT file when the folder holds several")
     p.add_argument("--target", help="target structure (default: the PTV, else all targets)")
@@ -37,7 +39,12 @@ def register(sub) -> None:
     p.add_argument("--machine", default=None, help="beam model: shipped name, .yaml file or matRad photons_*.mat")
     p.add_argument("--correction", choices=["lateral", "depth_only", "none"], default="lateral",
                    help="heterogeneity correction (default lateral)")
+    p.add_argument("--max-memory-gib", type=float, default=None,
+                   help="refuse when the estimated matrix exceeds this (default: the available memory)")
     p.add_argument("--out", required=True, help="output file: .npz or .mat")
+    p.add_argument("--mat-format", choices=["auto", "v5", "v7.3"], default="auto",
+                   help="MATLAB format of a .mat output: v5 (compressed), v7.3 (HDF5) or auto (default: v5 "
+                        "unless the matrix exceeds v5's 2 GiB per variable)")
     p.set_defaults(func=run)
 
 
@@ -60,16 +67,19 @@ def _target(case, name):
 
 def run(args) -> int:
     from .._log import peak_memory_mib
+    from .._resources import check_memory, influence_bytes
     from ..beams import BeamGeometry, MLCModel, beamlet_grid_for_target, isocenter_for
     from ..case import resample_case
     from ..dose_engine import Correction, default_beam_model, influence_matrix, load_beam_model
     from ..errors import InputError
+    from ._validate import check_dij_args
 
     out = Path(args.out)
     if out.suffix.lower() not in (".npz", ".mat"):
         raise InputError(f"--out {out}: expected a .npz or .mat file name")
     if args.beamlet_mm <= 0 or args.grid_mm <= 0:
         raise InputError("--beamlet-mm and --grid-mm must be positive")
+    check_dij_args(args)
     case = _load(args.case, args.rtstruct)
     t0 = time.perf_counter()
     body = case.body
@@ -92,6 +102,9 @@ def run(args) -> int:
              for g in geoms]
     body_d = dose_case.body
     voxels = np.flatnonzero(body_d.mask) if body_d is not None else None
+    check_memory(influence_bytes(sum(g.n_beamlets for g in grids), voxels.size if voxels is not None
+                                 else dose_case.grid.size, args.grid_mm, args.cutoff_mm or 30.0),
+                 f"an influence matrix of {sum(g.n_beamlets for g in grids)} beamlets", args.max_memory_gib)
     print(f"case {case.name}: dose grid {dose_case.grid.shape} (z,y,x) at {args.grid_mm:g} mm, target "
           f"'{target.name}', isocentre ({iso[0]:.1f}, {iso[1]:.1f}, {iso[2]:.1f}) mm, {len(geoms)} beams, "
           f"{sum(g.n_beamlets for g in grids)} beamlets of {args.beamlet_mm:g} mm", file=sys.stderr)
@@ -110,7 +123,7 @@ def run(args) -> int:
     else:
         from ..io import write_matrad_dij
 
-        write_matrad_dij(out, D)
+        write_matrad_dij(out, D, mat_format=args.mat_format)
     write_s = time.perf_counter() - tw
     print(f"influence matrix: {D.n_voxels} voxels x {D.n_beamlets} beamlets, {D.nnz} non-zeros "
           f"({D.nbytes / 2**20:.0f} MiB), build {build_s:.2f} s, write {write_s:.2f} s, total "

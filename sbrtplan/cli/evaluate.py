@@ -112,7 +112,9 @@ def run(args) -> int:
     from ..errors import InputError
     from ..evaluation import (PriorCourse, evaluate_plan, format_report, parse_name_map, write_dvh_csv,
                               write_metrics)
+    from ..io.validate import check_case_identity, check_dose_overlaps
     from ..protocols import Scheme, load_protocol
+    from ._validate import check_evaluate_args, check_something_evaluable
 
     if args.prior_rtdose and (args.prior_fractions is None or args.interval_months is None):
         raise InputError("--prior-rtdose needs --prior-fractions and --interval-months (the prior course's "
@@ -130,6 +132,7 @@ def run(args) -> int:
     name_map = parse_name_map(args.map)
     if not args.case and not (args.rtdose and args.rtstruct):
         raise InputError("give --rtdose and --rtstruct, or --case SPEC (with --rtdose, or a case that carries a dose)")
+    check_evaluate_args(args)  # ranges, output files, one patient and frame of reference, before any reading
     for f, what in ((args.rtdose, "--rtdose"), (args.rtstruct, "--rtstruct"), (args.prior_rtdose, "--prior-rtdose")):
         if f and not Path(f).is_file():
             raise InputError(f"{what}: no such file: {f}")
@@ -139,6 +142,7 @@ def run(args) -> int:
         from ..case import resample_structure
 
         case = sio.load_case(args.case, rtstruct=args.rtstruct)
+        check_case_identity(case, f"--case {args.case}", [(f"--rtdose {args.rtdose}", args.rtdose)])
         if args.rtdose:
             dose = read_rtdose(args.rtdose)
         elif case.doses:
@@ -158,6 +162,7 @@ def run(args) -> int:
         structures = read_rtstruct(args.rtstruct, dose.grid, occupancy=True, frame_of_reference_uid=frame_uid)
         if isinstance(structures, (list, tuple)):
             structures = {s.name: s for s in structures}
+    check_dose_overlaps(dose.grid, structures, f"--rtdose {args.rtdose or args.case}")
     if args.ct:
         read_ct = getattr(sio, "read_ct_series", None) or getattr(sio, "load_case", None)
         if read_ct is None:
@@ -184,6 +189,8 @@ def run(args) -> int:
                                name_map=name_map, prior=prior, progress=progress)
     finally:
         bar.close()
+    if protocol is not None:
+        check_something_evaluable(report, f"--protocol {protocol.name}")
     print(format_report(report, show_sources=args.sources))
     if args.json:
         write_metrics(args.json, report)

@@ -82,9 +82,18 @@ def run(args) -> int:
     read_rtplan = getattr(io, "read_rtplan", None)
     if read_rtplan is None:
         raise InputError("this installation of sbrtplan has no RTPLAN reader (sbrtplan.io.read_rtplan)")
+    from ..dose_engine import default_beam_model
+    from ..io.validate import check_beams_for_model, check_isocentres_inside, check_same_patient
+    from ._validate import check_output_file
+
+    check_output_file(args.out, "--out")
+    check_same_patient([(f"--ct {args.ct}", args.ct), (f"--rtstruct {args.rtstruct}", args.rtstruct),
+                        (f"--rtplan {args.rtplan}", args.rtplan)])
     model = load_beam_model(args.model) if args.model else None
+    beam_set = read_rtplan(args.rtplan)  # before the CT: a bad plan is refused in a second
+    check_beams_for_model(beam_set, model or default_beam_model(), f"--rtplan {args.rtplan}")
     case = _load_case(args.ct, args.rtstruct)
-    beam_set = read_rtplan(args.rtplan)
+    check_isocentres_inside(beam_set, case.grid, f"--rtplan {args.rtplan}", f"the CT of --ct {args.ct}")
     density, grid = case.density, case.grid
 
     def main(beam, p):

@@ -20,13 +20,17 @@ def run(args) -> int:
     from ..io import load_case
     from ..workflow import plan, write_plan
     from ._common import StageBar, plan_kwargs, print_summary
+    from ._validate import check_output_dir, check_plan_memory, check_plan_options
 
     from ..protocols import load_protocol
 
+    check_plan_options(args)
+    check_output_dir(args.out)
     protocol = load_protocol(args.protocol)
     protocol.scheme(args.scheme)  # refuse a bad protocol, scheme or beam model before loading the case
     kwargs = plan_kwargs(args)
     case = load_case(args.case, rtstruct=args.rtstruct)
+    check_plan_memory(case, args)
     with StageBar("plan", 8) as bar:
         p = plan(case, protocol, args.scheme, args.technique, args.beams, progress=bar, **kwargs)
     with StageBar("write", 7) as wbar:

@@ -2,12 +2,14 @@
 
 The dose is computed from the MLC and jaw positions of every control point
 (:func:`~sbrtplan.dose_engine.forward_dose`) on every body voxel of the dose
-grid: dynamic intervals (sliding-window IMRT, VMAT) are split so that no leaf
-or jaw moves more than ``max_leaf_step_mm`` (2 mm) and the gantry no more than
-``max_gantry_step_deg`` (1 degree) within a sub-field.  Absolute dose follows the
-beam model's calibration (the generic 6 MV model: 1 cGy/MU on the central
-axis at 15 mm depth in water, 10 x 10 cm2 field at SSD 100 cm); a plan made
-for a machine calibrated otherwise scales accordingly.
+grid: the MU-weighted fluence of each beam (of each 2-degree gantry bin of an
+arc), leaf motion integrated exactly between control points with the machine
+file's MLC model (transmission, dosimetric leaf gap, tongue-and-groove), then
+one pencil-beam dose per fluence map.  Absolute dose follows the beam model's
+calibration (the generic 6 MV model: 1 cGy/MU on the central axis at 15 mm
+depth in water, 10 x 10 cm2 field at SSD 100 cm); ``--calibration`` states the
+clinic's convention when it differs (e.g. ``sad100-10cm``: 1 cGy/MU at 10 cm
+depth at the isocentre), and metrics.json records the one used.
 
 With ``--reference-rtdose`` the dose of the planning system is read as well
 and compared: DVH metrics of both and the 3D gamma index (3 %/3 mm, 10 %
@@ -31,7 +33,8 @@ MAX_LEAF_STEP_MM = 2.0
 
 
 def recompute_dose(case: Case, beam_set: BeamSet, *, model=None, max_gantry_step_deg: float = MAX_GANTRY_STEP_DEG,
-                   max_leaf_step_mm: float = MAX_LEAF_STEP_MM, progress=None) -> np.ndarray:
+                   max_leaf_step_mm: float = MAX_LEAF_STEP_MM, progress=None,
+                   method: str = "fluence") -> np.ndarray:
     """Total course dose (Gy) of ``beam_set`` on ``case.grid``, every body voxel computed.
 
     Parameters
@@ -45,8 +48,10 @@ def recompute_dose(case: Case, beam_set: BeamSet, *, model=None, max_gantry_step
     model : BeamModel, optional
         Default: the shipped generic 6 MV model.
     max_gantry_step_deg, max_leaf_step_mm : float
-        Sub-field sampling of arcs and dynamic MLC intervals.
+        Sub-field sampling of the ``"control_points"`` reference method.
     progress : callable(done, total), optional
+    method : {"fluence", "control_points"}
+        See :func:`~sbrtplan.dose_engine.forward_dose` (the second only as a reference).
 
     Returns
     -------
@@ -58,7 +63,7 @@ def recompute_dose(case: Case, beam_set: BeamSet, *, model=None, max_gantry_step
     idx = case.body.flat_indices() if case.body is not None else None
     dose = forward_dose(case.density, case.grid, beam_set, model=model, voxel_indices=idx,
                         max_gantry_step_deg=max_gantry_step_deg, max_leaf_step_mm=max_leaf_step_mm,
-                        progress=progress)
+                        progress=progress, method=method)
     dose = np.asarray(dose, dtype=np.float32).reshape(case.grid.shape)
     lo = float(dose.min()) if dose.size else 0.0
     if lo < 0.0:
@@ -73,12 +78,27 @@ def recompute_dose(case: Case, beam_set: BeamSet, *, model=None, max_gantry_step
     return dose
 
 
+def stage_progress(bar, stage: str, step: int, n_steps: int):
+    """A ``progress(done, total)`` callback showing the inner progress of a long stage with its ETA."""
+    import time
+
+    t0 = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        el = time.perf_counter() - t0
+        eta = f", ETA {el / done * (total - done):.0f} s" if done else ""
+        bar(f"{stage} {done}/{total}{eta}", step, n_steps)
+
+    return report
+
+
 def register(sub) -> None:
     p = sub.add_parser("recompute", help="recompute the dose of an existing RTPLAN on its CT and evaluate it",
                        description="Read a CT series, RTSTRUCT and RTPLAN (static, step-and-shoot, sliding-window "
                                    "IMRT or VMAT), compute the dose from the MLC apertures with the heterogeneity-"
                                    "corrected pencil beam, write RTDOSE + metrics.json. Absolute dose assumes the "
-                                   "generic model's calibration: 1 cGy/MU at 15 mm depth, 10x10 cm2, SSD 100 cm.")
+                                   "generic model's calibration (1 cGy/MU at 15 mm depth, 10x10 cm2, SSD 100 cm) "
+                                   "unless --calibration says otherwise.")
     p.add_argument("--ct", required=True, help="CT folder")
     p.add_argument("--rtstruct", required=True, help="RTSTRUCT file")
     p.add_argument("--rtplan", required=True, help="RTPLAN file")
@@ -89,6 +109,9 @@ def register(sub) -> None:
     p.add_argument("--target", help="prescription target structure")
     p.add_argument("--reference-rtdose", help="the planning system's RTDOSE of this plan: DVH metrics and "
                                               "gamma 3%%/3 mm against it")
+    p.add_argument("--calibration", help="the clinic's calibration convention: ssd100-dmax (default of the "
+                                         "machine file: 1 cGy/MU at 15 mm, SSD 100 cm), sad100-10cm (1 cGy/MU at "
+                                         "10 cm depth, SSD 90 cm), ssd100-10cm, or CGY_PER_MU@DEPTH_MM,SSD_MM")
     p.set_defaults(func=run)
 
 
@@ -120,12 +143,26 @@ def run(args) -> int:
     from ..workflow.outputs import write_metrics_json
     from ._common import StageBar
 
+    from .._staging import staged_dir
+    from ..dose_engine import default_beam_model
+    from ..io.validate import check_beams_for_model, check_isocentres_inside
+    from ._validate import check_plan_memory, check_recompute_args
+
+    check_recompute_args(args)  # options, paths, one patient and frame of reference: before any reading
+    model = default_beam_model()
+    if getattr(args, "calibration", None):
+        from ..dose_engine import parse_calibration
+
+        model = model.with_calibration(parse_calibration(args.calibration))
     t0 = time.perf_counter()
     n_steps = 6 if args.reference_rtdose else 5
     with StageBar("recompute", n_steps) as bar:
         bar("read", 0, n_steps)
+        beam_set = read_rtplan(args.rtplan)  # before the CT: a bad plan is refused in a second
+        check_beams_for_model(beam_set, default_beam_model(), f"--rtplan {args.rtplan}")
         case = load_case(args.ct, rtstruct=args.rtstruct)
-        beam_set = read_rtplan(args.rtplan)
+        check_isocentres_inside(beam_set, case.grid, f"--rtplan {args.rtplan}", f"the CT of --ct {args.ct}")
+        check_plan_memory(case, args)
         if args.protocol:
             # the target must be clear before the dose (minutes on a large grid) is computed
             from ..evaluation.matching import match_roles, rename_structures
@@ -135,7 +172,9 @@ def run(args) -> int:
         bar("dose grid", 1, n_steps)
         cg = resample_case(case, args.grid_mm, region=case.body, margin_mm=5.0)
         bar("dose", 2, n_steps)
-        dose = Dose(cg.grid, recompute_dose(cg, beam_set), description="sbrtplan recompute")
+        dose = Dose(cg.grid, recompute_dose(cg, beam_set, model=model,
+                                            progress=stage_progress(bar, "dose", 2, n_steps)),
+                    description="sbrtplan recompute")
         bar("evaluate", 3, n_steps)
         scheme = args.scheme or (f"{beam_set.prescription_gy:g}/{beam_set.n_fractions}"
                                  if beam_set.prescription_gy else None)
@@ -159,18 +198,27 @@ def run(args) -> int:
                           "reference_metrics": ref_report.as_dict()}
         bar("write", n_steps - 1, n_steps)
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_rtdose(dose, cg.grid, out / "RTDOSE.dcm", case=case,
-                     rtplan_uid=beam_set.beams[0].metadata.get("rtplan_uid"))
-        metrics = report.as_dict()
-        metrics["plan"] = {"source_rtplan": str(args.rtplan), "n_beams": len(beam_set.beams),
-                           "total_mu_per_fraction": round(beam_set.total_mu_per_fraction, 1),
-                           "n_fractions": beam_set.n_fractions, "seconds": round(time.perf_counter() - t0, 1),
-                           "calibration": "generic 6 MV model: 1 cGy/MU at 15 mm depth in water, 10x10 cm2, "
-                                          "SSD 100 cm"}
-        if comparison is not None:
-            metrics["comparison"] = comparison
-        write_metrics_json(out / "metrics.json", metrics)
+        with staged_dir(out) as stage:  # RTDOSE and metrics.json appear together or not at all
+            write_rtdose(dose, cg.grid, stage / "RTDOSE.dcm", case=case,
+                         rtplan_uid=beam_set.beams[0].metadata.get("rtplan_uid"))
+            metrics = report.as_dict()
+            metrics["plan"] = {"source_rtplan": str(args.rtplan), "n_beams": len(beam_set.beams),
+                               "total_mu_per_fraction": round(beam_set.total_mu_per_fraction, 1),
+                               "n_fractions": beam_set.n_fractions, "seconds": round(time.perf_counter() - t0, 1),
+                               "calibration": model.calibration.describe(),
+                               "calibration_convention": {"name": model.calibration.convention or "custom",
+                                                          "dose_cgy_per_mu": model.calibration.dose_cgy_per_mu,
+                                                          "depth_mm": model.calibration.depth_mm,
+                                                          "ssd_mm": model.calibration.ssd_mm,
+                                                          "field_mm": model.calibration.field_mm},
+                               "beam_model": model.name,
+                               "dose_method": "fluence maps (one pencil-beam dose per beam / arc bin)",
+                               "mlc_models": {b.mlc.name: {"transmission": m.transmission, "dlg_mm": m.dlg_mm,
+                                                           "tongue_groove_mm": m.tongue_groove_mm}
+                                              for b in beam_set.beams for m in [model.mlc_for(b.mlc)]}}
+            if comparison is not None:
+                metrics["comparison"] = comparison
+            write_metrics_json(stage / "metrics.json", metrics)
     print(format_report(report))
     if comparison is not None:
         g = comparison["gamma"]

@@ -54,6 +54,8 @@ from .influence import Correction, _check_inputs, _fan_for, _grid_arrays, _voxel
 from .model import BeamModel, ModelKind, default_beam_model
 from .pencil import gaussian_terms, horn, pack_gaussian, scaling_lengths
 from .raytrace import fan_lookup
+from .fluence import leaf_rows
+from .fluence_map_dose import forward_fluence
 
 log = get_logger(__name__)
 
@@ -500,6 +502,9 @@ def arc_samples(beam, bin_deg: float = 1.0, max_leaf_step_mm: float = 5.0):
     return out
 
 
+#: Gantry bin (degrees) of an arc's fluence maps: one pencil-beam dose per bin.
+ARC_BIN_DEG = 2.0
+
 #: Largest number of apertures evaluated together (tables held in memory at once).
 _MAX_GROUP = 16
 
@@ -507,7 +512,8 @@ _MAX_GROUP = 16
 def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: BeamModel | None = None,
                  voxel_indices: np.ndarray | None = None, max_gantry_step_deg: float = 1.0,
                  max_leaf_step_mm: float = 2.0, correction: Correction = Correction.LATERAL,
-                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                 progress: Callable[[int, int], None] | None = None,
+                 method: str = "fluence", arc_bin_deg: float | None = None) -> np.ndarray:
     """Total course dose (Gy) of a beam set from its MLC apertures, jaws and MU.
 
     Arcs are sampled by :func:`arc_samples` on a fixed grid of gantry angles
@@ -534,7 +540,16 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
         Largest leaf or jaw motion within one sub-field (dynamic beams and arcs).
     correction : Correction
     progress : callable(done, total), optional
-        Called after each group of sub-fields.
+        Called after each group of maps (sub-fields).
+    method : {"fluence", "control_points"}
+        ``"fluence"`` (default): one fluence map per beam and per ``arc_bin_deg`` gantry bin of an
+        arc, leaf motion integrated exactly (:mod:`~sbrtplan.dose_engine.fluence`), one pencil-beam
+        dose per map.  ``"control_points"``: the reference, every sub-field of
+        ``max_gantry_step_deg`` / ``max_leaf_step_mm`` computed as a static aperture.  Both use the
+        machine's MLC leakage (``BeamModel.mlc_for``: transmission, dosimetric leaf gap,
+        tongue-and-groove).
+    arc_bin_deg : float, optional
+        Gantry bin of the fluence maps of an arc (default ``ARC_BIN_DEG``).
 
     Returns
     -------
@@ -542,7 +557,7 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
     0 outside the voxel set.
     """
     vi, acc = _forward(density, grid, beam_set, model, voxel_indices, max_gantry_step_deg, max_leaf_step_mm,
-                       correction, progress, per_beam=False)
+                       correction, progress, per_beam=False, method=method, arc_bin_deg=arc_bin_deg)
     out = np.zeros(grid.size, dtype=np.float64)
     out[vi] = acc * float(beam_set.n_fractions)
     return out.reshape(grid.shape)
@@ -551,7 +566,8 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
 def forward_dose_by_beam(density: np.ndarray, grid: Grid, beam_set: BeamSet, voxel_indices: np.ndarray, *,
                          model: BeamModel | None = None, max_gantry_step_deg: float = 1.0,
                          max_leaf_step_mm: float = 2.0, correction: Correction = Correction.LATERAL,
-                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                         progress: Callable[[int, int], None] | None = None,
+                 method: str = "fluence", arc_bin_deg: float | None = None) -> np.ndarray:
     """Total course dose (Gy) of each beam of ``beam_set`` at ``voxel_indices``, beam by beam.
 
     The same sampling and dose as :func:`forward_dose` (whose result is the sum
@@ -572,15 +588,21 @@ def forward_dose_by_beam(density: np.ndarray, grid: Grid, beam_set: BeamSet, vox
     if vi_in.size > 1 and not np.all(vi_in[1:] > vi_in[:-1]):
         raise InputError("forward_dose_by_beam: voxel_indices must be sorted and unique")
     _, acc = _forward(density, grid, beam_set, model, vi_in, max_gantry_step_deg, max_leaf_step_mm, correction,
-                      progress, per_beam=True)
+                      progress, per_beam=True, method=method, arc_bin_deg=arc_bin_deg)
     return acc * float(beam_set.n_fractions)
 
 
 def _forward(density, grid, beam_set, model, voxel_indices, max_gantry_step_deg, max_leaf_step_mm, correction,
-             progress, per_beam: bool):
+             progress, per_beam: bool, method: str = "fluence", arc_bin_deg: float | None = None):
     """Voxel indices and the dose per fraction there: summed, or ``(n_beams, n)`` with ``per_beam``."""
     model = default_beam_model() if model is None else model
     _gaussian_only(model, "forward_dose")
+    if method == "fluence":
+        return forward_fluence(density, grid, beam_set, model, voxel_indices,
+                               arc_bin_deg=ARC_BIN_DEG if arc_bin_deg is None else float(arc_bin_deg),
+                               correction=correction, progress=progress, per_beam=per_beam)
+    if method != "control_points":
+        raise InputError(f"forward dose method {method!r}: expected 'fluence' or 'control_points'")
     dens = _check_inputs(density, grid, [0], [0])
     vi, pts = _points(dens, grid, voxel_indices)
     groups: dict[tuple, list] = {}
@@ -594,14 +616,16 @@ def _forward(density, grid, beam_set, model, voxel_indices, max_gantry_step_deg,
             subs = [(s.geometry.gantry_deg, s.aperture, s.mu)
                     for s in sample_delivery(beam, b, max_gantry_step_deg=max_gantry_step_deg,
                                              max_leaf_step_mm=max_leaf_step_mm)]
-        yb = np.asarray(beam.mlc.leaf_boundaries_mm, np.float64)
+        mlc = model.mlc_for(beam.mlc)
+        yb, pa, pb = leaf_rows(mlc.leaf_boundaries_mm, mlc.tongue_groove_mm, -np.inf, np.inf)
         for g, ap, mu in subs:
             if mu <= 0:
                 continue
             key = (round(float(g) % 360.0, 6), round(float(beam.couch_deg) % 360.0, 6),
                    tuple(np.round(np.asarray(beam.isocenter_mm, float), 6)), str(beam.patient_position),
-                   yb.tobytes(), float(beam.mlc.transmission))
-            groups.setdefault(key, []).append((beam, float(g), ap, mu, b))
+                   yb.tobytes(), float(mlc.transmission))
+            groups.setdefault(key, []).append((mlc, float(g), _rows_aperture(ap, pa, pb, mlc.dlg_mm), mu, b,
+                                               beam, yb))
             n_sub += 1
     batches = [v[i:i + _MAX_GROUP] for v in groups.values() for i in range(0, len(v), _MAX_GROUP)]
     acc = np.zeros((len(beam_set.beams), vi.size) if per_beam else vi.size, dtype=np.float64)
@@ -611,16 +635,25 @@ def _forward(density, grid, beam_set, model, voxel_indices, max_gantry_step_deg,
     with timed(f"forward dose: {len(beam_set.beams)} beams, {n_sub} sub-fields at {len(batches)} source "
                f"positions, {vi.size} voxels", log):
         for k, batch in enumerate(batches):
-            beam0 = batch[0][0]
-            geoms = [beam.geometry(g) for beam, g, _, _, _ in batch]
+            mlc0 = batch[0][0]
+            geoms = [e[5].geometry(e[1]) for e in batch]
             dc = float(np.linalg.norm(np.asarray(geoms[0].source_mm) - centre))
             s_rng = (max(dc - radius, 1.0), dc + radius)
-            _apertures_dose(dens, grid, pts, geoms, [e[2] for e in batch], beam0.mlc.leaf_boundaries_mm,
-                            beam0.mlc.transmission, model, correction, out=acc, scales=[e[3] for e in batch],
+            _apertures_dose(dens, grid, pts, geoms, [e[2] for e in batch], batch[0][6],
+                            mlc0.transmission, model, correction, out=acc, scales=[e[3] for e in batch],
                             s_range=s_rng, rows=[e[4] for e in batch] if per_beam else None)
             if progress is not None:
                 progress(k + 1, len(batches))
     return vi, acc
+
+
+def _rows_aperture(ap: Aperture, pa: np.ndarray, pb: np.ndarray, dlg_mm: float) -> Aperture:
+    """A static aperture on the rows of :func:`~sbrtplan.dose_engine.fluence.leaf_rows`: leaf tips
+    retracted by half the dosimetric leaf gap; a tongue-and-groove strip open where both pairs are."""
+    h = 0.5 * float(dlg_mm)
+    x1 = np.maximum(ap.leaf_x1_mm[pa], ap.leaf_x1_mm[pb]) - h
+    x2 = np.minimum(ap.leaf_x2_mm[pa], ap.leaf_x2_mm[pb]) + h
+    return Aperture(x1, np.maximum(x2, x1), ap.jaw_x_mm, ap.jaw_y_mm)
 
 
 def fluence_dose(density: np.ndarray, grid: Grid, geometry: BeamGeometry, beamlet_grid: BeamletGrid,

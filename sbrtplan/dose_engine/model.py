@@ -53,8 +53,9 @@ beamlet weight unit is taken as 1 MU (matRad's own dose scale, uncalibrated).
 from __future__ import annotations
 
 import enum
+import math
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -152,6 +153,52 @@ class Calibration:
     ssd_mm: float = 1000.0
     depth_mm: float = 15.0
     dose_cgy_per_mu: float = 1.0
+    convention: str = ""
+
+    def __post_init__(self) -> None:
+        self.convention = str(self.convention)
+        for nm, lo, hi in (("field_mm", 10.0, 400.0), ("ssd_mm", 500.0, 1500.0), ("depth_mm", 0.0, 300.0),
+                           ("dose_cgy_per_mu", 0.01, 100.0)):
+            v = float(getattr(self, nm))
+            if not (math.isfinite(v) and lo <= v <= hi):
+                raise InputError(f"calibration {nm}={v}: expected within [{lo:g}, {hi:g}]")
+            setattr(self, nm, v)
+
+    def describe(self) -> str:
+        """One line: the reference conditions (e.g. '1 cGy/MU at 15 mm depth in water, 10x10 cm2, SSD 100 cm')."""
+        return ((f"{self.convention}: " if self.convention else "")
+                + f"{self.dose_cgy_per_mu:g} cGy/MU at {self.depth_mm:g} mm depth in water, "
+                f"{self.field_mm / 10:g}x{self.field_mm / 10:g} cm2, SSD {self.ssd_mm / 10:g} cm")
+
+
+#: Named reference conditions a clinic may calibrate its linac to (1 cGy/MU, 10 x 10 cm2):
+#: at d_max (15 mm for 6 MV) with SSD 100 cm -- the usual Varian/TG-51-style convention -- or at
+#: 10 cm depth with the isocentre at the point (SAD setup, SSD 90 cm), or 10 cm depth at SSD 100 cm.
+CALIBRATION_CONVENTIONS = {
+    "ssd100-dmax": Calibration(100.0, 1000.0, 15.0, 1.0, "ssd100-dmax"),
+    "sad100-10cm": Calibration(100.0, 900.0, 100.0, 1.0, "sad100-10cm"),
+    "ssd100-10cm": Calibration(100.0, 1000.0, 100.0, 1.0, "ssd100-10cm"),
+}
+
+
+def parse_calibration(text: str) -> Calibration:
+    """A calibration from a convention name (:data:`CALIBRATION_CONVENTIONS`) or
+    ``CGY_PER_MU@DEPTH_MM,SSD_MM[,FIELD_MM]`` (e.g. ``1.0@100,900``).
+
+    Raises :class:`~sbrtplan.errors.InputError` naming the value and the accepted forms.
+    """
+    key = str(text).strip().lower()
+    if key in CALIBRATION_CONVENTIONS:
+        return replace(CALIBRATION_CONVENTIONS[key])
+    try:
+        dose, rest = key.split("@")
+        parts = [float(x) for x in rest.split(",")]
+        if len(parts) not in (2, 3):
+            raise ValueError
+        return Calibration(parts[2] if len(parts) == 3 else 100.0, parts[1], parts[0], float(dose), key)
+    except ValueError:
+        raise InputError(f"calibration {text!r}: expected one of {sorted(CALIBRATION_CONVENTIONS)} or "
+                         "CGY_PER_MU@DEPTH_MM,SSD_MM[,FIELD_MM] (e.g. 1.0@100,900)") from None
 
 
 @dataclass
@@ -193,6 +240,7 @@ class BeamModel:
     calibration: Calibration = field(default_factory=Calibration)
     description: str = ""
     provenance: dict = field(default_factory=dict)
+    mlc_models: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.kind = ModelKind(self.kind)
@@ -206,7 +254,31 @@ class BeamModel:
             v = float(getattr(self, nm))
             if not 0.0 <= v < 0.2:
                 raise InputError(f"beam model '{self.name}': {nm} must be in [0, 0.2), got {v}")
+        for nm, m in self.mlc_models.items():
+            for key, lo, hi in (("transmission", 0.0, 0.2), ("dlg_mm", 0.0, 5.0), ("tongue_groove_mm", 0.0, 2.5)):
+                v = m.get(key, 0.0)
+                if not isinstance(v, (int, float)) or not (math.isfinite(v) and lo <= v < hi):
+                    raise InputError(f"beam model '{self.name}': mlc_models.{nm}.{key}={v!r}; expected a number "
+                                     f"in [{lo:g}, {hi:g})")
         self._scale_cache: float | None = None
+
+    # ------------------------------------------------------------ MLC leakage
+    def mlc_for(self, mlc):
+        """The beam's MLC with this machine's commissioned leakage (``mlc_models`` entry of its name).
+
+        An MLC the machine file does not list keeps its own transmission, leaf gap and
+        tongue-and-groove width.
+        """
+        key = _mlc_key(mlc.name)
+        for nm, m in self.mlc_models.items():
+            if _mlc_key(nm) == key:
+                return mlc.with_leakage(float(m.get("transmission", mlc.transmission)), float(m.get("dlg_mm", 0.0)),
+                                        float(m.get("tongue_groove_mm", 0.0)))
+        return mlc
+
+    def with_calibration(self, calibration: Calibration) -> "BeamModel":
+        """A copy calibrated to other reference conditions (the dose per MU scales accordingly)."""
+        return replace(self, calibration=replace(calibration))
 
     # ------------------------------------------------------------ calibration
     @property
@@ -257,7 +329,10 @@ class BeamModel:
                                  "sigma_mm": float(g.head_scatter_sigma_mm)},
                 "off_axis": {"h2": float(g.horn_h2), "h4": float(g.horn_h4)},
             }
-            d["calibration"] = {k: float(v) for k, v in asdict(self.calibration).items()}
+            d["calibration"] = {k: (v if isinstance(v, str) else float(v))
+                                for k, v in asdict(self.calibration).items()}
+        if self.mlc_models:
+            d["mlc_models"] = _plain(self.mlc_models)
         if self.matrad is not None:
             m = self.matrad
             d["matrad"] = {
@@ -311,7 +386,8 @@ class BeamModel:
             _check_gaussian(gauss, source)
             if "calibration" in d:
                 try:
-                    cal = Calibration(**{k: float(v) for k, v in d["calibration"].items()})
+                    cal = Calibration(**{k: (str(v) if k == "convention" else float(v))
+                                         for k, v in d["calibration"].items()})
                 except (TypeError, ValueError) as exc:
                     raise InputError(f"{source}: calibration: {exc}") from None
         else:
@@ -331,7 +407,7 @@ class BeamModel:
                    mlc_transmission=float(geo.get("mlc_transmission", 0.015)),
                    jaw_transmission=float(geo.get("jaw_transmission", 0.002)),
                    gaussian=gauss, matrad=matrad, calibration=cal, description=str(d.get("description", "")),
-                   provenance=dict(d.get("provenance", {}) or {}))
+                   provenance=dict(d.get("provenance", {}) or {}), mlc_models=_mlc_models(d, source))
 
     def to_file(self, path: str | Path) -> Path:
         """Write the model as YAML (``.yaml``/``.yml``) or JSON (``.json``), atomically."""
@@ -389,6 +465,18 @@ class BeamModel:
 
 
 # ---------------------------------------------------------------- helpers
+def _mlc_key(name: str) -> str:
+    return str(name).lower().replace("-", "").replace("_", "").replace(" ", "")
+
+
+def _mlc_models(d: dict, source: str) -> dict:
+    m = d.get("mlc_models", {}) or {}
+    if not isinstance(m, dict) or not all(isinstance(v, dict) for v in m.values()):
+        raise InputError(f"{source}: mlc_models must map MLC names to blocks of transmission, dlg_mm, "
+                         "tongue_groove_mm")
+    return {str(k): dict(v) for k, v in m.items()}
+
+
 def _plain(obj):
     """Convert numpy scalars/arrays inside ``obj`` to plain Python for YAML/JSON."""
     if isinstance(obj, dict):

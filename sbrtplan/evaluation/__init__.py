@@ -12,7 +12,8 @@ cumulative_eqd2, check_reirradiation, ReirradiationResult,
 format_report, metrics_dict, write_metrics, write_dvh_csv, dvh_table, SCHEMA_VERSION,
 parse_name_map, rename_structures,
 compare_reports, ComparisonTable, ComparisonRow,
-gamma_index, gamma_pass_rate
+gamma_index, gamma_pass_rate,
+lesion_indices, split_by_nearest_target, LesionIndices, MultiTargetIndices
 """
 
 from .compare import ComparisonRow, ComparisonTable, compare_reports
@@ -21,6 +22,7 @@ from .compliance import (CoverageVerdict, GoalResult, PlanReport, PriorCourse, S
 from .conformity import PlanIndices, d2cm_gy, isodose_volume_cc, plan_indices
 from .dvh import DVH, DoseField, Refinement, compute_dvh
 from .gamma import gamma_index, gamma_pass_rate
+from .lesions import LesionIndices, MultiTargetIndices, lesion_indices, split_by_nearest_target
 from .matching import parse_name_map, rename_structures
 from .reirradiation import ReirradiationResult, check_reirradiation, cumulative_eqd2
 from .report import SCHEMA_VERSION, dvh_table, format_report, metrics_dict, write_dvh_csv, write_metrics
@@ -30,4 +32,5 @@ __all__ = ["DVH", "Refinement", "DoseField", "compute_dvh", "isodose_volume_cc",
            "CoverageVerdict", "PriorCourse", "cumulative_eqd2", "check_reirradiation", "ReirradiationResult",
            "format_report", "metrics_dict", "write_metrics", "write_dvh_csv", "dvh_table", "SCHEMA_VERSION", "parse_name_map",
            "rename_structures", "compare_reports", "ComparisonTable", "ComparisonRow"]
-__all__ += ["gamma_index", "gamma_pass_rate"]
+__all__ += ["gamma_index", "gamma_pass_rate", "lesion_indices", "split_by_nearest_target", "LesionIndices",
+            "MultiTargetIndices"]

@@ -6,19 +6,35 @@ samples at voxel centres).  Which sub-voxels lie inside the structure follows a
 planar model of the boundary: in a voxel with occupancy ``0 < f < 1`` the
 boundary is a plane whose normal is the occupancy gradient (central
 differences, in mm), placed so that exactly the volume ``f`` of the voxel is on
-the inner side.  A voxel with ``f = 1`` (or a structure without occupancy) is
+the inner side (sub-voxels ranked by the trilinear occupancy at their centres, ties by
+the projection on the normal; see "No dose outside the structure" in ``dvh``).  A voxel with ``f = 1`` (or a structure without occupancy) is
 entirely inside.  Sub-voxel volumes always add up to the voxel's occupancy, so
 volumes are preserved exactly.
+
+Cache safety
+------------
+Every kernel here is cached (``cache=True``); cached libraries may come from
+different processes, where numba numbers its internal helper functions
+differently.  Numba's sort and search helpers (``np.sort``, ``np.argsort``,
+``np.searchsorted``, ...) are built by factories whose instances share one
+symbol name for different bodies (sort and argsort, left and right search), so
+two cached libraries from different processes can bind one another's helper and
+crash when loaded together.  The kernels therefore sort with their own
+insertion sort (``_order_descending``), and the interpolation helper inlined into
+the kernels lives in this module with a name used nowhere else in the package.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
 
 
 @njit(cache=True, inline="always")
-def _trilinear(dose, z, y, x):
+def _eval_trilinear(dose, z, y, x):
+    """Trilinear interpolation of ``dose`` at fractional index (z, y, x), clamped to the grid."""
     nz, ny, nx = dose.shape
     z0 = int(np.floor(z))
     y0 = int(np.floor(y))
@@ -41,8 +57,24 @@ def _trilinear(dose, z, y, x):
     return c0 * (1.0 - fz) + c1 * fz
 
 
+@njit(cache=True)
+def _order_descending(values, order):
+    """``order`` = indices of ``values`` by decreasing value (stable insertion sort, n <= 64 here)."""
+    n = values.shape[0]
+    for r in range(n):
+        order[r] = r
+    for r in range(1, n):
+        q = order[r]
+        v = values[q]
+        t = r - 1
+        while t >= 0 and values[order[t]] < v:
+            order[t + 1] = order[t]
+            t -= 1
+        order[t + 1] = q
+
+
 @njit(cache=True, parallel=True)
-def subsample_voxels(dose, occ, has_occ, kk, jj, ii, spacing_zyx, s):
+def subsample_voxels(dose, occ, has_occ, kk, jj, ii, spacing_zyx, s, inset):
     """Sub-voxel doses and occupancy weights for the voxels ``(kk, jj, ii)``.
 
     Parameters
@@ -57,6 +89,10 @@ def subsample_voxels(dose, occ, has_occ, kk, jj, ii, spacing_zyx, s):
         Voxel size along z, y, x (mm); used to turn the occupancy gradient into a normal.
     s : int
         Sub-divisions per axis.
+    inset : float
+        In partial voxels, the doses of the inner sub-voxels are taken this many sub-voxel
+        extents (along the normal) further inside than their centres: a margin against the
+        error of the boundary model where a sample must not lie outside (the hot tail).
 
     Returns
     -------
@@ -80,7 +116,7 @@ def subsample_voxels(dose, occ, has_occ, kk, jj, ii, spacing_zyx, s):
         for a in range(s):
             for b in range(s):
                 for c in range(s):
-                    sub_dose[v, q] = _trilinear(dose, k + offs[a], j + offs[b], i + offs[c])
+                    sub_dose[v, q] = _eval_trilinear(dose, k + offs[a], j + offs[b], i + offs[c])
                     q += 1
         f = 1.0
         if has_occ:
@@ -105,17 +141,42 @@ def subsample_voxels(dose, occ, has_occ, kk, jj, ii, spacing_zyx, s):
         for a in range(s):
             for b in range(s):
                 for c in range(s):
-                    proj[q] = (gz * offs[a] * spacing_zyx[0] + gy * offs[b] * spacing_zyx[1]
-                               + gx * offs[c] * spacing_zyx[2])
+                    # rank by the interpolated occupancy (its 0.5 level follows a curved boundary),
+                    # ties (flat occupancy) by the projection on the occupancy gradient
+                    planar = (gz * offs[a] * spacing_zyx[0] + gy * offs[b] * spacing_zyx[1]
+                              + gx * offs[c] * spacing_zyx[2]) / g
+                    proj[q] = _eval_trilinear(occ, k + offs[a], j + offs[b], i + offs[c]) + 1e-6 * planar
                     q += 1
-        order = np.argsort(-proj)
+        order = np.empty(m, dtype=np.int64)
+        _order_descending(proj, order)
+        # extent of one sub-voxel along the unit normal (mm)
+        ext = (abs(gz) * spacing_zyx[0] + abs(gy) * spacing_zyx[1] + abs(gx) * spacing_zyx[2]) / (g * s)
         inside = f * m
         for r in range(m):
             q2 = order[r]
             if r + 1 <= inside:
                 sub_w[v, q2] = 1.0 / m
+                if inset > 0.0:
+                    t_mm = inset * ext
+                    a2 = q2 // (s * s)
+                    b2 = (q2 // s) % s
+                    c2 = q2 % s
+                    sub_dose[v, q2] = _eval_trilinear(
+                        dose, k + offs[a2] + gz / g * t_mm / spacing_zyx[0],
+                        j + offs[b2] + gy / g * t_mm / spacing_zyx[1], i + offs[c2] + gx / g * t_mm / spacing_zyx[2])
             elif r < inside:
-                sub_w[v, q2] = (inside - r) / m
+                phi = inside - r
+                sub_w[v, q2] = phi / m
+                # The plane cuts this sub-voxel and its centre lies on the outer side: its dose is
+                # taken at the centroid of its inner part (a slab of fraction phi of the sub-voxel's
+                # extent along the normal), so that no sample is evaluated outside the boundary.
+                t_mm = (0.5 * (1.0 - phi) + inset) * ext
+                a2 = q2 // (s * s)
+                b2 = (q2 // s) % s
+                c2 = q2 % s
+                sub_dose[v, q2] = _eval_trilinear(
+                    dose, k + offs[a2] + gz / g * t_mm / spacing_zyx[0], j + offs[b2] + gy / g * t_mm / spacing_zyx[1],
+                    i + offs[c2] + gx / g * t_mm / spacing_zyx[2])
             else:
                 sub_w[v, q2] = 0.0
     return sub_dose, sub_w
@@ -132,9 +193,40 @@ def fraction_above(dose, kk, jj, ii, threshold, s):
         for a in range(s):
             for b in range(s):
                 for c in range(s):
-                    d = _trilinear(dose, kk[v] + (a + 0.5) / s - 0.5, jj[v] + (b + 0.5) / s - 0.5,
+                    d = _eval_trilinear(dose, kk[v] + (a + 0.5) / s - 0.5, jj[v] + (b + 0.5) / s - 0.5,
                                    ii[v] + (c + 0.5) / s - 0.5)
                     if d >= threshold:
                         cnt += 1
         out[v] = cnt / m
     return out
+
+
+@njit(cache=True, parallel=True)
+def gamma_search(ref, ev, idx, offs, r2, inv_dd, max_g2, out):
+    """out[q] = gamma of reference voxel idx[q]; offs (n, 3) fractional index offsets (z, y, x) sorted by
+    their squared normalised distance r2 (distance / DTA)^2; inv_dd[q] = 1 / dose criterion (Gy)."""
+    nz, ny, nx = ref.shape
+    n = idx.size
+    n_off = r2.size
+    for q in prange(n):
+        flat = idx[q]
+        k = flat // (ny * nx)
+        rem = flat - k * ny * nx
+        j = rem // nx
+        i = rem - j * nx
+        d0 = ref[k, j, i]
+        s = inv_dd[q]
+        best = max_g2
+        for m in range(n_off):
+            if r2[m] >= best:
+                break
+            z = k + offs[m, 0]
+            y = j + offs[m, 1]
+            x = i + offs[m, 2]
+            if z < 0.0 or y < 0.0 or x < 0.0 or z > nz - 1 or y > ny - 1 or x > nx - 1:
+                continue
+            dd = (_eval_trilinear(ev, z, y, x) - d0) * s
+            g2 = r2[m] + dd * dd
+            if g2 < best:
+                best = g2
+        out[q] = math.sqrt(best)

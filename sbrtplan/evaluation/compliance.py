@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from .. import __version__
+from .._version import __version__
 from .._log import Timings, get_logger, timed
 from ..case import Dose, Grid, Structure, StructureRole
 from ..errors import InputError, ProtocolError, StructureError
@@ -550,7 +550,8 @@ def evaluate_plan(dose: Dose, structures, protocol: Protocol | str | None = None
     else:
         tgt = None
         if target is not None:
-            hits = [s for n, s in named.items() if n.lower() == target.lower()]
+            key = target.strip().lower()  # the normalised name or the DICOM one (original_name)
+            hits = [s for n, s in named.items() if n.lower() == key or (s.original_name or "").lower() == key]
             if not hits:
                 raise StructureError(f"target '{target}' not found; structures: {', '.join(named)}")
             tgt = hits[0]

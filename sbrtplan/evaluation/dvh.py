@@ -39,6 +39,20 @@ Sub-voxel samples (``s^3`` per voxel: trilinear dose, planar boundary model; see
   tail is exact (to the sub-sampling) above ``L``, which covers ``tail_cc``.
   ``tail_cc`` is at most half the structure volume.
 
+No dose outside the structure
+----------------------------
+A hot-tail sample must be a dose the structure receives: the boundary model may
+not place it outside the contour where a steep gradient makes it hotter than any
+point inside (a planar cut through a curved boundary does, by up to 0.35 mm on
+2.5 mm voxels).  Three rules keep the samples inside: sub-voxels are ranked for
+inclusion by the trilinearly interpolated occupancy (its 1/2 level follows a
+curved boundary better than one plane), a sub-voxel cut by the boundary takes the
+dose at the centroid of its inner part, and the tail samples of partial voxels
+are taken ``TAIL_INSET`` sub-voxel extents further inside along the normal.  On
+spheres of 6-13 mm radius against ramps of 6-8 Gy/mm the reported maximum is then
+never above the maximum interpolated inside (``tests/test_evaluation_dmax.py``;
+before, up to 8 % above), and at most 0.4 mm times the gradient below it.
+
 ``Refinement.NONE`` uses voxel centres only; ``TAIL`` refines only the tail
 (large organs); ``FULL`` also the boundary voxels; ``AUTO`` = ``FULL`` for
 targets and structures of at most ``FULL_REFINE_MAX_VOXELS`` voxels, else ``TAIL``.
@@ -60,6 +74,9 @@ from ._kernels import subsample_voxels
 MAX_SUBSAMPLES = 3_000_000
 #: Structures with at most this many voxels are refined entirely.
 FULL_REFINE_MAX_VOXELS = 40_000
+#: Inset of the tail samples of partial voxels, in sub-voxel extents along the boundary normal (see
+#: "No dose outside the structure" in the module docstring).
+TAIL_INSET = 0.1
 #: Volume whose DVH is refined in TAIL mode (covers D0.035cc ... D2cc and Dmax).
 DEFAULT_TAIL_CC = 2.0
 
@@ -118,13 +135,13 @@ class DoseField:
 
 
 def _samples_for(field_: DoseField, weights: np.ndarray, flat: np.ndarray, s: int,
-                 occ_full: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                 occ_full: np.ndarray | None, inset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Sub-voxel (dose, occupancy-fraction) samples of the voxels ``flat``."""
     kk, jj, ii = np.unravel_index(flat, field_.grid.shape)
     has_occ = occ_full is not None
     occ = occ_full if has_occ else np.ones((1, 1, 1), np.float32)
     sd, sw = subsample_voxels(field_.dose, occ, has_occ, kk.astype(np.int64), jj.astype(np.int64),
-                              ii.astype(np.int64), field_.spacing_zyx, int(s))
+                              ii.astype(np.int64), field_.spacing_zyx, int(s), float(inset))
     if not has_occ:
         sw *= weights[:, None]  # mask-only structures: each voxel is fully in (weight 1)
     return sd.ravel(), sw.ravel()
@@ -400,7 +417,7 @@ def compute_dvh(dose, structure: Structure, refinement: Refinement | str = Refin
         cand = hi >= L
         s = _subdivisions(int(cand.sum()))
         if s > 1:
-            sd, sw = _samples_for(f, w[cand].astype(np.float32), flat[cand], s, occ)
+            sd, sw = _samples_for(f, w[cand].astype(np.float32), flat[cand], s, occ, TAIL_INSET)
             dvh._tail = _Sorted.build_top(sd, sw.astype(np.float64) * vox, tail_cc)
             dvh.tail_cc = tail_cc
             dvh.subdivisions = max(dvh.subdivisions, s)

@@ -39,43 +39,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
 
 from ..errors import InputError
-from ._kernels import _trilinear
+from ._kernels import gamma_search
 
 __all__ = ["gamma_index", "gamma_pass_rate"]
-
-
-@njit(cache=True, parallel=True)
-def _gamma_kernel(ref, ev, idx, offs, r2, inv_dd, max_g2, out):
-    """out[q] = gamma of reference voxel idx[q]; offs (n, 3) fractional index offsets (z, y, x) sorted by
-    their squared normalised distance r2 (distance / DTA)^2; inv_dd[q] = 1 / dose criterion (Gy)."""
-    nz, ny, nx = ref.shape
-    n = idx.size
-    n_off = r2.size
-    for q in prange(n):
-        flat = idx[q]
-        k = flat // (ny * nx)
-        rem = flat - k * ny * nx
-        j = rem // nx
-        i = rem - j * nx
-        d0 = ref[k, j, i]
-        s = inv_dd[q]
-        best = max_g2
-        for m in range(n_off):
-            if r2[m] >= best:
-                break
-            z = k + offs[m, 0]
-            y = j + offs[m, 1]
-            x = i + offs[m, 2]
-            if z < 0.0 or y < 0.0 or x < 0.0 or z > nz - 1 or y > ny - 1 or x > nx - 1:
-                continue
-            dd = (_trilinear(ev, z, y, x) - d0) * s
-            g2 = r2[m] + dd * dd
-            if g2 < best:
-                best = g2
-        out[q] = math.sqrt(best)
 
 
 def _spacing_zyx(spacing_mm) -> np.ndarray:
@@ -180,7 +148,7 @@ def gamma_index(reference_gy: np.ndarray, evaluated_gy: np.ndarray, spacing_mm, 
         inv_dd = 100.0 / (dose_percent * local)
     offs, r2 = _offsets(sp, float(dta_mm), int(interp_fraction), float(max_gamma))
     g = np.empty(idx.size)
-    _gamma_kernel(ref, ev, idx, offs, r2, np.ascontiguousarray(inv_dd), float(max_gamma) ** 2, g)
+    gamma_search(ref, ev, idx, offs, r2, np.ascontiguousarray(inv_dd), float(max_gamma) ** 2, g)
     out.reshape(-1)[idx] = g
     return out
 

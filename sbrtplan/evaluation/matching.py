@@ -166,7 +166,10 @@ def match_roles(protocol: Protocol, structures: dict[str, Structure], target: st
             raise StructureError(f"target '{target}' not found; structures: {', '.join(structures)}")
         tgt = hits[0]
     else:
-        cands = [s for n, s in structures.items() if _matches(rx_spec, n) and not _is_prv_name(n)]
+        # rings, walls and boolean helpers match target name patterns but are not targets (their role
+        # comes from RTROIInterpretedType, or from the name when the type is empty)
+        cands = [s for n, s in structures.items() if _matches(rx_spec, n) and not _is_prv_name(n)
+                 and s.role.is_target]
         if len(cands) > 1:
             raise StructureError(f"several structures could be the prescription target "
                                  f"({', '.join(s.name for s in cands)}); choose one with --target")

@@ -12,12 +12,15 @@ read_rtdose(path, grid=None) -> Dose
     DoseGridScaling, GridFrameOffsetVector, orientation; resampled onto ``grid`` if given.
 body_outline(case) -> Structure
     Automatic external contour, couch excluded.
-read_matrad(path) -> Case ; write_matrad(path, case, dose_gy=None, dij=None) -> Path
-    matRad ``ct``/``cst`` (MATLAB v5 or v7.3) and a matRad-compatible v7.3 writer.
+read_matrad(path) -> Case ; write_matrad(path, case, dose_gy=None, dij=None, mat_format='auto') -> Path
+    matRad ``ct``/``cst`` (MATLAB v5 or v7.3); the writer uses matRad's own layout, MATLAB v5
+    (compressed) by default and v7.3 (HDF5) beyond v5's 2 GiB per variable or on request.
 read_openkbp(directory) -> Case
     OpenKBP sparse CSV patient with its reference dose in ``case.doses``.
-write_matrad_dij(path, influence) -> Path
-    An influence matrix as a matRad ``dij`` (v7.3).
+write_matrad_dij(path, influence, mat_format='auto') -> Path
+    An influence matrix as a matRad ``dij`` (with the beams in ``pln.propStf``).
+MatFormat
+    ``AUTO`` / ``V5`` / ``V73``: the MATLAB file format of the matRad writers.
 
 DICOM RT export and RTPLAN reading:
 write_ct_series(case, directory), write_rtstruct(case, path), write_rtplan(beam_set, path, case=...),
@@ -28,7 +31,9 @@ from .body import body_outline
 from .ctwrite import write_ct_series
 from .dicom_ct import read_ct_series
 from .load import load_case
-from .matrad_io import read_matrad, write_matrad, write_matrad_dij
+from .matrad_io import read_matrad
+from .matrad_mat import MatFormat
+from .matrad_write import write_matrad, write_matrad_dij
 from .openkbp import read_openkbp
 from .rtdose import read_rtdose
 from .rtexport import write_rtdose, write_rtstruct
@@ -36,5 +41,5 @@ from .rtplan import read_rtplan, write_rtplan
 from .rtstruct import read_rtstruct
 
 __all__ = ["load_case", "read_ct_series", "read_rtstruct", "read_rtdose", "body_outline",
-           "read_matrad", "write_matrad", "write_matrad_dij", "read_openkbp",
+           "read_matrad", "write_matrad", "write_matrad_dij", "MatFormat", "read_openkbp",
            "write_ct_series", "write_rtstruct", "write_rtplan", "write_rtdose", "read_rtplan"]

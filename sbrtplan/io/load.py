@@ -108,9 +108,15 @@ def load_case(spec: str | Path, rtstruct: str | Path | None = None, *, timings: 
     with timed(f"load case {p.name}", log, timings):
         if p.is_file():
             if p.suffix.lower() == ".mat":
+                from scipy.io.matlab import MatReadError
+
                 from .matrad_io import read_matrad
 
-                return read_matrad(p)
+                try:
+                    return read_matrad(p)
+                except (MatReadError, ValueError, OSError, EOFError, KeyError) as exc:  # empty, text, truncated
+                    raise InputError(f"{p}: not a readable matRad .mat file ({type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:200]})") from None
             if _has_dicm_magic(p):  # a file of a DICOM folder: load the folder around it
                 ds = read_header(p)
                 modality = str(ds.get("Modality", "")).upper()

@@ -19,12 +19,14 @@ from .._log import get_logger
 from ..case import Dose, Grid, resample_dose
 from ..errors import InputError
 from .dicom_ct import _resample_slices, orientation_matrix
+from .validate import check_dose_values, dose_grid_scaling, refuse_malformed
 
 log = get_logger(__name__)
 
 _SPACING_RTOL = 0.01
 
 
+@refuse_malformed("RTDOSE")
 def read_rtdose(path: str | Path, grid: Grid | None = None) -> Dose:
     """Read an RTDOSE file (optionally resampled onto ``grid``).
 
@@ -69,8 +71,9 @@ def read_rtdose(path: str | Path, grid: Grid | None = None) -> Dose:
     rows, cols = int(ds.Rows), int(ds.Columns)
     nframes = int(ds.get("NumberOfFrames", 1) or 1)
     arr = np.asarray(arr).reshape(nframes, rows, cols)
-    scaling = float(ds.get("DoseGridScaling", 1.0) or 1.0)
+    scaling = dose_grid_scaling(ds, p)  # present, finite, > 0: never assumed to be 1
     dose = arr.astype(np.float64) * scaling
+    check_dose_values(dose, p)
     direction = orientation_matrix(ds.ImageOrientationPatient, str(p))
     normal = direction[:, 2]
     ipp = np.array([float(v) for v in ds.ImagePositionPatient])

@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 
-from .. import __version__ as _SBRTPLAN_VERSION
+from .._version import __version__ as _SBRTPLAN_VERSION
 from .._log import atomic_output, get_logger, timed
 from ..case import Case, Dose, Grid, StructureRole
 from ..errors import InputError, StructureError

@@ -31,6 +31,7 @@ from ..case import Case
 from ..errors import GeometryError, InputError
 from .rtexport import (RT_PLAN_STORAGE, RT_STRUCTURE_SET_STORAGE, approval_module, ds_list, ds_str,
                        new_file_dataset, new_uid, save_dataset, set_ds_values)
+from .validate import check_rtplan_dataset, refuse_malformed
 
 log = get_logger(__name__)
 
@@ -450,6 +451,7 @@ def _prescription_gy(ds: Dataset, fg: Dataset, n_fractions: int) -> float:
     return float(sum(beam_dose)) * n_fractions if beam_dose else 0.0
 
 
+@refuse_malformed("RTPLAN")
 def read_rtplan(path, *, fraction_group: int | None = None) -> BeamSet:
     """Read the treatment beams of a photon RTPLAN.
 
@@ -483,6 +485,7 @@ def read_rtplan(path, *, fraction_group: int | None = None) -> BeamSet:
                              f"SOP class {ds.get('SOPClassUID')!r})")
         if "BeamSequence" not in ds:
             raise InputError(f"RTPLAN '{path}': no BeamSequence (ion and brachytherapy plans are not supported)")
+        check_rtplan_dataset(ds, path, fraction_group)  # fractions, MU, angles, leaves, jaws, radiation type
         groups = list(ds.get("FractionGroupSequence", []))
         if not groups:
             raise InputError(f"RTPLAN '{path}': no FractionGroupSequence, so no MU per beam")

@@ -42,6 +42,8 @@ from .._log import Timings, get_logger, timed
 from ..case import Case, Grid, Structure, infer_role, normalize_name
 from ..errors import InputError, StructureError
 from .dicom_ct import read_header
+from .validate import (check_contour_points, check_rtstruct_dataset, check_unique_roi_names,
+                       refuse_malformed)
 
 log = get_logger(__name__)
 
@@ -52,6 +54,23 @@ N_SUB_ROWS = 6
 # A contour whose points spread more than this along the grid's slice axis is
 # not parallel to the grid's slices.
 _PLANAR_TOL_MM = 0.5
+
+
+@njit(cache=True)
+def _sort_crossings(xs):  # pragma: no cover - compiled
+    """Sort the scanline crossings ``xs`` in place (insertion sort; a row has few crossings).
+
+    Cached kernels do not call numba's ``np.sort``: its helpers share symbol names
+    between sort variants, and cached libraries compiled in different processes
+    can then bind each other's helper and crash when loaded together.
+    """
+    for r in range(1, xs.shape[0]):
+        v = xs[r]
+        t = r - 1
+        while t >= 0 and xs[t] > v:
+            xs[t + 1] = xs[t]
+            t -= 1
+        xs[t + 1] = v
 
 
 @njit(cache=True)
@@ -84,7 +103,8 @@ def _raster_plane(ex0, ey0, ex1, ey1, ny, nx, n_sub, frac, mask):  # pragma: no 
                     cnt += 1
             if cnt < 2:
                 continue
-            xv = np.sort(xs[:cnt])
+            xv = xs[:cnt]
+            _sort_crossings(xv)  # not np.sort: see _sort_crossings
             for m in range(0, cnt - 1, 2):
                 a = xv[m]
                 b = xv[m + 1]
@@ -205,6 +225,7 @@ def _select(rois: dict[int, dict], names: Sequence[str] | None, path: Path) -> l
     return out
 
 
+@refuse_malformed("RTSTRUCT")
 def read_rtstruct(path: str | Path, case: Case | Grid, names: Sequence[str] | None = None, *,
                   occupancy: bool = True, frame_of_reference_uid: str | None = None,
                   timings: Timings | None = None) -> list[Structure]:
@@ -254,6 +275,7 @@ def read_rtstruct(path: str | Path, case: Case | Grid, names: Sequence[str] | No
                              "the file may be truncated") from None
         if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
             raise InputError(f"{path}: Modality is {ds.get('Modality', 'missing')!s}, expected RTSTRUCT")
+        check_rtstruct_dataset(ds, path)  # cut or inconsistent contour items (a truncated file)
         if isinstance(case, Case):
             grid = case.grid
             for_uid = frame_of_reference_uid or case.patient.frame_of_reference_uid
@@ -273,9 +295,18 @@ def read_rtstruct(path: str | Path, case: Case | Grid, names: Sequence[str] | No
         empty = [r["name"] for r in selected if not any(_is_closed(c) for c in r["contours"])]
         if names is not None and empty:
             raise StructureError(f"{path}: ROI(s) {', '.join(empty)} have no closed planar contours")
-        for n in empty:
-            log.warning("%s: ROI '%s' has no closed planar contours; skipped", path, n)
+        if selected and len(empty) == len(selected):  # e.g. a truncated file: nothing would be evaluated
+            raise StructureError(f"{path}: none of its {len(selected)} ROIs has closed planar contours "
+                                 "(truncated or empty structure set?)")
+        for r in selected:
+            if r["name"] not in empty:
+                continue
+            if _is_marker(r):  # isocentre and marker points: expected, nothing to evaluate
+                log.info("%s: ROI '%s' is a point (%s); skipped", path, r["name"], r["type"] or "POINT contours")
+            else:
+                log.warning("%s: ROI '%s' has no closed planar contours; skipped", path, r["name"])
         selected = [r for r in selected if r["name"] not in empty]
+        check_unique_roi_names(selected, path)  # two contoured ROIs of one name: which one is the PTV?
 
         # Contours -> fractional grid indices, grouped by plane.
         sz = grid.spacing_mm[2]
@@ -287,6 +318,7 @@ def read_rtstruct(path: str | Path, case: Case | Grid, names: Sequence[str] | No
                 if not _is_closed(c):
                     continue
                 pts = _contour_points(c)
+                check_contour_points(pts, path, r["name"])
                 if pts.size < 9 or pts.size % 3:
                     if pts.size % 3:
                         raise InputError(f"{path}: ROI '{r['name']}': ContourData length {pts.size} "
@@ -300,6 +332,12 @@ def read_rtstruct(path: str | Path, case: Case | Grid, names: Sequence[str] | No
                 kp = round(float(kji[:, 0].mean()), 3)
                 planes.setdefault(kp, []).append(np.ascontiguousarray(kji[:, 1:]))
             roi_planes.append(planes)
+            if isinstance(case, Case) and planes:  # on the CT, contours belong on slices: say when they do not
+                off = max(abs(k - round(k)) for k in planes)
+                if off > 0.25:
+                    log.warning("%s: ROI '%s': contour planes lie up to %.2f mm between CT slices; each is "
+                                "applied to the slices its slab covers (check the structure set's slice match)",
+                                path, r["name"], off * sz)
             all_positions.extend(planes.keys())
         # Slab thickness: the most common gap between neighbouring contour planes of the file
         # (the CT slice spacing); robust to a stray plane between two slices.
@@ -350,6 +388,14 @@ def _contour_points(contour) -> np.ndarray:
         return np.asarray(contour.ContourData, dtype=float)
     except (AttributeError, ValueError, TypeError) as exc:
         raise InputError(f"unreadable ContourData ({exc})") from None
+
+
+def _is_marker(roi: dict) -> bool:
+    """A point ROI: typed MARKER/ISOCENTER/REGISTRATION, or contoured with POINT items only."""
+    if (roi.get("type") or "").strip().upper() in ("MARKER", "ISOCENTER", "REGISTRATION"):
+        return True
+    kinds = {str(c.get("ContourGeometricType", "")).upper() for c in roi.get("contours", [])}
+    return kinds == {"POINT"}
 
 
 def _is_closed(contour) -> bool:

@@ -13,7 +13,8 @@ Layout of ``out/``::
 The CT is written on the dose grid so that the four DICOM objects share one
 frame of reference and the contours lie on CT slices; the original CT's
 study, patient and frame-of-reference identifiers are kept when known.
-Every file is written to a temporary name and renamed.
+Every file is written into a staging folder next to ``out/`` that replaces the
+previous outputs only once complete (:func:`sbrtplan._staging.staged_dir`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .._log import atomic_output, get_logger
+from .._staging import staged_dir
 from .plan import Plan
 
 log = get_logger(__name__)
@@ -54,45 +56,46 @@ def write_plan(plan: Plan, out_dir, *, title: str | None = None,
     from ..io import write_ct_series, write_matrad, write_rtdose, write_rtplan, write_rtstruct
     from ..report import render_report
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    case = plan.case
-    steps = ["CT", "RTSTRUCT", "RTPLAN", "RTDOSE", "matRad", "metrics", "report"]
-    paths: dict[str, Path] = {}
+    final = Path(out_dir)
+    # every file goes to a staging folder first; the folder replaces the outputs only when complete
+    with staged_dir(final) as out:
+        case = plan.case
+        steps = ["CT", "RTSTRUCT", "RTPLAN", "RTDOSE", "matRad", "metrics", "report"]
+        paths: dict[str, Path] = {}
 
-    def tick(i):
-        if progress is not None:
-            progress(steps[i], i + 1, len(steps))
+        def tick(i):
+            if progress is not None:
+                progress(steps[i], i + 1, len(steps))
 
-    write_ct_series(case, out / "CT")
-    paths["CT"] = out / "CT"
-    tick(0)
-    ss_uid = write_rtstruct(case, out / "RTSTRUCT.dcm")
-    paths["RTSTRUCT"] = out / "RTSTRUCT.dcm"
-    tick(1)
-    plan_uid = write_rtplan(plan.beam_set, out / "RTPLAN.dcm", case=case, rtstruct_uid=ss_uid,
-                            target_name=plan.report.target)
-    paths["RTPLAN"] = out / "RTPLAN.dcm"
-    tick(2)
-    # 16-bit dose (resolution max/65535, ~0.5 mGy at 30 Gy): the form every DICOM validator accepts
-    write_rtdose(plan.dose, case.grid, out / "RTDOSE.dcm", case=case, rtplan_uid=plan_uid, bits_allocated=16)
-    paths["RTDOSE"] = out / "RTDOSE.dcm"
-    tick(3)
-    write_matrad(out / "plan.mat", case, dose_gy=plan.dose.dose_gy)
-    paths["matRad"] = out / "plan.mat"
-    tick(4)
-    write_metrics_json(out / "metrics.json", plan.metrics)
-    paths["metrics"] = out / "metrics.json"
-    tick(5)
-    rx = plan.beam_set.prescription_gy
-    render_report(out / "report.html", case=case, dose=plan.dose, metrics=plan.metrics, prescription_gy=rx,
-                  n_fractions=plan.beam_set.n_fractions,
-                  title=title or f"sbrtplan {plan.options.technique.value.upper()} plan: {case.name}, "
-                                 f"{plan.protocol_name} {plan.scheme}",
-                  qa=plan.qa)
-    paths["report"] = out / "report.html"
-    tick(6)
-    return paths
+        write_ct_series(case, out / "CT")
+        paths["CT"] = out / "CT"
+        tick(0)
+        ss_uid = write_rtstruct(case, out / "RTSTRUCT.dcm")
+        paths["RTSTRUCT"] = out / "RTSTRUCT.dcm"
+        tick(1)
+        plan_uid = write_rtplan(plan.beam_set, out / "RTPLAN.dcm", case=case, rtstruct_uid=ss_uid,
+                                target_name=plan.report.target)
+        paths["RTPLAN"] = out / "RTPLAN.dcm"
+        tick(2)
+        # 16-bit dose (resolution max/65535, ~0.5 mGy at 30 Gy): the form every DICOM validator accepts
+        write_rtdose(plan.dose, case.grid, out / "RTDOSE.dcm", case=case, rtplan_uid=plan_uid, bits_allocated=16)
+        paths["RTDOSE"] = out / "RTDOSE.dcm"
+        tick(3)
+        write_matrad(out / "plan.mat", case, dose_gy=plan.dose.dose_gy)
+        paths["matRad"] = out / "plan.mat"
+        tick(4)
+        write_metrics_json(out / "metrics.json", plan.metrics)
+        paths["metrics"] = out / "metrics.json"
+        tick(5)
+        rx = plan.beam_set.prescription_gy
+        render_report(out / "report.html", case=case, dose=plan.dose, metrics=plan.metrics, prescription_gy=rx,
+                      n_fractions=plan.beam_set.n_fractions,
+                      title=title or f"sbrtplan {plan.options.technique.value.upper()} plan: {case.name}, "
+                                     f"{plan.protocol_name} {plan.scheme}",
+                      qa=plan.qa)
+        paths["report"] = out / "report.html"
+        tick(6)
+    return {k: final / v.relative_to(out) for k, v in paths.items()}
 
 
 def summary_line(plan: Plan) -> dict:

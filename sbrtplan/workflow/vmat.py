@@ -283,14 +283,15 @@ def _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg, mu, d
     measured on the spine phantom the delivered target dose was 7.5 % Rx higher on average (p95
     of the difference 9 % Rx), and the normalisation then met an organ or hot-spot limit before
     the coverage.  The delivered dose is linear in the sector MU for fixed apertures, so computing
-    each sector's dose once with the forward engine (the final-dose sampling: 1 degree, 5 mm of
+    each sector's dose once with the forward engine (one fluence map per 2-degree gantry bin, leaf
+    motion integrated exactly; formerly sub-fields every 1 degree and 5 mm of
     leaf travel) and re-solving the MU on it makes the optimiser's dose the delivered one; the
     final dose is then that matrix times the MU, at no further cost.
     """
     per = max(1, int(round(width / cp_spacing_deg)))
     subs = [sb for b in beams for sb in sector_beams(b, per)]
     vox = final_dose_voxels(case, ps.target, extra_indices=problem.voxels.indices)
-    with timed("vmat: final dose of each sector (control points, forward engine)", log, timings):
+    with timed("vmat: final dose of each sector (fluence maps, forward engine)", log, timings):
         g = forward_dose_by_beam(case.density, case.grid, BeamSet(subs, n_fractions, prescription_gy),
                                  vox.indices, model=model, max_gantry_step_deg=FINAL_GANTRY_STEP_DEG,
                                  max_leaf_step_mm=FINAL_LEAF_STEP_MM)

@@ -1,0 +1,234 @@
+"""Checks of command-line options and output paths, run before any computation.
+
+Each check raises :class:`~sbrtplan.errors.InputError` with one line that names
+the option, the value and what was expected.  The ranges come from
+``sbrtplan/data/input_limits.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .._limits import limit
+from ..errors import InputError
+
+#: Dask scheduler addresses: protocol://host[:port] (the protocols dask.distributed accepts).
+_SCHEDULER_RE = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?/?$")
+
+
+def check_number(value, option: str, lo: float | None = None, hi: float | None = None, *,
+                 integer: bool = False, unit: str = "") -> float:
+    """``value`` finite and within [lo, hi]; returns it (int when ``integer``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{option}: expected a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise InputError(f"{option}: expected a finite number, got {value!r}")
+    if integer and v != int(v):
+        raise InputError(f"{option}: expected a whole number, got {value!r}")
+    u = f" {unit}" if unit else ""
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = (f"between {lo:g} and {hi:g}{u}" if lo is not None and hi is not None
+               else f">= {lo:g}{u}" if lo is not None else f"<= {hi:g}{u}")
+        raise InputError(f"{option} {value!r}: expected {rng}")
+    return int(v) if integer else v
+
+
+def check_grid_mm(value, option: str = "--grid-mm") -> float:
+    lo, hi = limit("options", "grid_mm")
+    return check_number(value, option, lo, hi, unit="mm")
+
+
+def check_plan_options(args) -> None:
+    """The options of :func:`~sbrtplan.cli._common.add_plan_arguments` (plan, benchmark, compare-*)."""
+    if getattr(args, "grid_mm", None) is not None:
+        check_grid_mm(args.grid_mm)
+    beams = getattr(args, "beams", None)
+    if beams is not None:
+        lo, hi = limit("options", "imrt_beams")
+        check_number(beams, "--beams", lo, hi, integer=True)
+        if getattr(args, "technique", "imrt") == "vmat":
+            raise InputError(f"--beams {beams}: the number of beams applies to IMRT; VMAT plans use the site's "
+                             "arcs (give --technique imrt, or leave --beams out)")
+    check_max_memory(args)
+
+
+def check_max_memory(args) -> float | None:
+    v = getattr(args, "max_memory_gib", None)
+    if v is None:
+        return None
+    lo, hi = limit("options", "max_memory_gib")
+    return check_number(v, "--max-memory-gib", lo, hi, unit="GiB")
+
+
+def check_workers(value, option: str = "--workers") -> int:
+    lo, hi = limit("options", "workers")
+    return int(check_number(value, option, lo, hi, integer=True))
+
+
+def check_scheduler(address: str | None) -> None:
+    """A Dask scheduler address ``tcp://host:port`` (syntax only; the connection is tried later)."""
+    if address is None:
+        return
+    if not _SCHEDULER_RE.match(str(address).strip()):
+        raise InputError(f"--scheduler {address!r}: expected an address such as tcp://HOST:8786")
+
+
+def _nearest_existing(p: Path) -> Path:
+    q = p.absolute()
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    return q
+
+
+def _check_writable_parent(p: Path, option: str) -> None:
+    anc = _nearest_existing(p.parent if p.parent != Path("") else Path("."))
+    if not anc.is_dir():
+        raise InputError(f"{option} {p}: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {p}: folder {anc} is not writable")
+
+
+def check_output_dir(path, option: str = "--out") -> Path:
+    """An output folder: absent (its nearest existing parent writable) or a writable folder."""
+    if path is None or str(path).strip() == "":
+        raise InputError(f"{option}: expected a folder name, got {path!r}")
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise InputError(f"{option} {p}: exists and is a file, not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise InputError(f"{option} {p}: folder is not writable")
+    _check_writable_parent(p, option)
+    return p
+
+
+def check_output_file(path, option: str, suffixes: tuple[str, ...] = ()) -> Path | None:
+    """An output file: not a folder, its folder writable (created when absent), suffix among ``suffixes``."""
+    if path is None:
+        return None
+    p = Path(path)
+    if str(path).strip() == "" or p.name in ("", ".", ".."):
+        raise InputError(f"{option}: expected a file name, got {path!r}")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise InputError(f"{option} {p}: expected a file name ending in {' or '.join(suffixes)}")
+    if p.is_dir():
+        raise InputError(f"{option} {p}: is a folder; expected a file name")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise InputError(f"{option} {p}: file is not writable")
+    _check_writable_parent(p, option)
+    return p
+
+
+def check_input_path(path, option: str, *, folder: bool | None = None) -> Path:
+    """An input file (``folder=False``), folder (``True``) or either (``None``) that exists."""
+    if path is None or str(path).strip() == "":
+        raise InputError(f"{option}: expected a path, got {path!r}")
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{option} {p}: no such {'folder' if folder else 'file' if folder is False else 'file or folder'}")
+    if folder is True and not p.is_dir():
+        raise InputError(f"{option} {p}: expected a folder, got a file")
+    if folder is False and not p.is_file():
+        raise InputError(f"{option} {p}: expected a file, got a folder")
+    return p
+
+
+def check_evaluate_args(args) -> None:
+    """Options of ``sbrtplan evaluate`` checked before any file is read."""
+    if getattr(args, "prior_fractions", None) is not None:
+        check_number(args.prior_fractions, "--prior-fractions", 1, limit("rtplan", "max_fractions"), integer=True)
+    if getattr(args, "interval_months", None) is not None:
+        check_number(args.interval_months, "--interval-months", 0, 1200, unit="months")
+    check_output_file(getattr(args, "json", None), "--json")
+    check_output_file(getattr(args, "dvh_csv", None), "--dvh-csv")
+    for opt, val, folder in (("--rtdose", args.rtdose, False), ("--rtstruct", args.rtstruct, False),
+                             ("--ct", getattr(args, "ct", None), None),
+                             ("--prior-rtdose", getattr(args, "prior_rtdose", None), False)):
+        if val is not None:
+            check_input_path(val, opt, folder=folder)
+    from ..io.validate import check_same_patient
+
+    check_same_patient([(f"{o} {v}", v) for o, v in (("--rtdose", args.rtdose), ("--rtstruct", args.rtstruct),
+                                                       ("--ct", getattr(args, "ct", None)),
+                                                       ("--prior-rtdose", getattr(args, "prior_rtdose", None)))
+                        if v is not None])
+
+
+def check_something_evaluable(report, source: str) -> None:
+    """A protocol evaluation in which no goal could be evaluated is an error, not a pass."""
+    goals = getattr(report, "goals", None) or []
+    if not goals:
+        return
+    def evaluated(g) -> bool:
+        st = str(getattr(getattr(g, "status", None), "value", getattr(g, "status", "")))
+        # a goal on the whole dose grid (global maximum) says nothing about these structures
+        return st != "not_evaluable" and getattr(g, "structure", None) not in (None, "", "dose grid")
+
+    if not any(evaluated(g) for g in goals):
+        raise InputError(f"{source}: none of the protocol's {len(goals)} goals could be evaluated (structures "
+                         "missing or empty on the dose grid); check --target, --map and the structure names")
+
+
+def check_plan_memory(case, args) -> None:
+    """Refuse a plan whose dose grid (at ``--grid-mm`` over the body) would not fit in memory."""
+    from .._resources import PLAN_BYTES_PER_VOXEL, check_memory, grid_voxels
+
+    grid_mm = float(getattr(args, "grid_mm", None) or 2.0)
+    region = case.body if getattr(case, "body", None) is not None else None
+    lo, hi = case.grid.bounds_mm()
+    if region is not None and region.mask.any():
+        m = region.mask  # bounding box by axis projections (argwhere would copy every body voxel)
+        zs, ys, xs = (np.flatnonzero(m.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+        pts = case.grid.patient_from_index(np.array([[zs[0], ys[0], xs[0]], [zs[-1], ys[-1], xs[-1]]]))
+        lo, hi = pts.min(0), pts.max(0)
+    extent = [float(h - l) + 10.0 for l, h in zip(lo, hi)]  # the dose grid's 5 mm margin on both sides
+    n = grid_voxels(extent, grid_mm)
+    check_memory(n * PLAN_BYTES_PER_VOXEL, f"a dose grid of {n:.3g} voxels at --grid-mm {grid_mm:g}",
+                 getattr(args, "max_memory_gib", None))
+
+
+def check_recompute_args(args) -> None:
+    """Options and files of ``sbrtplan recompute`` checked before any reading."""
+    check_grid_mm(args.grid_mm)
+    check_max_memory(args)
+    check_output_dir(args.out)
+    check_input_path(args.ct, "--ct", folder=True)
+    check_input_path(args.rtstruct, "--rtstruct", folder=False)
+    check_input_path(args.rtplan, "--rtplan", folder=False)
+    ref = getattr(args, "reference_rtdose", None)
+    if ref is not None:
+        check_input_path(ref, "--reference-rtdose", folder=False)
+    from ..io.validate import check_same_patient
+
+    check_same_patient([(f"{o} {v}", v) for o, v in (("--ct", args.ct), ("--rtstruct", args.rtstruct),
+                                                       ("--rtplan", args.rtplan), ("--reference-rtdose", ref))
+                        if v is not None])
+
+
+def check_dij_args(args) -> None:
+    """Options of ``sbrtplan dij`` (beams, angles, sizes, output) before the case is read."""
+    check_grid_mm(args.grid_mm)
+    check_max_memory(args)
+    lo, hi = limit("options", "dij_beams")
+    if not args.gantry:
+        check_number(args.beams, "--beams", lo, hi, integer=True)
+    else:
+        if len(args.gantry) > hi:
+            raise InputError(f"--gantry: {len(args.gantry)} angles; expected at most {hi}")
+        for a in args.gantry:
+            check_number(a, "--gantry", -360, 360, unit="deg")
+    for a in args.couch or []:
+        check_number(a, "--couch", -360, 360, unit="deg")
+    check_number(args.collimator, "--collimator", -360, 360, unit="deg")
+    check_number(args.beamlet_mm, "--beamlet-mm", 1.0, 20.0, unit="mm")
+    check_number(args.margin_mm, "--margin-mm", 0.0, 50.0, unit="mm")
+    if args.cutoff_mm is not None:
+        check_number(args.cutoff_mm, "--cutoff-mm", 5.0, 200.0, unit="mm")
+    check_output_file(args.out, "--out", (".npz", ".mat"))

@@ -1,0 +1,148 @@
+"""``sbrtplan qa-plan``: the verification plan of an RTPLAN on a QA phantom (one plan or a cohort).
+
+The beams or arcs are transferred unchanged (MU, control points) onto a
+built-in phantom (``qa_slab``: 30 x 30 x 20 cm solid-water slabs;
+``qa_cylinder``: 30 cm diameter, 18 cm long) or the CT of a physical phantom,
+with the isocentre on the chamber position and the gantry / couch as planned
+or collapsed to 0.  Written: ``CT/`` (built-in phantoms), ``RTPLAN.dcm``,
+``RTDOSE.dcm`` (one fraction, <= 2 mm grid), ``calculated_plane.csv`` (the dose
+plane at the detector) and ``verification.json`` (chamber dose averaged over
+the chamber's sensitive volume, and at its centre).  With ``--measured`` and /
+or ``--measured-point-gy`` the comparison of ``sbrtplan qa-compare`` follows.
+With ``--cohort LIST.csv`` every plan of the list is verified (and compared
+where the list names measurements) and ``qa_summary.csv`` / ``.json`` give the
+pass rates.
+"""
+
+from __future__ import annotations
+
+from ..errors import InputError
+
+
+def parse_vector(text: str | None, n: int, option: str) -> tuple[float, ...] | None:
+    """``'1,2,3'`` -> (1.0, 2.0, 3.0) with a one-line error naming the option."""
+    if text is None:
+        return None
+    import math
+
+    parts = [p for p in str(text).replace(" ", "").split(",") if p]
+    try:
+        vals = tuple(float(p) for p in parts)
+    except ValueError:
+        vals = ()
+    if len(vals) != n or not all(math.isfinite(v) for v in vals):
+        raise InputError(f"{option}: {text!r}; expected {n} comma-separated numbers in mm")
+    return vals
+
+
+def add_measurement_arguments(p) -> None:
+    p.add_argument("--measured", help="measured dose plane: PTW .mcc (2D array), CSV grid or RTDOSE")
+    p.add_argument("--measured-format", default="auto", choices=["auto", "mcc", "csv", "rtdose"],
+                   help="format of --measured (default: detected from the content)")
+    p.add_argument("--measured-point-gy", type=float, help="measured chamber dose in Gy (one fraction)")
+    p.add_argument("--shift-mm", help="manual registration correction DU,DV (mm) added to the measured "
+                                      "plane's coordinates (u, v: x, z for a coronal plane)")
+    p.add_argument("--criteria", help="QA criteria YAML (default: the shipped qa_criteria.yaml)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("qa-plan", help="verification plan of an RTPLAN on a QA phantom (+ measured comparison)",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--rtplan", help="the patient RTPLAN")
+    src.add_argument("--cohort", help="CSV list: name,rtplan[,measured,measured_point_gy,shift_u_mm,shift_v_mm]")
+    p.add_argument("--phantom", default="qa_slab", help="qa_slab (default), qa_cylinder, or a phantom CT folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--gantry", choices=["planned", "zero"], default="planned",
+                   help="gantry as planned or collapsed to 0")
+    p.add_argument("--couch", choices=["planned", "zero"], default="planned", help="couch as planned or collapsed to 0")
+    p.add_argument("--grid-mm", type=float, default=None, help="dose grid spacing in mm (default and maximum 2)")
+    p.add_argument("--chamber", default=None, help="chamber model of the criteria file (default pinpoint3d)")
+    p.add_argument("--reference-point", help="chamber centre X,Y,Z in mm in the phantom's coordinates "
+                                             "(default: the built-in phantom's, or the centre of a phantom CT)")
+    p.add_argument("--plane", default=None, choices=["coronal", "axial", "sagittal"],
+                   help="detector plane orientation (default: the phantom's, coronal)")
+    p.add_argument("--plane-offset-mm", type=float, default=0.0,
+                   help="detector plane offset from the reference point along its normal (mm)")
+    p.add_argument("--no-ct", action="store_true", help="do not write the phantom CT series")
+    p.add_argument("--machine", default=None, help="beam model: shipped name or a .yaml/.json model file")
+    add_measurement_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..dose_engine import load_beam_model
+    from ..io import read_rtplan
+    from ..qa import (AxisMode, compare_measurement, load_criteria, load_qa_phantom, read_measured_plane,
+                      read_qa_list, run_qa_batch, verify_on_phantom, write_batch_summary, write_comparison,
+                      write_verification)
+    from ._common import StageBar
+
+    crit = load_criteria(args.criteria)
+    ref = parse_vector(args.reference_point, 3, "--reference-point")
+    shift = parse_vector(args.shift_mm, 2, "--shift-mm") or (0.0, 0.0)
+    model = load_beam_model(args.machine) if args.machine else None
+    gantry, couch = AxisMode(args.gantry), AxisMode(args.couch)
+    out = Path(args.out)
+    if args.cohort:
+        entries = read_qa_list(args.cohort)
+        phantom = load_qa_phantom(args.phantom, grid_mm=args.grid_mm, reference_point_mm=ref, criteria=crit)
+        with StageBar("qa batch", len(entries)) as bar:
+            rows = run_qa_batch(entries, phantom, out, gantry=gantry, couch=couch, chamber=args.chamber,
+                                criteria=crit, write_ct=False, model=model,
+                                progress=lambda d, t: bar(f"{d}/{t} plans", d, t))
+        stats = write_batch_summary(rows, out)
+        for r in rows:
+            print(f"{r['name']}: {r['verdict']}" + (f" ({r['error']})" if r["error"] else "")
+                  + (f", point {r['point_diff_pct']:+.2f} %" if r["point_diff_pct"] is not None else "")
+                  + (f", gamma 2%/2mm {r['gamma_2pct_2mm_global']:.1f} %" if r["gamma_2pct_2mm_global"] is not None
+                     else ""))
+        print(f"{stats['n_plans']} plans: {stats['by_verdict']}; passing {stats['plans_passing_pct']} % of the "
+              f"measured plans; summary in {out / 'qa_summary.csv'}")
+        return 0
+    # one plan: check everything the user gave before the dose is computed
+    beam_set = read_rtplan(args.rtplan)
+    from ..qa import check_plan_mu
+
+    check_plan_mu(beam_set, args.rtplan)
+    if args.measured and not Path(args.measured).is_file():
+        raise InputError(f"--measured: no such file: {args.measured}")
+    with StageBar("qa-plan", 4) as bar:
+        bar("phantom", 0, 4)
+        phantom = load_qa_phantom(args.phantom, grid_mm=args.grid_mm, reference_point_mm=ref, criteria=crit)
+        bar("dose", 1, 4)
+        res = verify_on_phantom(phantom, beam_set, gantry=gantry, couch=couch, chamber=args.chamber,
+                                plane_orientation=args.plane, plane_offset_mm=args.plane_offset_mm, criteria=crit,
+                                model=model, source=args.rtplan)
+        bar("write", 2, 4)
+        summary = write_verification(res, out, write_ct=not args.no_ct, source_rtplan=args.rtplan)
+        comparison = None
+        if args.measured or args.measured_point_gy is not None:
+            bar("compare", 3, 4)
+            measured = (read_measured_plane(args.measured, fmt=args.measured_format,
+                                            reference_point_mm=res.reference_point_mm,
+                                            orientation=res.plane.orientation, offset_mm=res.plane.offset_mm)
+                        if args.measured else None)
+            comparison = compare_measurement(res.plane, measured, calculated_point_gy=res.chamber_dose_gy,
+                                             measured_point_gy=args.measured_point_gy, shift_mm=shift, criteria=crit)
+            write_comparison(comparison, out, verification=summary, measured=measured, calculated=res.plane)
+    ch = summary["chamber"]
+    print(f"verification of {args.rtplan} on {phantom.name}: {summary['n_beams']} beams, "
+          f"{summary['mu_per_fraction']:.1f} MU; chamber ({res.chamber.label}) {ch['volume_averaged_dose_gy']:.4f} Gy "
+          f"(centre {ch['centre_dose_gy']:.4f} Gy); written to {out}")
+    if comparison is not None:
+        print(format_comparison(comparison))
+    return 0
+
+
+def format_comparison(comparison) -> str:
+    lines = [f"QA verdict: {comparison.verdict.value}"]
+    if comparison.point is not None:
+        p = comparison.point
+        lines.append(f"  point dose: measured {p.measured_gy:.4f} Gy, calculated {p.calculated_gy:.4f} Gy, "
+                     f"difference {p.diff_pct:+.2f} % (tolerance {p.tolerance_pct:g} %)")
+    for g in comparison.gammas:
+        lines.append(f"  gamma {g.criterion.label}: {g.pass_rate_pct:.1f} % of {g.n_evaluated} points pass")
+    return "\n".join(lines)

@@ -1,0 +1,405 @@
+"""Bad-input corpus, part 1: malformed DICOM files (RTDOSE, RTSTRUCT, RTPLAN, CT) given to the commands.
+
+Every case builds its file at test time from a small phantom patient (``_bad_input_factory``), runs the
+command in-process through ``sbrtplan.cli.main`` and asserts: exit status 2 (an input error, never 1 =
+internal error, never 0 = a silently wrong result), a fragment of the one-line message that names what is
+wrong, no traceback on the terminal, and no output folder left behind.  Most cases stop at validation,
+before any dose is computed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _bad_input_factory import build_patient, edit, edit_ct_folder
+
+OTHER_UID = "1.2.826.0.1.3680043.8.498.999999999"
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory):
+    return build_patient(tmp_path_factory.mktemp("bad-inputs") / "patient")
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    from sbrtplan.cli import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse refuses malformed options itself (status 2)
+        rc = int(exc.code or 0)
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def assert_refused(rc: int, err: str, fragment: str, out: Path | None = None) -> None:
+    assert "Traceback" not in err, err
+    assert rc == 2, f"exit {rc}, expected 2 (input error); stderr: {err[-800:]}"
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert lines, err
+    assert fragment.lower() in lines[-1].lower(), f"{fragment!r} not in {lines[-1]!r}"
+    if out is not None:
+        assert not out.exists(), f"{out} was left behind"
+        assert not list(out.parent.glob(".sbrtplan-staging-*")), "a staging folder was left behind"
+
+
+# ----------------------------------------------------------------------------------------- RTDOSE
+
+def _negative_pixels(ds):
+    arr = ds.pixel_array.astype(np.int32) // 2
+    arr.flat[: arr.size // 10] = -1000
+    ds.PixelRepresentation = 1
+    ds.PixelData = arr.astype(np.int16).tobytes()
+    ds.DoseGridScaling = f"{float(ds.DoseGridScaling) * 2:.6g}"
+
+
+def _set(keyword, value):
+    def fn(ds):
+        setattr(ds, keyword, value)
+    return fn
+
+
+def _delete(keyword):
+    def fn(ds):
+        delattr(ds, keyword)
+    return fn
+
+
+def _shift_dose(ds):
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [ipp[0], ipp[1], ipp[2] + 5000.0]
+
+
+def _offsets_zero(ds):
+    ds.GridFrameOffsetVector = [0.0] * int(ds.NumberOfFrames)
+
+
+def _offsets_short(ds):
+    ds.GridFrameOffsetVector = list(ds.GridFrameOffsetVector)[:-2]
+
+
+RTDOSE_CASES = {
+    "scaling-missing": (_delete("DoseGridScaling"), "DoseGridScaling"),
+    "scaling-zero": (_set("DoseGridScaling", "0"), "DoseGridScaling"),
+    "scaling-negative": (_set("DoseGridScaling", "-0.001"), "DoseGridScaling"),
+    "scaling-nan": (_set("DoseGridScaling", "NaN"), "DoseGridScaling"),
+    "scaling-inf": (_set("DoseGridScaling", "inf"), "DoseGridScaling"),
+    "negative-doses": (_negative_pixels, "negative"),
+    "modality-ct": (_set("Modality", "CT"), "expected RTDOSE"),
+    "units-relative": (_set("DoseUnits", "RELATIVE"), "DoseUnits"),
+    "no-position": (_delete("ImagePositionPatient"), "ImagePositionPatient"),
+    "no-spacing": (_delete("PixelSpacing"), "PixelSpacing"),
+    "no-orientation": (_delete("ImageOrientationPatient"), "ImageOrientationPatient"),
+    "no-frame-offsets": (_delete("GridFrameOffsetVector"), "GridFrameOffsetVector"),
+    "frame-offsets-short": (_offsets_short, "GridFrameOffsetVector"),
+    "frames-same-position": (_offsets_zero, "same position"),
+    "other-frame-of-reference": (_set("FrameOfReferenceUID", OTHER_UID), "frame of reference"),
+    "other-patient": (_set("PatientID", "SOMEONE-ELSE"), "patient"),
+    "grid-far-away": (_shift_dose, "does not overlap"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RTDOSE_CASES))
+def test_evaluate_refuses_bad_rtdose(case, patient, tmp_path, capsys):
+    fn, fragment = RTDOSE_CASES[case]
+    bad = edit(Path(shutil.copy(patient.rtdose, tmp_path / "rd.dcm")), fn)
+    out = tmp_path / "metrics.json"
+    rc, err = run_cli(["evaluate", "--rtdose", bad, "--rtstruct", patient.rtstruct, "--json", out], capsys)
+    assert_refused(rc, err, fragment, out)
+
+
+def _truncate(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+FILE_CASES = {
+    "truncated": lambda src, dst: _truncate(src, dst),
+    "empty": lambda src, dst: (dst.write_bytes(b""), dst)[1],
+    "text": lambda src, dst: (dst.write_text("this is not DICOM\n"), dst)[1],
+    "folder": lambda src, dst: (dst.mkdir(), dst)[1],
+    "missing": lambda src, dst: dst,
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+@pytest.mark.parametrize("which", ["rtdose", "rtstruct"])
+def test_evaluate_refuses_unreadable_files(case, which, patient, tmp_path, capsys):
+    bad = FILE_CASES[case](getattr(patient, which), tmp_path / f"bad-{which}.dcm")
+    files = {"rtdose": patient.rtdose, "rtstruct": patient.rtstruct, which: bad}
+    out = tmp_path / "dvh.csv"
+    rc, err = run_cli(["evaluate", "--rtdose", files["rtdose"], "--rtstruct", files["rtstruct"],
+                       "--dvh-csv", out], capsys)
+    assert_refused(rc, err, str(bad.name), out)
+
+
+# ----------------------------------------------------------------------------------------- RTSTRUCT
+
+def _roi(ds, name):
+    num = next(int(r.ROINumber) for r in ds.StructureSetROISequence if r.ROIName == name)
+    return next(c for c in ds.ROIContourSequence if int(c.ReferencedROINumber) == num)
+
+
+def _contour_value(name, fn):
+    def edit_fn(ds):
+        c = _roi(ds, name).ContourSequence[0]
+        pts = [float(v) for v in c.ContourData]
+        c.ContourData = fn(pts)
+    return edit_fn
+
+
+def _rename(old, new):
+    def fn(ds):
+        for r in ds.StructureSetROISequence:
+            if r.ROIName == old:
+                r.ROIName = new
+    return fn
+
+
+def _rename_all(ds):
+    for i, r in enumerate(ds.StructureSetROISequence):
+        r.ROIName = f"Thing{i}"
+
+
+def _rtss_frame(ds):
+    for r in ds.StructureSetROISequence:
+        r.ReferencedFrameOfReferenceUID = OTHER_UID
+    for f in ds.ReferencedFrameOfReferenceSequence:
+        f.FrameOfReferenceUID = OTHER_UID
+
+
+def _shift_all_contours(ds):
+    for c in ds.ROIContourSequence:
+        for cc in c.ContourSequence:
+            pts = np.asarray([float(v) for v in cc.ContourData]).reshape(-1, 3)
+            pts[:, 2] += 5000.0
+            cc.ContourData = [f"{v:.2f}" for v in pts.ravel()]
+
+
+def _tilt_contour(ds):
+    c = _roi(ds, "PTV").ContourSequence[0]
+    pts = np.asarray([float(v) for v in c.ContourData]).reshape(-1, 3)
+    pts[0, 2] += 30.0
+    c.ContourData = [f"{v:.2f}" for v in pts.ravel()]
+
+
+RTSTRUCT_CASES = {
+    "nan-vertex": (_contour_value("PTV", lambda p: ["NaN"] + [f"{v:.2f}" for v in p[1:]]), "non-finite"),
+    "inf-vertex": (_contour_value("SpinalCord", lambda p: [f"{v:.2f}" for v in p[:-1]] + ["inf"]), "non-finite"),
+    "length-not-3n": (_contour_value("Heart", lambda p: [f"{v:.2f}" for v in p[:-1]]), "ContourData values"),
+    "duplicate-name": (_rename("Heart", "PTV"), "two ROIs are named"),
+    "duplicate-name-case": (_rename("Heart", " ptv"), "two ROIs are named"),
+    "modality-rtdose": (_set("Modality", "RTDOSE"), "expected RTSTRUCT"),
+    "other-frame-of-reference": (_rtss_frame, "frame of reference"),
+    "other-patient": (_set("PatientID", "SOMEONE-ELSE"), "patient"),
+    "contours-far-away": (_shift_all_contours, "does not overlap"),
+    "non-planar-contour": (_tilt_contour, "across the grid's slices"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RTSTRUCT_CASES))
+def test_evaluate_refuses_bad_rtstruct(case, patient, tmp_path, capsys):
+    fn, fragment = RTSTRUCT_CASES[case]
+    bad = edit(Path(shutil.copy(patient.rtstruct, tmp_path / "rs.dcm")), fn)
+    out = tmp_path / "metrics.json"
+    rc, err = run_cli(["evaluate", "--rtdose", patient.rtdose, "--rtstruct", bad, "--json", out], capsys)
+    assert_refused(rc, err, fragment, out)
+
+
+def test_evaluate_with_nothing_evaluable_is_an_error(patient, tmp_path, capsys):
+    """Every ROI renamed to something no protocol knows: no goal can be evaluated -> not a pass."""
+    bad = edit(Path(shutil.copy(patient.rtstruct, tmp_path / "rs.dcm")), _rename_all)
+    out = tmp_path / "metrics.json"
+    rc, err = run_cli(["evaluate", "--rtdose", patient.rtdose, "--rtstruct", bad, "--protocol", "bone_spine",
+                       "--scheme", "27/3", "--json", out], capsys)
+    assert "Traceback" not in err
+    assert rc == 2 and not out.exists(), err[-500:]
+
+
+# ----------------------------------------------------------------------------------------- RTPLAN
+
+def _cp_value(keyword, value, beam=0, cp=0):
+    def fn(ds):
+        setattr(ds.BeamSequence[beam].ControlPointSequence[cp], keyword, value)
+    return fn
+
+
+def _fg_value(keyword, value):
+    def fn(ds):
+        if value is None:
+            delattr(ds.FractionGroupSequence[0], keyword)
+        else:
+            setattr(ds.FractionGroupSequence[0], keyword, value)
+    return fn
+
+
+def _mu(value):
+    def fn(ds):
+        ds.FractionGroupSequence[0].ReferencedBeamSequence[1].BeamMeterset = value
+    return fn
+
+
+def _device(kind, fn_pos, cp=0):
+    def fn(ds):
+        for p in ds.BeamSequence[0].ControlPointSequence[cp].BeamLimitingDevicePositionSequence:
+            if str(p.RTBeamLimitingDeviceType).upper() in kind:
+                p.LeafJawPositions = fn_pos([float(v) for v in p.LeafJawPositions])
+    return fn
+
+
+def _cross_leaves(pos):
+    n = len(pos) // 2
+    k = n // 2
+    pos[k], pos[n + k] = 30.0, -20.0
+    return [f"{v:g}" for v in pos]
+
+
+def _beam_value(keyword, value):
+    def fn(ds):
+        setattr(ds.BeamSequence[0], keyword, value)
+    return fn
+
+
+def _unknown_device(ds):
+    ds.BeamSequence[0].BeamLimitingDeviceSequence[0].RTBeamLimitingDeviceType = "MLCZ"
+
+
+def _boundaries_nan(ds):
+    for d in ds.BeamSequence[0].BeamLimitingDeviceSequence:
+        if d.RTBeamLimitingDeviceType == "MLCX":
+            b = [f"{float(v):g}" for v in d.LeafPositionBoundaries]
+            b[3] = "NaN"
+            d.LeafPositionBoundaries = b
+
+
+def _iso(value):
+    def fn(ds):
+        for b in ds.BeamSequence:
+            b.ControlPointSequence[0].IsocenterPosition = value
+    return fn
+
+
+def _drop_mlc_leaves(pos):
+    return [f"{v:g}" for v in pos[:-4]]
+
+
+def _no_weight(ds):
+    del ds.BeamSequence[0].ControlPointSequence[1].CumulativeMetersetWeight
+
+
+RTPLAN_CASES = {
+    "gantry-nan": (_cp_value("GantryAngle", "NaN"), "GantryAngle"),
+    "gantry-inf": (_cp_value("GantryAngle", "inf"), "GantryAngle"),
+    "gantry-720": (_cp_value("GantryAngle", "720"), "GantryAngle"),
+    "couch-nan": (_cp_value("PatientSupportAngle", "NaN"), "PatientSupportAngle"),
+    "collimator-nan": (_cp_value("BeamLimitingDeviceAngle", "nan"), "BeamLimitingDeviceAngle"),
+    "fractions-zero": (_fg_value("NumberOfFractionsPlanned", 0), "NumberOfFractionsPlanned"),
+    "fractions-missing": (_fg_value("NumberOfFractionsPlanned", None), "NumberOfFractionsPlanned"),
+    "fractions-negative": (_fg_value("NumberOfFractionsPlanned", -3), "NumberOfFractionsPlanned"),
+    "fractions-1000": (_fg_value("NumberOfFractionsPlanned", 1000), "NumberOfFractionsPlanned"),
+    "mu-zero": (_mu("0"), "BeamMeterset"),
+    "mu-negative": (_mu("-10"), "BeamMeterset"),
+    "mu-nan": (_mu("NaN"), "BeamMeterset"),
+    "mu-absurd": (_mu("1e9"), "BeamMeterset"),
+    "leaves-crossed": (_device(("MLCX",), _cross_leaves), "crossed"),
+    "leaf-5000mm": (_device(("MLCX",), lambda p: [f"{v:g}" for v in [5000.0] + p[1:]]), "leaf at"),
+    "leaf-nan": (_device(("MLCX",), lambda p: ["NaN"] + [f"{v:g}" for v in p[1:]]), "non-finite"),
+    "leaf-count": (_device(("MLCX",), _drop_mlc_leaves), "MLCX positions"),
+    "jaw-5000mm": (_device(("ASYMX", "X"), lambda p: ["-5000", f"{p[1]:g}"]), "jaw at"),
+    "jaws-crossed": (_device(("ASYMY", "Y"), lambda p: ["40", "-40"]), "crossed"),
+    "electrons": (_beam_value("RadiationType", "ELECTRON"), "radiation type"),
+    "protons": (_beam_value("RadiationType", "PROTON"), "radiation type"),
+    "wedge": (_beam_value("NumberOfWedges", 1), "wedge"),
+    "unknown-mlc": (_unknown_device, "not supported"),
+    "boundaries-nan": (_boundaries_nan, "LeafPositionBoundaries"),
+    "energy-18MV": (_cp_value("NominalBeamEnergy", "18"), "18 MV"),
+    "energy-zero": (_cp_value("NominalBeamEnergy", "0"), "NominalBeamEnergy"),
+    "sad-zero": (_beam_value("SourceAxisDistance", "0"), "SourceAxisDistance"),
+    "isocentre-outside-ct": (_iso(["0", "0", "2000"]), "outside"),
+    "isocentre-nan": (_iso(["NaN", "0", "0"]), "IsocenterPosition"),
+    "no-weight": (_no_weight, "CumulativeMetersetWeight"),
+    "other-frame-of-reference": (_set("FrameOfReferenceUID", OTHER_UID), "frame of reference"),
+    "other-patient": (_set("PatientID", "SOMEONE-ELSE"), "patient"),
+    "modality-rtdose": (_set("Modality", "RTDOSE"), "not an RTPLAN"),
+    "no-beams": (_delete("BeamSequence"), "BeamSequence"),
+    "no-fraction-group": (_delete("FractionGroupSequence"), "FractionGroupSequence"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RTPLAN_CASES))
+@pytest.mark.parametrize("command", ["mucheck", "recompute"])
+def test_plan_commands_refuse_bad_rtplan(command, case, patient, tmp_path, capsys):
+    fn, fragment = RTPLAN_CASES[case]
+    bad = edit(Path(shutil.copy(patient.rtplan, tmp_path / "rp.dcm")), fn)
+    out = tmp_path / ("check.json" if command == "mucheck" else "recomputed")
+    rc, err = run_cli([command, "--ct", patient.ct, "--rtstruct", patient.rtstruct, "--rtplan", bad, "--out", out],
+                      capsys)
+    assert_refused(rc, err, fragment, out)
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_recompute_refuses_unreadable_rtplan(case, patient, tmp_path, capsys):
+    bad = FILE_CASES[case](patient.rtplan, tmp_path / "bad-rtplan.dcm")
+    out = tmp_path / "recomputed"
+    rc, err = run_cli(["recompute", "--ct", patient.ct, "--rtstruct", patient.rtstruct, "--rtplan", bad,
+                       "--out", out], capsys)
+    assert_refused(rc, err, bad.name, out)
+
+
+# ----------------------------------------------------------------------------------------- CT, reference
+
+CT_CASES = {
+    "other-frame-of-reference": (_set("FrameOfReferenceUID", OTHER_UID), "frame of reference"),
+    "other-patient": (_set("PatientID", "SOMEONE-ELSE"), "patient"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CT_CASES))
+@pytest.mark.parametrize("command", ["mucheck", "recompute"])
+def test_plan_commands_refuse_foreign_ct(command, case, patient, tmp_path, capsys):
+    fn, fragment = CT_CASES[case]
+    ct = Path(shutil.copytree(patient.ct, tmp_path / "CT"))
+    edit_ct_folder(ct, fn)
+    out = tmp_path / ("check.json" if command == "mucheck" else "recomputed")
+    rc, err = run_cli([command, "--ct", ct, "--rtstruct", patient.rtstruct, "--rtplan", patient.rtplan,
+                       "--out", out], capsys)
+    assert_refused(rc, err, fragment, out)
+
+
+@pytest.mark.parametrize("case", ["other-frame-of-reference", "other-patient"])
+def test_recompute_refuses_foreign_reference_dose(case, patient, tmp_path, capsys):
+    """Another patient's dose as --reference-rtdose would give a meaningless gamma pass rate."""
+    fn, fragment = RTDOSE_CASES[case]
+    ref = edit(Path(shutil.copy(patient.rtdose, tmp_path / "ref.dcm")), fn)
+    out = tmp_path / "recomputed"
+    rc, err = run_cli(["recompute", "--ct", patient.ct, "--rtstruct", patient.rtstruct, "--rtplan", patient.rtplan,
+                       "--out", out, "--reference-rtdose", ref], capsys)
+    assert_refused(rc, err, fragment, out)
+
+
+def test_benchmark_checks_clinical_dose_before_planning(patient, tmp_path, capsys):
+    """A broken --clinical-rtdose is refused in a second, not after minutes of planning."""
+    import time
+
+    ref = edit(Path(shutil.copy(patient.rtdose, tmp_path / "clinical.dcm")), _set("DoseGridScaling", "0"))
+    out = tmp_path / "bench"
+    t0 = time.perf_counter()
+    rc, err = run_cli(["benchmark", "--case", patient.ct.parent, "--scheme", "27/3", "--clinical-rtdose", ref,
+                       "--out", out], capsys)
+    assert_refused(rc, err, "DoseGridScaling", out)
+    # bound: reading one RTDOSE (< 1 s); a plan of this case would take tens of seconds
+    assert time.perf_counter() - t0 < 10.0
+
+
+def test_evaluate_valid_patient_passes(patient, tmp_path, capsys):
+    """The uncorrupted files pass every check (the checks refuse nonsense, not valid data)."""
+    out = tmp_path / "metrics.json"
+    rc, err = run_cli(["evaluate", "--rtdose", patient.rtdose, "--rtstruct", patient.rtstruct, "--json", out],
+                      capsys)
+    assert rc == 0, err[-800:]
+    assert out.is_file()
