@@ -13,7 +13,9 @@ What it measures (the issue's figures):
    that both engines share base data, unit beamlet weights.  sbrtplan writes
    ``plan.mat`` (ct, cst, resultGUI) and ``dij.mat`` in MATLAB v5 (the default) and in
    v7.3 and reads both back: v5 and v7.3 must give identical cases and doses.
-   ``--plan-mat`` adds an existing plan.mat (e.g. the demo's) to the load checks.
+   A demo-like ``plan.mat`` (the demo's spine phantom on its CT grid with all its
+   structures and a dose) is written too; ``--plan-mat`` adds an existing plan.mat
+   (e.g. ``sbrtplan demo``'s) to the load checks.
 2. pyRadPlan ``load_patient`` / ``load_data`` of each ``plan.mat``: structure voxel
    counts against sbrtplan's (identical within one voxel), ``resultGUI`` dose against
    the dose sbrtplan wrote (max difference 0); of ``dij.mat``: validated ``Dij``, and
@@ -76,9 +78,40 @@ def build_outputs(workdir: Path, grid_mm: float, n_beams: int):
         t = _t()
         files[("plan", fmt)] = write_matrad(workdir / f"plan_{fmt}.mat", dose_case, dose_gy=dose, mat_format=fmt)
         files[("dij", fmt)] = write_matrad_dij(workdir / f"dij_{fmt}.mat", D, mat_format=fmt)
-        print(f"  wrote plan + dij as {fmt:4s}: {_t() - t:5.1f} s, plan {files[('plan', fmt)].stat().st_size / 2**20:.1f} "
-              f"MiB, dij {files[('dij', fmt)].stat().st_size / 2**20:.1f} MiB")
+        mib = {k: files[(k, fmt)].stat().st_size / 2**20 for k in ("plan", "dij")}
+        print(f"  wrote plan + dij as {fmt:4s}: {_t() - t:5.1f} s, plan {mib['plan']:.1f} "
+              f"MiB, dij {mib['dij']:.1f} MiB")
     return {"case": dose_case, "dose": dose, "D": D, "w": w, "files": files, "gantries": gantries, "iso": iso}
+
+
+def build_demo_like(workdir: Path, phantom: str, grid_mm: float, n_beams: int) -> tuple[Path, np.ndarray]:
+    """A plan.mat as the demo writes it: the built-in phantom on its own CT grid (all its structures)
+    with a dose on that grid; the dose here is sbrtplan's for ``n_beams`` open beamlet sets (unit
+    weights, default machine) on a ``grid_mm`` dose grid, interpolated to the CT grid as the planner
+    does, instead of an optimised plan (which takes minutes)."""
+    from sbrtplan.case import resample_array
+    from sbrtplan.dose_engine import default_beam_model
+    from sbrtplan.phantoms import make_phantom
+
+    t0 = _t()
+    case = make_phantom(phantom)
+    dose_case = resample_case(case, grid_mm, region=case.body, margin_mm=5.0)
+    target = dose_case.structure("PTV") if dose_case.has("PTV") else dose_case.targets()[0]
+    iso = isocenter_for(target)
+    model = default_beam_model()
+    geoms = [BeamGeometry(360.0 * b / n_beams, 0.0, 0.0, iso, model.sad_mm, case.patient_position)
+             for b in range(n_beams)]
+    grids = [beamlet_grid_for_target(target, g, MLCModel.millennium120(), beamlet_mm=5.0, margin_mm=5.0)
+             for g in geoms]
+    D = influence_matrix(dose_case.density, dose_case.grid, geoms, grids, np.flatnonzero(dose_case.body.mask),
+                         model=model)
+    coarse = np.zeros(dose_case.grid.size)
+    coarse[D.voxel_indices] = D.matrix @ np.ones(D.n_beamlets)
+    dose = resample_array(coarse.reshape(dose_case.grid.shape), dose_case.grid, case.grid).astype(np.float64)
+    path = write_matrad(workdir / f"demo_{phantom}_plan.mat", case, dose_gy=dose)
+    print(f"sbrtplan: demo-like plan.mat of phantom '{phantom}' ({case.grid.shape} (z,y,x), "
+          f"{len(case.structures)} structures, {path.stat().st_size / 2**20:.1f} MiB): {_t() - t0:.1f} s")
+    return path, dose
 
 
 def check_v5_v73(out) -> bool:
@@ -130,7 +163,8 @@ def check_plan_in_pyradplan(path: Path, dose_gy: np.ndarray | None) -> bool:
         d = sitk.GetArrayFromImage(data["dose"]).astype(np.float64)  # (z, y, x)
         ref = dose_gy if dose_gy is not None else read_matrad_dose(path)
         diff = float(np.max(np.abs(d - ref))) if d.shape == ref.shape else float("nan")
-        print(f"      resultGUI dose: shape {d.shape}, max {d.max():.4g} Gy, max |pyRadPlan - sbrtplan| = {diff:.3g} Gy")
+        print(f"      resultGUI dose: shape {d.shape}, max {d.max():.4g} Gy, "
+              f"max |pyRadPlan - sbrtplan| = {diff:.3g} Gy")
         ok &= diff == 0.0
     return ok
 
@@ -166,7 +200,8 @@ def check_dij_in_pyradplan(path: Path, out) -> bool:
           f"max |dij @ w (pyRadPlan) - sbrtplan| = {diff:.3g} (dose max {ours.max():.4g})")
     # sbrtplan's matrix is float32 and the file holds it as double exactly; a sum over a few hundred
     # beamlets in double on each side can differ by rounding only
-    return np.isfinite(diff) and diff <= 1e-9 * max(float(ours.max()), 1.0) and int(dij.num_of_beams) == len(out["gantries"])
+    return (np.isfinite(diff) and diff <= 1e-9 * max(float(ours.max()), 1.0)
+            and int(dij.num_of_beams) == len(out["gantries"]))
 
 
 def _sbrtplan_beamlets_from_stf(stf):
@@ -224,7 +259,8 @@ def pyradplan_dose(path: Path, out, grid_mm: float) -> None:
         return
     tgt = case.structure("OuterTarget").mask
     print(f"  OuterTarget mean dose (unit weights, matRad's Generic machine in both): pyRadPlan "
-          f"{theirs[tgt].mean():.4g}, sbrtplan {ours[tgt].mean():.4g} (ratio {ours[tgt].mean() / theirs[tgt].mean():.4f})")
+          f"{theirs[tgt].mean():.4g}, sbrtplan {ours[tgt].mean():.4g} "
+          f"(ratio {ours[tgt].mean() / theirs[tgt].mean():.4f})")
     for crit in (3.0, 2.0):
         g = gamma_index(theirs, ours, case.grid.spacing_mm, dose_percent=crit, dta_mm=crit, cutoff_percent=10.0,
                         mask=body)
@@ -274,6 +310,7 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-mm", type=float, default=5.0, help="dose grid spacing (default 5 mm)")
     ap.add_argument("--beams", type=int, default=5, help="equispaced coplanar beams (default 5)")
     ap.add_argument("--workdir", type=Path, help="folder for the written files (default: a temporary one)")
+    ap.add_argument("--phantom", default="spine", help="built-in phantom of the demo-like plan.mat (default spine)")
     ap.add_argument("--no-dose-calc", action="store_true", help="skip pyRadPlan's own dose calculation")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -284,6 +321,7 @@ def main(argv=None) -> int:
     workdir = args.workdir or Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
     out = build_outputs(workdir, args.grid_mm, args.beams)
+    demo_path, demo_dose = build_demo_like(workdir, args.phantom, args.grid_mm, args.beams)
     results = {"v5 == v7.3": check_v5_v73(out)}
     try:
         import pyRadPlan
@@ -299,6 +337,7 @@ def main(argv=None) -> int:
     if not v73:
         print("      (expected: pyRadPlan reads v7.3 cells through pymatreader, which flattens an n x 6 cst "
               "cell to one list; matRad/MATLAB read it; use the default v5)")
+    results["demo-like plan.mat in pyRadPlan"] = check_plan_in_pyradplan(demo_path, demo_dose)
     if args.plan_mat is not None:
         results[f"{args.plan_mat} in pyRadPlan"] = check_plan_in_pyradplan(args.plan_mat, None)
     results["dij v5 in pyRadPlan"] = check_dij_in_pyradplan(out["files"][("dij", "v5")], out)

@@ -17,6 +17,9 @@ import pytest
 
 from _bad_input_factory import build_patient, edit, edit_ct_folder
 
+# pydicom warns about the invalid values these tests write on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
+
 OTHER_UID = "1.2.826.0.1.3680043.8.498.999999999"
 
 
@@ -162,8 +165,11 @@ def _rename(old, new):
 
 
 def _rename_all(ds):
+    """Names no protocol knows, and no DICOM type that would give a role (a PTV type alone makes a target)."""
     for i, r in enumerate(ds.StructureSetROISequence):
         r.ROIName = f"Thing{i}"
+    for o in ds.get("RTROIObservationsSequence", []):
+        o.RTROIInterpretedType = "CONTROL"
 
 
 def _rtss_frame(ds):
@@ -312,8 +318,8 @@ RTPLAN_CASES = {
     "leaf-count": (_device(("MLCX",), _drop_mlc_leaves), "MLCX positions"),
     "jaw-5000mm": (_device(("ASYMX", "X"), lambda p: ["-5000", f"{p[1]:g}"]), "jaw at"),
     "jaws-crossed": (_device(("ASYMY", "Y"), lambda p: ["40", "-40"]), "crossed"),
-    "electrons": (_beam_value("RadiationType", "ELECTRON"), "radiation type"),
-    "protons": (_beam_value("RadiationType", "PROTON"), "radiation type"),
+    "electrons": (_beam_value("RadiationType", "ELECTRON"), "photons only"),
+    "protons": (_beam_value("RadiationType", "PROTON"), "photons only"),
     "wedge": (_beam_value("NumberOfWedges", 1), "wedge"),
     "unknown-mlc": (_unknown_device, "not supported"),
     "boundaries-nan": (_boundaries_nan, "LeafPositionBoundaries"),
@@ -403,3 +409,59 @@ def test_evaluate_valid_patient_passes(patient, tmp_path, capsys):
                       capsys)
     assert rc == 0, err[-800:]
     assert out.is_file()
+
+
+# ----------------------------------------------------------------------------------------- shared clinical data
+
+def _thorax_rtstruct(thorax: Path) -> Path:
+    return next(p for p in sorted(thorax.iterdir()) if p.is_file() and p.name.endswith("_m.dcm"))
+
+
+def test_evaluate_refuses_breast_dose_on_thorax_structures(shared_data, tmp_path, capsys):
+    """The issue's example: thorax structures scored against a breast dose (two patients)."""
+    breast, thorax = shared_data / "dicom" / "breast-boost", shared_data / "dicom" / "thorax-rt02"
+    if not (breast.is_dir() and thorax.is_dir()):
+        pytest.skip("clinical DICOM data not available")
+    out = tmp_path / "metrics.json"
+    rc, err = run_cli(["evaluate", "--rtdose", breast / "rtdose.dcm", "--rtstruct", _thorax_rtstruct(thorax),
+                       "--json", out], capsys)
+    assert_refused(rc, err, "patient", out)
+
+
+@pytest.mark.parametrize("command", ["mucheck", "recompute"])
+def test_plan_commands_refuse_another_patients_rtplan(command, shared_data, tmp_path, capsys):
+    """The issue's example: recompute running another patient's RTPLAN on the thorax CT."""
+    breast, thorax = shared_data / "dicom" / "breast-boost", shared_data / "dicom" / "thorax-rt02"
+    if not (breast.is_dir() and thorax.is_dir()):
+        pytest.skip("clinical DICOM data not available")
+    out = tmp_path / ("check.json" if command == "mucheck" else "out")
+    rc, err = run_cli([command, "--ct", thorax, "--rtstruct", _thorax_rtstruct(thorax), "--rtplan",
+                       breast / "rtplan.dcm", "--out", out], capsys)
+    assert_refused(rc, err, "patient", out)
+
+
+def test_contours_half_a_slice_off_warn_and_keep_their_volume(patient, tmp_path, caplog):
+    """Contours shifted by half a CT slice (2.5 mm of 5 mm) along z: a rigid shift does not change a
+    volume, so the compact PTV and GTV keep theirs (1 %: only the end slabs' occupancy can move), and the
+    reader says the planes lie between slices instead of keeping silent."""
+    import logging
+
+    from sbrtplan.io import read_ct_series, read_rtstruct
+
+    def shift(ds):
+        for c in ds.ROIContourSequence:
+            for cc in c.ContourSequence:
+                pts = np.asarray([float(v) for v in cc.ContourData]).reshape(-1, 3)
+                pts[:, 2] += 2.5
+                cc.ContourData = [f"{v:.2f}" for v in pts.ravel()]
+
+    case = read_ct_series(patient.ct)
+    shifted = edit(Path(shutil.copy(patient.rtstruct, tmp_path / "rs.dcm")), shift)
+    ref = {s.name: s for s in read_rtstruct(patient.rtstruct, case)}
+    with caplog.at_level(logging.WARNING, logger="sbrtplan"):
+        got = {s.name: s for s in read_rtstruct(shifted, case)}
+    assert any("between CT slices" in r.getMessage() for r in caplog.records)
+    for name in ("PTV", "GTV"):
+        v_ref, v_got = float(ref[name].fraction.sum()), float(got[name].fraction.sum())
+        assert v_got == pytest.approx(v_ref, rel=0.01), name
+        assert got[name].mask.any()

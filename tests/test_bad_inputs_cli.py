@@ -13,6 +13,9 @@ import pytest
 
 from test_bad_inputs import assert_refused, patient, run_cli  # noqa: F401 (fixture)
 
+# pydicom warns about the invalid values these tests write on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
+
 PLAN = ["plan", "--case", "phantom:spine", "--scheme", "27/3"]
 
 # (argv after the command's fixed part, message fragment)
@@ -222,6 +225,8 @@ BATCH_OPTION_CASES = {
     "scheduler-not-url": (["--scheduler", "notaurl"], "--scheduler"),
     "scheduler-http": (["--scheduler", "http://example.org"], "--scheduler"),
     "scheduler-empty": (["--scheduler", ""], "--scheduler"),
+    "out-is-file": (["--out", "{file}"], "is a file"),
+    "out-below-file": (["--out", "{file}/sub"], "is a file"),
 }
 
 
@@ -237,6 +242,7 @@ GOOD_COHORT = "protocol: bone_spine\nschemes: [27/3]\noutput: out\ncases:\n  - n
 @pytest.mark.parametrize("case", sorted(BATCH_OPTION_CASES))
 def test_batch_refuses_option(case, tmp_path, capsys):
     extra, fragment = BATCH_OPTION_CASES[case]
+    extra = [a.replace("{file}", str(_make_file(tmp_path))) for a in extra]
     rc, err = run_cli(["batch", _cohort(tmp_path, GOOD_COHORT)] + extra, capsys)
     assert_refused(rc, err, fragment, tmp_path / "out")
 

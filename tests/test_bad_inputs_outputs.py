@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from test_bad_inputs import patient, run_cli  # noqa: F401 (fixture)
+
+# pydicom warns about the invalid values these tests write on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
 
 # ----------------------------------------------------------------------------------------- staging
 
@@ -168,21 +170,23 @@ def test_recompute_failure_after_rtdose_leaves_no_output(patient, tmp_path, monk
 
 # ----------------------------------------------------------------------------------------- exit path
 
+def _parser_with_info_running(monkeypatch, func):
+    """The real parser, with ``sbrtplan info`` running ``func`` (the failure under test)."""
+    from sbrtplan.cli import build_parser
+
+    parser = build_parser()
+    parser._subparsers._group_actions[0].choices["info"].set_defaults(func=func)
+    monkeypatch.setattr("sbrtplan.cli.build_parser", lambda: parser)
+
+
 def test_unexpected_exception_is_one_line_with_saved_traceback(tmp_path, monkeypatch, capsys):
-    import sbrtplan.cli.info as info
+    from sbrtplan.cli import main
 
     def boom(args):
         raise ZeroDivisionError("float division by zero\nsecond line")
 
-    monkeypatch.setattr(info, "run", boom)
+    _parser_with_info_running(monkeypatch, boom)
     monkeypatch.setenv("SBRTPLAN_LOG_DIR", str(tmp_path / "logs"))
-    from sbrtplan.cli import build_parser, main
-
-    parser = build_parser()
-    monkeypatch.setattr("sbrtplan.cli.build_parser", lambda: parser)
-    for action in parser._subparsers._group_actions[0].choices["info"]._defaults.items():
-        pass
-    parser._subparsers._group_actions[0].choices["info"].set_defaults(func=boom)
     rc = main(["info", "phantom:spine"])
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -194,15 +198,12 @@ def test_unexpected_exception_is_one_line_with_saved_traceback(tmp_path, monkeyp
 
 
 def test_memory_error_is_one_line(tmp_path, monkeypatch, capsys):
-    from sbrtplan.cli import build_parser, main
-
-    parser = build_parser()
+    from sbrtplan.cli import main
 
     def oom(args):
         raise MemoryError()
 
-    parser._subparsers._group_actions[0].choices["info"].set_defaults(func=oom)
-    monkeypatch.setattr("sbrtplan.cli.build_parser", lambda: parser)
+    _parser_with_info_running(monkeypatch, oom)
     monkeypatch.setenv("SBRTPLAN_LOG_DIR", str(tmp_path / "logs"))
     rc = main(["info", "phantom:spine"])
     err = capsys.readouterr().err

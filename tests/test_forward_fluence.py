@@ -2,7 +2,7 @@
 
 The fluence of a sweeping gap, a static aperture and a tongue-and-groove strip are checked against
 hand calculations; the dose of one fluence map per beam (per 2-degree bin of an arc) is checked
-against the reference that computes every sub-field (1 mm / 1 degree of motion) as a static
+against the reference that computes every sub-field (2 mm / 1 degree of motion) as a static
 aperture, by the gamma index 1 %/1 mm (10 % cut-off) on a small water/lung box.
 """
 
@@ -96,7 +96,7 @@ def box():
 def _sliding_window(seed=1):
     """A sliding-window field: every pair sweeps from -30 to +30 mm with its own, varying gap."""
     rng = np.random.default_rng(seed)
-    n, k = MLC.n_pairs, 11
+    n, k = MLC.n_pairs, 6
     aps = []
     for i in range(k):
         x1 = -30.0 + 50.0 * i / (k - 1) + rng.uniform(-1.0, 1.0, n)
@@ -109,7 +109,7 @@ def _sliding_window(seed=1):
 def _arc(seed=2):
     rng = np.random.default_rng(seed)
     n = MLC.n_pairs
-    g = (200.0 + 4.0 * np.arange(11)) % 360.0
+    g = (200.0 + 4.0 * np.arange(6)) % 360.0
     aps = []
     for k in range(g.size):
         c = 8.0 * np.sin(0.5 * k) + rng.uniform(-2, 2, n)
@@ -119,18 +119,19 @@ def _arc(seed=2):
                     isocenter_mm=(0.0, 0.0, 0.0), mlc=MLC)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["sliding_window", "arc"])
 def test_fluence_map_dose_matches_per_control_point_reference(box, which):
-    """One dose per fluence map against every sub-field computed on its own (1 mm of leaf travel,
-    1 degree): gamma 1 %/1 mm >= 99 % above 10 % of the maximum, and the mean dose in the high-dose
+    """One dose per fluence map against every sub-field computed on its own (2 mm of leaf travel,
+    1 degree, as ``sbrtplan recompute`` did): gamma 1 %/1 mm >= 99 % above 10 % of the maximum, and the mean dose in the high-dose
     region within 1 % (both use the same MLC model: transmission, leaf gap, tongue-and-groove).  The
-    remaining differences are the sub-field sampling of the reference (1 mm steps of leaf travel, leaf
+    remaining differences are the sub-field sampling of the reference (2 mm steps of leaf travel, leaf
     positions at bin centres) and the interpolation of the map's blurred tables (< 0.3 %)."""
     grid, dens = box
     bs = BeamSet([_sliding_window() if which == "sliding_window" else _arc()], 1, 10.0)
     model = default_beam_model()
     d_map = forward_dose(dens, grid, bs, model=model)
-    d_ref = forward_dose(dens, grid, bs, model=model, method="control_points", max_leaf_step_mm=1.0,
+    d_ref = forward_dose(dens, grid, bs, model=model, method="control_points", max_leaf_step_mm=2.0,
                          max_gantry_step_deg=1.0)
     g = gamma_index(d_ref, d_map, grid.spacing_mm, 1.0, 1.0, 10.0)
     assert gamma_pass_rate(g) >= 99.0

@@ -1,4 +1,4 @@
-"""matRad import/export: TG119 geometry, index conventions, v7.3 round trip, bad files."""
+"""matRad import/export: TG119 geometry, index conventions, matRad's own layout, v5 and v7.3 round trips, bad files."""
 
 from __future__ import annotations
 
@@ -395,3 +395,15 @@ def test_bad_mat_format_is_refused(tmp_path):
     with pytest.raises(InputError, match="non-finite"):
         write_matrad(tmp_path / "x.mat", _small_case(), dose_gy=np.full((4, 5, 6), np.nan))
     assert not (tmp_path / "x.mat").exists()
+
+
+@pytest.mark.parametrize("fmt", ["v5", "v7.3"])
+def test_no_structures_and_patient_position_round_trip(tmp_path, fmt):
+    """An empty structure set is an empty 0 x 6 cst; a feet-first case keeps its position in
+    ct.dicomInfo.PatientPosition (where matRad's DICOM import puts it)."""
+    src = _small_case()
+    case = Case(name="ffs", grid=src.grid, hu=src.hu, patient_position="FFS")
+    back = read_matrad(write_matrad(tmp_path / "e.mat", case, mat_format=fmt))
+    assert len(back.structures) == 0
+    assert back.patient_position == "FFS"
+    assert np.array_equal(back.hu, case.hu) and back.grid == case.grid

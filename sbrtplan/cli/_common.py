@@ -55,6 +55,12 @@ def add_plan_arguments(p, *, case_required: bool = True, technique: bool = True)
                         "small fields and a lung slab; generic-6MV, on the scans only) or a .yaml/.json model file")
 
 
+def add_mat_format_argument(p) -> None:
+    """``--mat-format``: the MATLAB format of a matRad file (see :func:`sbrtplan.io.write_matrad`)."""
+    p.add_argument("--mat-format", choices=["auto", "v5", "v7.3"], default="auto",
+                   help="matRad file format: auto (v5 when it fits, as matRad/pyRadPlan read; default), v5, v7.3")
+
+
 def plan_kwargs(args) -> dict:
     from ..dose_engine import load_beam_model
 

@@ -148,17 +148,17 @@ def check_evaluate_args(args) -> None:
         check_number(args.interval_months, "--interval-months", 0, 1200, unit="months")
     check_output_file(getattr(args, "json", None), "--json")
     check_output_file(getattr(args, "dvh_csv", None), "--dvh-csv")
-    for opt, val, folder in (("--rtdose", args.rtdose, False), ("--rtstruct", args.rtstruct, False),
-                             ("--ct", getattr(args, "ct", None), None),
-                             ("--prior-rtdose", getattr(args, "prior_rtdose", None), False)):
-        if val is not None:
-            check_input_path(val, opt, folder=folder)
+    if getattr(args, "ct", None) is not None:
+        check_input_path(args.ct, "--ct")
     from ..io.validate import check_same_patient
 
-    check_same_patient([(f"{o} {v}", v) for o, v in (("--rtdose", args.rtdose), ("--rtstruct", args.rtstruct),
-                                                       ("--ct", getattr(args, "ct", None)),
-                                                       ("--prior-rtdose", getattr(args, "prior_rtdose", None)))
-                        if v is not None])
+    def present(*pairs):
+        return [(f"{o} {v}", v) for o, v in pairs if v is not None and Path(v).exists()]
+
+    rtdose, ct, prior = args.rtdose, getattr(args, "ct", None), getattr(args, "prior_rtdose", None)
+    check_same_patient(present(("--rtdose", rtdose), ("--ct", ct), ("--prior-rtdose", prior)))
+    # the structures' frame is compared ROI by ROI by the command itself (its message names the ROIs)
+    check_same_patient(present(("--rtdose", rtdose), ("--rtstruct", args.rtstruct)), frames=False)
 
 
 def check_something_evaluable(report, source: str) -> None:

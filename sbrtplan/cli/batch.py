@@ -33,9 +33,15 @@ def run(args) -> int:
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
+    existed = cohort.output_dir.exists()
     try:
         rows = run_cohort(cohort, scheduler=args.scheduler, n_workers=args.workers, progress=progress)
     except (OSError, TimeoutError) as exc:  # an unreachable scheduler (dask raises OSError after its timeout)
+        if not existed:  # leave the output folder as it was: absent
+            try:
+                cohort.output_dir.rmdir()
+            except OSError:
+                pass
         where = f"--scheduler {args.scheduler}" if args.scheduler else "the local Dask cluster"
         raise InputError(f"{where}: cannot connect ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") \
             from None

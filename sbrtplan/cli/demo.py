@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    from ._common import add_mat_format_argument
+
     p = sub.add_parser("demo", help="plan the built-in spine phantom end to end (VMAT, 27 Gy / 3 fx)",
                        description="Plan the built-in spine phantom with the bone_spine protocol, 27 Gy in 3 "
                                    "fractions, and write RTPLAN, RTDOSE, RTSTRUCT, CT, a matRad .mat, report.html "
@@ -12,6 +14,7 @@ def register(sub) -> None:
     p.add_argument("--technique", choices=["vmat", "imrt"], default="vmat", help="vmat (default) or imrt")
     p.add_argument("--scheme", default="27/3", help="fractionation (default 27/3)")
     p.add_argument("--phantom", default="spine", help="built-in phantom (default spine)")
+    add_mat_format_argument(p)
     p.set_defaults(func=run)
 
 
@@ -31,6 +34,6 @@ def run(args) -> int:
         # cauda, plexus, skin) are not modelled, so their goals are reported as not evaluable.
         p = plan(case, protocol, args.scheme, args.technique, progress=bar, allow_missing=True)
     with StageBar("write", 7) as wbar:
-        write_plan(p, args.out, progress=wbar)
+        write_plan(p, args.out, mat_format=args.mat_format, progress=wbar)
     print_summary(p, args.out)
     return 0

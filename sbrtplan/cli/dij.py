@@ -42,9 +42,9 @@ def register(sub) -> None:
     p.add_argument("--max-memory-gib", type=float, default=None,
                    help="refuse when the estimated matrix exceeds this (default: the available memory)")
     p.add_argument("--out", required=True, help="output file: .npz or .mat")
-    p.add_argument("--mat-format", choices=["auto", "v5", "v7.3"], default="auto",
-                   help="MATLAB format of a .mat output: v5 (compressed), v7.3 (HDF5) or auto (default: v5 "
-                        "unless the matrix exceeds v5's 2 GiB per variable)")
+    from ._common import add_mat_format_argument
+
+    add_mat_format_argument(p)  # for a .mat output
     p.set_defaults(func=run)
 
 

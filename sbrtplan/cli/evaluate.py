@@ -28,7 +28,13 @@ def register(sub) -> None:
     p.add_argument("--protocol", help="protocol name (see 'sbrtplan protocols') or YAML file; without it only the "
                                       "metrics are computed")
     p.add_argument("--scheme", help="fractionation scheme TOTAL/FRACTIONS, e.g. 27/3 (required with --protocol)")
-    p.add_argument("--target", help="prescription target structure (needed when several PTVs exist)")
+    p.add_argument("--target", help="prescription target structure (needed when several PTVs exist); its DICOM "
+                                    "name or its normalised one")
+    p.add_argument("--rtplan", help="RTPLAN whose DoseReferenceSequence and fractions give the prescription: "
+                                    "--scheme and --target default to its highest dose level, and every target "
+                                    "dose level gets per-lesion indices at its own prescription")
+    p.add_argument("--lesion", action="append", default=[], metavar="NAME=GY",
+                   help="a target and its prescription (total Gy) for per-lesion indices; repeatable")
     p.add_argument("--condition", action="append", default=[], metavar="NAME",
                    help="declare a protocol condition (e.g. renal_cell); repeatable")
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
@@ -102,6 +108,67 @@ def _check_same_frame(rtstruct_path, rtdose_path, frame_uid: str) -> None:
                          f"the images the dose was computed on, or registered to them)")
 
 
+def _lesions_from_args(args) -> list[tuple[str, float]]:
+    """Targets and their prescriptions from ``--rtplan`` and ``--lesion`` (each target once).
+
+    An RTPLAN's highest dose level becomes ``--scheme`` and ``--target`` when they are not given.
+    """
+    import math
+
+    from ..errors import InputError
+
+    out: list[tuple[str, float]] = []
+    if args.rtplan:
+        from ..io.prescription import read_prescription
+
+        if not args.rtstruct:
+            raise InputError("--rtplan needs --rtstruct (its dose references name ROIs of the structure set)")
+        rx = read_prescription(args.rtplan, args.rtstruct)
+        out += [(lv.roi_name, lv.dose_gy) for lv in rx.levels]
+        if not args.scheme:
+            args.scheme = rx.scheme_text()
+        if not args.target:
+            args.target = rx.primary.roi_name
+    for item in args.lesion:
+        name, sep, gy = item.rpartition("=")
+        try:
+            dose = float(gy)
+        except ValueError:
+            dose = float("nan")
+        if not sep or not name.strip() or not (math.isfinite(dose) and dose > 0):
+            raise InputError(f"--lesion {item!r}: expected NAME=GY with a positive total dose, e.g. PTV1=27")
+        out.append((name.strip(), dose))
+    seen: dict[str, float] = {}
+    for name, dose in out:
+        if name.lower() in seen:
+            raise InputError(f"target '{name}' is given twice (at {seen[name.lower()]:g} and {dose:g} Gy) by "
+                             "--rtplan/--lesion; expected each target once")
+        seen[name.lower()] = dose
+    return out
+
+
+def _lesion_indices(dose, structures: dict, lesions: list[tuple[str, float]], report):
+    """Per-lesion indices of the named targets, each at its own prescription."""
+    from ..case import StructureRole
+    from ..errors import StructureError
+    from ..evaluation import lesion_indices
+
+    chosen, rx = [], []
+    for name, gy in lesions:
+        key = name.lower()
+        hits = [s for n, s in structures.items() if n.lower() == key or (s.original_name or "").lower() == key]
+        if not hits:
+            raise StructureError(f"lesion '{name}' not found; structures: {', '.join(structures)}")
+        if any(hits[0] is c for c in chosen):
+            raise StructureError(f"lesion '{name}' names the structure {hits[0].name} a second time")
+        chosen.append(hits[0])
+        rx.append(gy)
+    body = next((s for s in structures.values() if s.role is StructureRole.EXTERNAL), None)
+    dvhs = [report.dvhs.get(s.name) for s in chosen]
+    return lesion_indices(dose, chosen, rx, body=body,
+                          dvhs=dvhs if all(d is not None for d in dvhs) else None)
+
+
 def run(args) -> int:
     import sys
     from pathlib import Path
@@ -110,8 +177,8 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..errors import InputError
-    from ..evaluation import (PriorCourse, evaluate_plan, format_report, parse_name_map, write_dvh_csv,
-                              write_metrics)
+    from ..evaluation import (PriorCourse, evaluate_plan, format_lesion_table, format_report, parse_name_map,
+                              write_dvh_csv, write_metrics)
     from ..io.validate import check_case_identity, check_dose_overlaps
     from ..protocols import Scheme, load_protocol
     from ._validate import check_evaluate_args, check_something_evaluable
@@ -122,6 +189,7 @@ def run(args) -> int:
     if (args.prior_fractions is not None or args.interval_months is not None) and not args.prior_rtdose:
         raise InputError("--prior-fractions / --interval-months need --prior-rtdose")
     protocol = load_protocol(args.protocol) if args.protocol else None
+    lesions = _lesions_from_args(args)  # --rtplan / --lesion: (name, Rx Gy); fills --scheme and --target
     if protocol is not None and not args.scheme:
         raise InputError(f"--protocol {protocol.name} needs --scheme TOTAL/FRACTIONS (e.g. 27/3)")
     scheme = None
@@ -192,6 +260,10 @@ def run(args) -> int:
     if protocol is not None:
         check_something_evaluable(report, f"--protocol {protocol.name}")
     print(format_report(report, show_sources=args.sources))
+    if lesions:
+        report.lesions = _lesion_indices(dose, structures, lesions, report)
+        print()
+        print(format_lesion_table(report.lesions))
     if args.json:
         write_metrics(args.json, report)
         print(f"metrics written to {args.json}")

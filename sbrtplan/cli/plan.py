@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from ._common import add_plan_arguments
+    from ._common import add_mat_format_argument, add_plan_arguments
 
     p = sub.add_parser("plan", help="make an automatic SBRT plan and write RTPLAN/RTDOSE/RTSTRUCT/report",
                        description="Build the planning structures, place beams or arcs, compute the dose-influence "
@@ -13,6 +13,7 @@ def register(sub) -> None:
     add_plan_arguments(p)
     p.add_argument("--scheme", required=True, help="fractionation TOTAL/FRACTIONS, e.g. 27/3")
     p.add_argument("--out", required=True, help="output folder")
+    add_mat_format_argument(p)
     p.set_defaults(func=run)
 
 
@@ -34,6 +35,6 @@ def run(args) -> int:
     with StageBar("plan", 8) as bar:
         p = plan(case, protocol, args.scheme, args.technique, args.beams, progress=bar, **kwargs)
     with StageBar("write", 7) as wbar:
-        write_plan(p, args.out, progress=wbar)
+        write_plan(p, args.out, mat_format=args.mat_format, progress=wbar)
     print_summary(p, args.out)
     return 0

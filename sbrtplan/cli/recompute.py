@@ -110,8 +110,9 @@ def register(sub) -> None:
     p.add_argument("--reference-rtdose", help="the planning system's RTDOSE of this plan: DVH metrics and "
                                               "gamma 3%%/3 mm against it")
     p.add_argument("--calibration", help="the clinic's calibration convention: ssd100-dmax (default of the "
-                                         "machine file: 1 cGy/MU at 15 mm, SSD 100 cm), sad100-10cm (1 cGy/MU at "
-                                         "10 cm depth, SSD 90 cm), ssd100-10cm, or CGY_PER_MU@DEPTH_MM,SSD_MM")
+                                         "machine file: 1 cGy/MU at 15 mm, SSD 100 cm), sad100-dmax (at 15 mm, SSD "
+                                         "98.5 cm), sad100-10cm (1 cGy/MU at 10 cm depth, SSD 90 cm), ssd100-10cm, "
+                                         "or CGY_PER_MU@DEPTH_MM,SSD_MM")
     p.set_defaults(func=run)
 
 

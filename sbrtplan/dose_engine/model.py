@@ -172,10 +172,12 @@ class Calibration:
 
 
 #: Named reference conditions a clinic may calibrate its linac to (1 cGy/MU, 10 x 10 cm2):
-#: at d_max (15 mm for 6 MV) with SSD 100 cm -- the usual Varian/TG-51-style convention -- or at
-#: 10 cm depth with the isocentre at the point (SAD setup, SSD 90 cm), or 10 cm depth at SSD 100 cm.
+#: at d_max (15 mm for 6 MV) with SSD 100 cm -- the usual Varian/TG-51-style convention -- or at d_max
+#: with the point at the isocentre (SSD 98.5 cm), at 10 cm depth with the isocentre at the point
+#: (SAD setup, SSD 90 cm), or at 10 cm depth at SSD 100 cm.
 CALIBRATION_CONVENTIONS = {
     "ssd100-dmax": Calibration(100.0, 1000.0, 15.0, 1.0, "ssd100-dmax"),
+    "sad100-dmax": Calibration(100.0, 985.0, 15.0, 1.0, "sad100-dmax"),
     "sad100-10cm": Calibration(100.0, 900.0, 100.0, 1.0, "sad100-10cm"),
     "ssd100-10cm": Calibration(100.0, 1000.0, 100.0, 1.0, "ssd100-10cm"),
 }

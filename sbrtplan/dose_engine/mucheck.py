@@ -574,10 +574,16 @@ def independent_point_dose(beam: Beam, density: np.ndarray, grid: Grid, point_mm
     if abs(beam.sad_mm - model.sad_mm) > 1e-3:
         raise InputError(f"{what}: beam SAD {beam.sad_mm:g} mm differs from the model's {model.sad_mm:g} mm")
     total = 0.0
+    # the machine's MLC leakage, as in the main engine: transmission, and the rounded leaf ends as tips
+    # retracted by half the dosimetric leaf gap (tongue-and-groove is left to the main engine)
+    mlc = model.mlc_for(beam.mlc)
+    half = 0.5 * mlc.dlg_mm
     for s in sample_delivery(beam):
         if s.mu <= 0:
             continue
-        terms = subfield_terms(tables, s.geometry, s.aperture, beam.mlc, model.jaw_transmission, density, grid, p,
+        ap = s.aperture if half == 0 else Aperture(s.aperture.leaf_x1_mm - half, s.aperture.leaf_x2_mm + half,
+                                                   s.aperture.jaw_x_mm, s.aperture.jaw_y_mm)
+        terms = subfield_terms(tables, s.geometry, ap, mlc, model.jaw_transmission, density, grid, p,
                                correction=correction)
         total += s.mu * terms.gy_per_mu
     return float(total)

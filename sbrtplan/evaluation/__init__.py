@@ -13,7 +13,7 @@ format_report, metrics_dict, write_metrics, write_dvh_csv, dvh_table, SCHEMA_VER
 parse_name_map, rename_structures,
 compare_reports, ComparisonTable, ComparisonRow,
 gamma_index, gamma_pass_rate,
-lesion_indices, split_by_nearest_target, LesionIndices, MultiTargetIndices
+lesion_indices, split_by_nearest_target, LesionIndices, MultiTargetIndices, format_lesion_table
 """
 
 from .compare import ComparisonRow, ComparisonTable, compare_reports
@@ -22,7 +22,8 @@ from .compliance import (CoverageVerdict, GoalResult, PlanReport, PriorCourse, S
 from .conformity import PlanIndices, d2cm_gy, isodose_volume_cc, plan_indices
 from .dvh import DVH, DoseField, Refinement, compute_dvh
 from .gamma import gamma_index, gamma_pass_rate
-from .lesions import LesionIndices, MultiTargetIndices, lesion_indices, split_by_nearest_target
+from .lesions import (LesionIndices, MultiTargetIndices, format_lesion_table, lesion_indices,
+                      split_by_nearest_target)
 from .matching import parse_name_map, rename_structures
 from .reirradiation import ReirradiationResult, check_reirradiation, cumulative_eqd2
 from .report import SCHEMA_VERSION, dvh_table, format_report, metrics_dict, write_dvh_csv, write_metrics
@@ -33,4 +34,4 @@ __all__ = ["DVH", "Refinement", "DoseField", "compute_dvh", "isodose_volume_cc",
            "format_report", "metrics_dict", "write_metrics", "write_dvh_csv", "dvh_table", "SCHEMA_VERSION", "parse_name_map",
            "rename_structures", "compare_reports", "ComparisonTable", "ComparisonRow"]
 __all__ += ["gamma_index", "gamma_pass_rate", "lesion_indices", "split_by_nearest_target", "LesionIndices",
-            "MultiTargetIndices"]
+            "MultiTargetIndices", "format_lesion_table"]

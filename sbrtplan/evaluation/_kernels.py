@@ -6,9 +6,10 @@ samples at voxel centres).  Which sub-voxels lie inside the structure follows a
 planar model of the boundary: in a voxel with occupancy ``0 < f < 1`` the
 boundary is a plane whose normal is the occupancy gradient (central
 differences, in mm), placed so that exactly the volume ``f`` of the voxel is on
-the inner side (sub-voxels ranked by the trilinear occupancy at their centres, ties by
-the projection on the normal; see "No dose outside the structure" in ``dvh``).  A voxel with ``f = 1`` (or a structure without occupancy) is
-entirely inside.  Sub-voxel volumes always add up to the voxel's occupancy, so
+the inner side (sub-voxels ranked by the trilinear occupancy at their centres,
+ties by the projection on the normal; see "No dose outside the structure" in
+``dvh``).  A voxel with ``f = 1`` (or a structure without occupancy) is entirely
+inside.  Sub-voxel volumes always add up to the voxel's occupancy, so
 volumes are preserved exactly.
 
 Cache safety

@@ -52,7 +52,8 @@ from .dvh import DVH, DoseField, compute_dvh
 
 log = get_logger(__name__)
 
-__all__ = ["LesionIndices", "MultiTargetIndices", "lesion_indices", "split_by_nearest_target"]
+__all__ = ["LesionIndices", "MultiTargetIndices", "lesion_indices", "split_by_nearest_target",
+           "format_lesion_table"]
 
 
 @dataclass
@@ -198,3 +199,20 @@ def lesion_indices(dose, targets: Sequence[Structure], rx_gy: Sequence[float] | 
         log.warning("the 50 %% isodoses of %s and %s merge: their GI and R50 depend on the split between them "
                     "(nearest target surface)", a, b)
     return MultiTargetIndices(out, union, merged)
+
+
+def format_lesion_table(res: MultiTargetIndices) -> str:
+    """Plain-text table of the per-lesion indices and the union, with the merge warnings."""
+    head = (f"{'lesion':<16} {'Rx Gy':>6} {'vol cc':>7} {'V100%':>6} {'CI':>6} {'Paddick':>7} {'GI':>6} "
+            f"{'R50':>6} {'D2cm%':>6}  RTOG")
+    lines = ["Per-lesion indices (isodose volumes split by nearest target surface)", head, "-" * len(head)]
+    for x in res.lesions + [res.union]:
+        v100 = 100.0 * x.tv_piv_cc / x.tv_cc if x.tv_cc > 0 else float("nan")
+        rt = "-" if x.rtog is None else x.rtog.overall.value
+        rx = f"{x.rx_gy:6.2f}" if x is not res.union else f"{'own':>6}"
+        lines.append(f"{x.name[:16]:<16} {rx} {x.tv_cc:7.2f} {v100:6.1f} {x.ci_rtog:6.3f} {x.ci_paddick:7.3f} "
+                     f"{x.gi:6.2f} {x.r50:6.2f} {x.d2cm_pct:6.1f}  {rt}")
+    for a, b in res.merged_50:
+        lines.append(f"warning: the 50 % isodoses of {a} and {b} merge; their GI and R50 depend on the split")
+    return "\n".join(lines)
+

@@ -170,6 +170,8 @@ def match_roles(protocol: Protocol, structures: dict[str, Structure], target: st
         # comes from RTROIInterpretedType, or from the name when the type is empty)
         cands = [s for n, s in structures.items() if _matches(rx_spec, n) and not _is_prv_name(n)
                  and s.role.is_target]
+        if not cands:  # no target-like name: a single structure typed PTV in the DICOM is the target
+            cands = [s for s in structures.values() if s.role is StructureRole.PTV]
         if len(cands) > 1:
             raise StructureError(f"several structures could be the prescription target "
                                  f"({', '.join(s.name for s in cands)}); choose one with --target")

@@ -30,8 +30,12 @@ def _clean(obj):
 
 
 def metrics_dict(report: PlanReport) -> dict:
-    """The metrics.json content of ``report`` (JSON-safe)."""
-    return _clean(report.as_dict())
+    """The metrics.json content of ``report`` (JSON-safe); per-lesion indices under ``lesions`` when attached."""
+    data = report.as_dict()
+    lesions = getattr(report, "lesions", None)
+    if lesions is not None:
+        data["lesions"] = lesions.as_dict()
+    return _clean(data)
 
 
 def write_metrics(path, report: PlanReport) -> None:

@@ -25,6 +25,8 @@ MatFormat
 DICOM RT export and RTPLAN reading:
 write_ct_series(case, directory), write_rtstruct(case, path), write_rtplan(beam_set, path, case=...),
 write_rtdose(dose, grid, path, case=...), read_rtplan(path) -> BeamSet
+read_prescription(rtplan, rtstruct=None) -> PlanPrescription
+    Target dose levels (DoseReferenceSequence) and fractions (FractionGroupSequence) of an RTPLAN.
 """
 
 from .body import body_outline
@@ -35,6 +37,7 @@ from .matrad_io import read_matrad
 from .matrad_mat import MatFormat
 from .matrad_write import write_matrad, write_matrad_dij
 from .openkbp import read_openkbp
+from .prescription import DoseLevel, PlanPrescription, read_prescription
 from .rtdose import read_rtdose
 from .rtexport import write_rtdose, write_rtstruct
 from .rtplan import read_rtplan, write_rtplan
@@ -42,4 +45,5 @@ from .rtstruct import read_rtstruct
 
 __all__ = ["load_case", "read_ct_series", "read_rtstruct", "read_rtdose", "body_outline",
            "read_matrad", "write_matrad", "write_matrad_dij", "MatFormat", "read_openkbp",
-           "write_ct_series", "write_rtstruct", "write_rtplan", "write_rtdose", "read_rtplan"]
+           "write_ct_series", "write_rtstruct", "write_rtplan", "write_rtdose", "read_rtplan",
+           "read_prescription", "PlanPrescription", "DoseLevel"]

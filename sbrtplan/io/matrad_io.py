@@ -225,6 +225,9 @@ def read_matrad(path: str | Path, calibration: DensityCalibration | None = None)
             log.warning("%s: no cst; the case has no structures", p)
             return case
         cst = np.asarray(cst, dtype=object)
+        if cst.size == 0:  # an empty cell (v7.3 keeps no shape for it)
+            log.warning("%s: empty cst; the case has no structures", p)
+            return case
         if cst.ndim != 2 or cst.shape[1] < 4:
             raise InputError(f"{p}: cst must be an n x 6 cell (index, name, type, voxels, tissue, objectives), "
                              f"got shape {cst.shape}")

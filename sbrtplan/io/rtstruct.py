@@ -311,6 +311,7 @@ def read_rtstruct(path: str | Path, case: Case | Grid, names: Sequence[str] | No
         # Contours -> fractional grid indices, grouped by plane.
         sz = grid.spacing_mm[2]
         roi_planes: list[dict[float, list[np.ndarray]]] = []
+        between: list[tuple[str, float]] = []  # ROIs whose contour planes lie between CT slices
         all_positions: list[float] = []
         for r in selected:
             planes: dict[float, list[np.ndarray]] = {}
@@ -335,10 +336,14 @@ def read_rtstruct(path: str | Path, case: Case | Grid, names: Sequence[str] | No
             if isinstance(case, Case) and planes:  # on the CT, contours belong on slices: say when they do not
                 off = max(abs(k - round(k)) for k in planes)
                 if off > 0.25:
-                    log.warning("%s: ROI '%s': contour planes lie up to %.2f mm between CT slices; each is "
-                                "applied to the slices its slab covers (check the structure set's slice match)",
-                                path, r["name"], off * sz)
+                    between.append((r["name"], off * sz))
             all_positions.extend(planes.keys())
+        if between:
+            log.warning("%s: contour planes of %d ROI(s) (%s) lie up to %.2f mm between CT slices; each plane is "
+                        "applied to the slices its slab covers (check that the structure set matches this CT)",
+                        path, len(between), ", ".join(n for n, _ in between[:6]) + (" ..." if len(between) > 6
+                                                                                     else ""),
+                        max(d for _, d in between))
         # Slab thickness: the most common gap between neighbouring contour planes of the file
         # (the CT slice spacing); robust to a stray plane between two slices.
         positions = np.unique(np.round(np.asarray(all_positions) * sz, 2))

@@ -230,7 +230,7 @@ def _check_beam(b, path) -> None:
     label = _beam_label(path, b)
     rt = str(b.get("RadiationType", "PHOTON") or "PHOTON").upper()
     if rt != "PHOTON":
-        raise InputError(f"{label}: radiation type {rt}; only photon beams are supported")
+        raise InputError(f"{label}: radiation type {rt!r} is not supported (photons only)")
     nw = b.get("NumberOfWedges", 0)
     if nw not in (None, ""):  # a wedge is read (and listed in the beam's accessories); dose commands refuse it
         _float(nw, f"{label}: NumberOfWedges")
@@ -386,7 +386,7 @@ def dicom_identity(path, label: str) -> Identity | None:
     return Identity(label, frozenset(frames - {""}), pid)
 
 
-def check_same_patient(items: Iterable[tuple[str, object]]) -> None:
+def check_same_patient(items: Iterable[tuple[str, object]], *, frames: bool = True) -> None:
     """Refuse files of different patients or frames of reference.
 
     Parameters
@@ -394,6 +394,9 @@ def check_same_patient(items: Iterable[tuple[str, object]]) -> None:
     items : iterable of (label, path)
         e.g. ``[("--ct " + ct, ct), ("--rtplan " + plan, plan)]``; files that
         are absent or give no identifiers are skipped.
+    frames : bool
+        Also compare the frames of reference (False: patient IDs only, where a
+        caller checks the frames itself with a more precise message).
     """
     ids = [dicom_identity(p, lab) for lab, p in items if p is not None]
     ids = [i for i in ids if i is not None]
@@ -402,7 +405,7 @@ def check_same_patient(items: Iterable[tuple[str, object]]) -> None:
             if a.patient_id and b.patient_id and a.patient_id != b.patient_id:
                 raise ConsistencyError(f"{a.label} is patient '{a.patient_id}' but {b.label} is patient "
                                        f"'{b.patient_id}'; refused (files of one patient expected)")
-            if a.frames and b.frames and not (a.frames & b.frames):
+            if frames and a.frames and b.frames and not (a.frames & b.frames):
                 raise ConsistencyError(f"{a.label} is in frame of reference {', '.join(sorted(a.frames))} but "
                                        f"{b.label} is in {', '.join(sorted(b.frames))}; refused (register them or "
                                        "give files of the same images)")

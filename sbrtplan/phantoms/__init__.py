@@ -18,14 +18,14 @@ import math
 from .._log import get_logger, timed
 from ..case import Case
 from ..errors import InputError
-from . import cshape, liver, lung_slab, spine
+from . import cshape, liver, lung, lung_slab, spine
 from . import qa as _qa
 from . import tbi as _tbi
 from . import prostate_seeds as _seeds
 
 log = get_logger(__name__)
 
-_MODULES = {"spine": spine, "liver": liver, "lung_slab": lung_slab, "cshape": cshape,
+_MODULES = {"spine": spine, "liver": liver, "lung": lung, "lung_slab": lung_slab, "cshape": cshape,
             "qa_slab": _qa.SLAB, "qa_cylinder": _qa.CYLINDER,
             "tbi": _tbi,
             "prostate_seeds": _seeds, "prostate_seeds_postimplant": _seeds.postimplant}

@@ -50,9 +50,13 @@ def _json_default(obj):
     return str(obj)
 
 
-def write_plan(plan: Plan, out_dir, *, title: str | None = None,
+def write_plan(plan: Plan, out_dir, *, title: str | None = None, mat_format: str = "auto",
                progress: Callable[[str, int, int], None] | None = None) -> dict[str, Path]:
-    """Write every output of ``plan`` into ``out_dir`` (created); returns name -> path."""
+    """Write every output of ``plan`` into ``out_dir`` (created); returns name -> path.
+
+    ``mat_format`` is the MATLAB format of ``plan.mat``: ``auto`` (v5 whenever it fits v5's
+    limits, the form matRad and pyRadPlan read), ``v5`` or ``v7.3`` (HDF5).
+    """
     from ..io import write_ct_series, write_matrad, write_rtdose, write_rtplan, write_rtstruct
     from ..report import render_report
 
@@ -81,7 +85,7 @@ def write_plan(plan: Plan, out_dir, *, title: str | None = None,
         write_rtdose(plan.dose, case.grid, out / "RTDOSE.dcm", case=case, rtplan_uid=plan_uid, bits_allocated=16)
         paths["RTDOSE"] = out / "RTDOSE.dcm"
         tick(3)
-        write_matrad(out / "plan.mat", case, dose_gy=plan.dose.dose_gy)
+        write_matrad(out / "plan.mat", case, dose_gy=plan.dose.dose_gy, mat_format=mat_format)
         paths["matRad"] = out / "plan.mat"
         tick(4)
         write_metrics_json(out / "metrics.json", plan.metrics)
