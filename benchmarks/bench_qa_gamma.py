@@ -8,14 +8,14 @@ Run::
 The calculated plane is the verification plane of ``sbrtplan qa-plan`` (read
 from ``QA_DIR``, or computed here from ``--rtplan`` on the slab phantom).
 From it, synthetic measurements are made with known perturbations -- none, a
-1 mm shift along u, a 2 % output increase, 1 % Gaussian noise (seeded), and all
-three together -- sampled (bilinear) on two detector geometries: a dense 5 mm
+1 mm shift along u, a 2 % output increase, 1 % Gaussian noise (seeded), all
+three together, and two beyond tolerance (a 3 mm shift, +4 % output) -- sampled (bilinear) on two detector geometries: a dense 5 mm
 array lattice (27 x 27 cm, as an OCTAVIUS 1500 without its checkerboard gaps)
 and a 1 mm film-like grid over the central 10 x 10 cm.  For each, the gamma
 pass rates of ``sbrtplan.qa`` (2 %/2 mm and 3 %/2 mm, global and local, 10 %
 threshold) are printed beside pymedphys' ``gamma`` on the same planes
-(measured as reference, calculated as evaluation, ``interp_fraction=10``,
-``max_gamma=2``, the same global normalisation).  pymedphys must not be a
+(measured as reference, calculated as evaluation, ``interp_fraction=10`` or
+``--pymedphys-interp-fraction``, ``max_gamma=2``, the same global normalisation).  pymedphys must not be a
 dependency of sbrtplan: it runs in a separate interpreter given by
 ``--pymedphys-python`` (a virtual environment with ``pip install pymedphys``),
 through a child script fed with ``.npz`` files.  The point-dose difference of
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,8 @@ CHILD = textwrap.dedent("""
         d = np.load(f)
         t = time.perf_counter()
         g = gamma((d["mv"], d["mu"]), d["meas"], (d["cv"], d["cu"]), d["calc"], float(d["dose_pct"]),
-                  float(d["dta_mm"]), lower_percent_dose_cutoff=float(d["cutoff"]), interp_fraction=10, max_gamma=2.0,
+                  float(d["dta_mm"]), lower_percent_dose_cutoff=float(d["cutoff"]), interp_fraction=int(d["pif"]),
+                  max_gamma=2.0,
                   local_gamma=bool(d["local"]), global_normalisation=float(d["norm"]), quiet=True)
         v = g[np.isfinite(g)]
         out[f] = {"rate": 100.0 * float(np.sum(v <= 1)) / v.size, "n": int(v.size), "s": time.perf_counter() - t}
@@ -68,7 +70,7 @@ def calculated_plane(args):
     return res.plane, res.chamber_dose_gy, args.rtplan
 
 
-def main() -> int:
+def main(tmp: Path) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--qa-dir")
@@ -76,6 +78,8 @@ def main() -> int:
     ap.add_argument("--phantom", default="qa_slab")
     ap.add_argument("--pymedphys-python", help="python of an environment with pymedphys (else: ours only)")
     ap.add_argument("--seed", type=int, default=24)
+    ap.add_argument("--pymedphys-interp-fraction", type=int, default=10,
+                    help="pymedphys' search steps per DTA (10, its default; 40 resolves steep gradients)")
     args = ap.parse_args()
 
     from sbrtplan.qa import DosePlane, load_criteria, plane_gamma
@@ -88,9 +92,9 @@ def main() -> int:
     geometries = {"array 5 mm": (np.arange(-130.0, 130.01, 5.0), np.arange(-130.0, 130.01, 5.0)),
                   "film 1 mm": (np.arange(-50.0, 50.01, 1.0), np.arange(-50.0, 50.01, 1.0))}
     perturbations = {"none": (0.0, 1.00, 0.0), "shift 1 mm": (1.0, 1.00, 0.0), "output +2 %": (0.0, 1.02, 0.0),
-                     "noise 1 %": (0.0, 1.00, 0.01), "all three": (1.0, 1.02, 0.01)}
+                     "noise 1 %": (0.0, 1.00, 0.01), "all three": (1.0, 1.02, 0.01),
+                     "shift 3 mm": (3.0, 1.00, 0.0), "output +4 %": (0.0, 1.04, 0.0)}
     rows, jobs = [], []
-    tmp = Path(tempfile.mkdtemp(prefix="qa_gamma_"))
     for gname, (mu, mv) in geometries.items():
         # keep the detector lattice inside the calculated plane
         mu = mu[(mu >= calc.u_mm[0]) & (mu <= calc.u_mm[-1])]
@@ -112,7 +116,7 @@ def main() -> int:
                 f = tmp / f"job{len(jobs)}.npz"
                 np.savez(f, mu=mu, mv=mv, meas=meas.dose_gy, cu=calc.u_mm, cv=calc.v_mm, calc=calc.dose_gy,
                          dose_pct=c.dose_pct, dta_mm=c.dta_mm, cutoff=crit.low_dose_threshold_pct,
-                         local=c.normalisation.value == "local", norm=norm)
+                         local=c.normalisation.value == "local", norm=norm, pif=args.pymedphys_interp_fraction)
                 jobs.append(str(f))
                 rows.append([gname, pname, c.label, g.pass_rate_pct, g.n_evaluated, dt, point_diff, str(f)])
     ref = {}
@@ -142,4 +146,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    work = Path(tempfile.mkdtemp(prefix="qa_gamma_"))
+    try:
+        rc = main(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(rc)

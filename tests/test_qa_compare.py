@@ -147,9 +147,8 @@ def test_cli_qa_plan_and_compare(tmp_path, capsys):
     from sbrtplan.cli import main
     from sbrtplan.io import write_rtplan
     from sbrtplan.phantoms import make_phantom
-    from sbrtplan.qa.criteria import load_criteria  # noqa: F401  (the shipped file is the template)
-
     from importlib import resources
+
     crit = yaml.safe_load((resources.files("sbrtplan") / "qa" / "data" / "qa_criteria.yaml").read_text())
     crit["calculation"]["max_grid_mm"] = 5.0
     cfile = tmp_path / "crit.yaml"

@@ -87,6 +87,9 @@ def run(args) -> int:
     gantry, couch = AxisMode(args.gantry), AxisMode(args.couch)
     out = Path(args.out)
     if args.cohort:
+        if args.measured or args.measured_point_gy is not None or args.shift_mm:
+            raise InputError("--measured, --measured-point-gy and --shift-mm apply to one plan; with --cohort give "
+                             "them per plan in the list (columns measured, measured_point_gy, shift_u_mm, shift_v_mm)")
         entries = read_qa_list(args.cohort)
         phantom = load_qa_phantom(args.phantom, grid_mm=args.grid_mm, reference_point_mm=ref, criteria=crit)
         with StageBar("qa batch", len(entries)) as bar:
@@ -99,8 +102,10 @@ def run(args) -> int:
                   + (f", point {r['point_diff_pct']:+.2f} %" if r["point_diff_pct"] is not None else "")
                   + (f", gamma 2%/2mm {r['gamma_2pct_2mm_global']:.1f} %" if r["gamma_2pct_2mm_global"] is not None
                      else ""))
-        print(f"{stats['n_plans']} plans: {stats['by_verdict']}; passing {stats['plans_passing_pct']} % of the "
-              f"measured plans; summary in {out / 'qa_summary.csv'}")
+        share = ("no plan fully measured" if stats["plans_passing_pct"] is None
+                 else f"{stats['plans_passing_pct']:g} % of the fully measured plans pass")
+        counts = ", ".join(f"{k} {v}" for k, v in stats["by_verdict"].items() if v)
+        print(f"{stats['n_plans']} plans: {counts}; {share}; summary in {out / 'qa_summary.csv'}")
         return 0
     # one plan: check everything the user gave before the dose is computed
     beam_set = read_rtplan(args.rtplan)

@@ -137,6 +137,7 @@ def batch_statistics(rows: list[dict]) -> dict:
     n = len(rows)
     by = {v.value: sum(1 for r in rows if r["verdict"] == v.value) for v in Verdict}
     by["ERROR"] = sum(1 for r in rows if r["verdict"] == "ERROR")
+    # plans with both measurements (a verdict of PASS, REVIEW or FAIL); INCOMPLETE and ERROR rows are not counted
     measured = [r for r in rows if r["verdict"] in ("PASS", "REVIEW", "FAIL")]
     stats = {"n_plans": n, "by_verdict": by,
              "plans_passing_pct": round(100.0 * by["PASS"] / len(measured), 1) if measured else None}

@@ -61,6 +61,7 @@ def _figures(comparison: QAComparison, measured: DosePlane, calculated: DosePlan
     fig.colorbar(gi, ax=axes[2], shrink=0.8)
     au, av, _ = calculated.orientation.axes
     for ax in axes:
+        ax.set_facecolor("#e8e8e8")   # points without a detector stay grey
         ax.set_xlabel(f"{'xyz'[au]} (mm)")
         ax.set_ylabel(f"{'xyz'[av]} (mm)")
     out = _png(fig)
