@@ -14,8 +14,9 @@ Anatomy (LPS, mm; origin at the centre of the mid-thorax; HFS):
 * Peripheral lesion: GTV sphere of 24 mm diameter (7.2 cc) in the lateral right
   lower lobe, more than 5 cm from the proximal bronchial tree and about 3 cm
   from the inner chest wall.  Central lesion: GTV sphere of 20 mm diameter
-  (4.2 cc) at the right hilum, 2 mm from the right main bronchus (RTOG 0813
-  "central": within 2 cm of the proximal bronchial tree).  For each, ITV = GTV
+  (4.2 cc) at the right hilum, about 12 mm from the right main bronchus (RTOG
+  0813 "central": within 2 cm of the proximal bronchial tree; its PTV stays
+  clear of the airway wall).  For each, ITV = GTV
   + 5 mm superior-inferior and 2 mm elsewhere (the union a 4D CT gives for
   10 mm peak-to-peak breathing), PTV = ITV + 5 mm (RTOG 0813 / 0915).
 """
@@ -46,7 +47,7 @@ BRONCHUS_RADIUS = 7.0
 BRONCHUS_R_END, BRONCHUS_L_END = (-35.0, 10.0, 15.0), (40.0, 10.0, 10.0)
 ESOPHAGUS_XY, ESOPHAGUS_RADIUS = (6.0, 26.0), 8.0
 PERIPHERAL_CENTER, PERIPHERAL_RADIUS = (-105.0, -10.0, -15.0), 12.0
-CENTRAL_CENTER, CENTRAL_RADIUS = (-45.0, 25.0, 10.0), 10.0
+CENTRAL_CENTER, CENTRAL_RADIUS = (-50.5, 33.0, 7.5), 10.0
 ITV_MARGIN_XYZ_MM = (2.0, 2.0, 5.0)
 PTV_MARGIN_MM = 5.0
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._log import get_logger
-from ..case import Case, Structure, StructureRole, prv, ptv_minus, ring, subtract, union
+from ..case import Case, Structure, StructureRole, intersect, prv, ptv_minus, ring, subtract, union
 from ..errors import StructureError
 from ..evaluation.matching import RoleMatch, find_prv, match_roles
 from ..protocols import Protocol
@@ -115,11 +115,16 @@ def build_planning_structures(case: Case, protocol: Protocol, target: str | None
                      opt_target.name, opt_target.volume_cc, ptv.volume_cc)
             break
 
-    # GTV/ITV: the only place hot spots may sit.
-    boosts = [s for key in ("itv", "gtv") if key in protocol.roles for s in match.get(key) if s.mask.any()]
+    # GTV/ITV: the only place hot spots may sit, and only the part inside the planned PTV: a role
+    # matches every lesion's GTV/ITV, and another lesion's is no place for this plan's hot spot (with
+    # it, a plan of one of two lung lesions put its dose on the other one).
+    boosts = [s for key in ("itv", "gtv") if key in protocol.roles for s in match.get(key)
+              if (s.mask & ptv.mask).any()]
     boost = None
     if boosts:
         boost = boosts[0] if len(boosts) == 1 else union(*boosts, name="zBoost", role=StructureRole.CONTROL)
+        if (boost.mask & ~ptv.mask).any():
+            boost = intersect(boost, ptv, name="zBoost", role=StructureRole.CONTROL)
     outer = body if body is not None else Structure("zGrid", case.grid, np.ones(case.grid.shape, bool),
                                                    StructureRole.CONTROL)
     hot_free = subtract(outer, boost, name="zNoHotspot") if boost is not None else outer.copy(name="zNoHotspot")
