@@ -137,20 +137,26 @@ def main(argv=None) -> int:
     from sbrtplan.io import load_case
     from sbrtplan.workflow import plan
 
-    if args.time_factor != 1.0:
-        from sbrtplan.workflow import imrt
+    from dataclasses import replace
 
-        imrt.FLUENCE_TIME_LIMIT_S *= args.time_factor
-        imrt.SEGMENT_TIME_LIMIT_S *= args.time_factor
-        imrt.APERTURE_TIME_LIMIT_S *= args.time_factor
+    from sbrtplan.workflow import default_recipe
+
+    recipe = default_recipe()
+    if args.time_factor != 1.0:
+        im = recipe.imrt
+        im = replace(im, fluence_time_limit_s=im.fluence_time_limit_s * args.time_factor,
+                     segment_time_limit_s=im.segment_time_limit_s * args.time_factor,
+                     aperture_time_limit_s=im.aperture_time_limit_s * args.time_factor)
+        recipe = replace(recipe, imrt=im, name=f"{recipe.name} (budgets x{args.time_factor:g})")
         print(f"diagnostic run: solver budgets x{args.time_factor:g} (aperture generation "
-              f"{imrt.APERTURE_TIME_LIMIT_S:.0f} s, fluence {imrt.FLUENCE_TIME_LIMIT_S:.0f} s, "
-              f"segments {imrt.SEGMENT_TIME_LIMIT_S:.0f} s)")
+              f"{im.aperture_time_limit_s:.0f} s, fluence {im.fluence_time_limit_s:.0f} s, "
+              f"segments {im.segment_time_limit_s:.0f} s)")
     t0 = time.perf_counter()
     case = load_case(args.case)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    p = plan(case, "tg119_cshape", "50/25", technique="imrt", n_beams=9, select_beams=False, grid_mm=args.grid_mm)
+    p = plan(case, "tg119_cshape", "50/25", technique="imrt", n_beams=9, select_beams=False, grid_mm=args.grid_mm,
+             recipe=recipe)
     s = summarise(p, time.perf_counter() - t1, load_s)
     print_summary(s)
     if args.json is not None:

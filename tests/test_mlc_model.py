@@ -46,7 +46,7 @@ def water():
 
 def _dose_line(water, beam):
     grid, dens, iso, idx, _ = water
-    d = forward_dose(dens, grid, BeamSet([beam], 1, 1.0), voxel_indices=idx)
+    d = forward_dose(dens, grid, BeamSet([beam], 1, 1.0), voxel_indices=idx, method="fluence")
     return d.ravel()[idx]
 
 

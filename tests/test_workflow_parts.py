@@ -127,6 +127,7 @@ def test_plan_penalties_encode_the_spine_protocol(spine):
     resolved = resolve_goals(protocol.goals_for(sch), protocol, ps.match)
     problem = build_problem(case, ps, resolved, sch.total_gy, sch.fractions)
     pens, limits = P.plan_penalties(ps, problem)
+    R = problem.recipe.penalties   # the shipped recipe's values (workflow/recipes/default.yaml)
     rx = sch.total_gy
     by = {lim.label: lim for lim in limits}
     cover = next(lim for lim in limits if lim.lower)
@@ -138,17 +139,17 @@ def test_plan_penalties_encode_the_spine_protocol(spine):
     assert cover.limit_gy == pytest.approx(rx) and cover.priority > 0
     # coverage reference: TARGET_UNDER_REF x Rx in the core, graded down to BAND_LOW_REF x Rx at the PRV
     ref = cover.penalty.reference_gy / rx
-    assert ref.max() == pytest.approx(P.TARGET_UNDER_REF) and ref.min() >= P.BAND_LOW_REF - 1e-9
-    assert 0 < np.mean(ref < P.TARGET_UNDER_REF - 1e-9) < 0.2    # the band is a thin part of PTV!
+    assert ref.max() == pytest.approx(R.target_under_ref) and ref.min() >= R.band_low_ref - 1e-9
+    assert 0 < np.mean(ref < R.target_under_ref - 1e-9) < 0.2    # the band is a thin part of PTV!
     # hard organ limits are priority 0, hot spots and the PTV maximum are measured limits too
     cord = [lim for lim in limits if "SpinalCord" in lim.label]
     assert cord and all(lim.priority == 0 for lim in cord)
     # met on the optimiser's dose with the delivery margin: D0.35cc < 18 Gy is aimed at 0.97 x 18 Gy
-    assert any(lim.limit_gy == pytest.approx(P.HARD_LIMIT_MARGIN * 18.0) for lim in cord)
-    assert 0.9 <= P.HARD_LIMIT_MARGIN <= 1.0
+    assert any(lim.limit_gy == pytest.approx(R.hard_limit_margin * 18.0) for lim in cord)
+    assert 0.9 <= R.hard_limit_margin <= 1.0
     hot = by["hot spot outside GTV D0.035cc"]
-    assert hot.limit_gy == pytest.approx(P.HOTSPOT_LIMIT * rx)
-    assert hot.floor_gy > P.TARGET_UNDER_REF * rx                 # never pulls the target under Rx
+    assert hot.limit_gy == pytest.approx(R.hotspot_limit * rx)
+    assert hot.floor_gy > R.target_under_ref * rx                 # never pulls the target under Rx
     dmax = next(lim for lim in limits if lim.label.startswith("PTV Dmax"))
     assert rx < dmax.limit_gy <= 1.40 * rx
 
@@ -208,11 +209,10 @@ def test_dao_objective_holds_the_rtog_falloff_of_the_spine_ptv(spine):
 
     RTOG 0813/0915 for the phantom's PTV (about 33 cc): D2cm "none" is 57.8 % Rx at 33 cc; the
     profile allows at most that much anywhere 2 cm or more from the PTV, falls with distance, and
-    allows at most ``FALLOFF_MAX`` x Rx next to the PTV.
+    allows at most the recipe's ``penalties.falloff_max`` x Rx next to the PTV.
     """
     from sbrtplan.optimizer import ProfileOverdose
     from sbrtplan.protocols import rtog_limits
-    from sbrtplan.workflow import penalties as P
     from sbrtplan.workflow.goals import resolve_goals
     from sbrtplan.workflow.problem import build_problem
     from sbrtplan.workflow.vmat import _dao_stages
@@ -232,7 +232,7 @@ def test_dao_objective_holds_the_rtog_falloff_of_the_spine_ptv(spine):
     d2cm_none = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0
     assert 0.5 < d2cm_none < 0.65
     assert far.profile_gy.max() <= d2cm_none * rx
-    assert near.profile_gy.max() <= P.FALLOFF_MAX * rx + 1e-9
+    assert near.profile_gy.max() <= problem.recipe.penalties.falloff_max * rx + 1e-9
     # the allowed dose falls with the distance from the PTV
     dist = distance_map_mm(ps.target, max_distance_mm=60.0).ravel()[problem.voxels.indices[near.region.rows]]
     close, out = near.profile_gy[dist <= 3.0], near.profile_gy[dist >= 15.0]
@@ -250,7 +250,6 @@ def test_mu_resolve_holds_the_rtog_d2cm_maximum(spine):
     """
     from sbrtplan.beams import DeliveryLimits
     from sbrtplan.protocols import rtog_limits
-    from sbrtplan.workflow import penalties as P
     from sbrtplan.workflow import vmat as V
     from sbrtplan.workflow.final_dose import final_dose_voxels
     from sbrtplan.workflow.goals import resolve_goals
@@ -277,16 +276,14 @@ def test_mu_resolve_holds_the_rtog_d2cm_maximum(spine):
     rows = np.flatnonzero(in_ptv)
 
     def lobe_over_d95(weight):
-        old = P.W_D2CM_LIMIT
-        P.W_D2CM_LIMIT = weight
-        try:
-            w, _, _ = V._resolve_mu(g, vox, ps, problem, mu0, DeliveryLimits(), width)
-        finally:
-            P.W_D2CM_LIMIT = old
+        from dataclasses import replace
+
+        rec = replace(problem.recipe, penalties=replace(problem.recipe.penalties, w_d2cm_limit=weight))
+        w, _, _ = V._resolve_mu(g, vox, ps, replace(problem, recipe=rec), mu0, DeliveryLimits(), width)
         d = w @ g
         return float(d[lobe].max() / np.percentile(d[rows], 5))
 
     none = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0
     assert 0.5 < none < 0.65
-    assert lobe_over_d95(P.W_D2CM_LIMIT) <= none
+    assert lobe_over_d95(problem.recipe.penalties.w_d2cm_limit) <= none
     assert lobe_over_d95(0.0) > none

@@ -53,6 +53,24 @@ def add_plan_arguments(p, *, case_required: bool = True, technique: bool = True)
     p.add_argument("--machine", default=None,
                    help="beam model: shipped name (generic-6MV-sf, the default, commissioned on the scans, "
                         "small fields and a lung slab; generic-6MV, on the scans only) or a .yaml/.json model file")
+    add_recipe_argument(p)
+
+
+def add_recipe_argument(p) -> None:
+    """``--recipe FILE``: the planning recipe (tuning values; see :mod:`sbrtplan.workflow.recipe`)."""
+    p.add_argument("--recipe", default=None, metavar="FILE",
+                   help="planning recipe YAML (weights, margins, iterations, time budgets; keys left out keep "
+                        "the shipped default's values); its name, version and hash go into metrics.json")
+
+
+def recipe_kwargs(args) -> dict:
+    """``{"recipe": PlanningRecipe}`` when ``--recipe`` was given (checked here, before any planning)."""
+    path = getattr(args, "recipe", None)
+    if path is None:
+        return {}
+    from ..workflow import load_recipe
+
+    return {"recipe": load_recipe(path)}
 
 
 def add_mat_format_argument(p) -> None:
@@ -66,7 +84,8 @@ def plan_kwargs(args) -> dict:
 
     model = load_beam_model(args.machine) if getattr(args, "machine", None) else None
     return dict(target=args.target, grid_mm=args.grid_mm, allow_missing=args.allow_missing,
-                conditions=tuple(args.condition), select_beams=not args.template_beams, model=model)
+                conditions=tuple(args.condition), select_beams=not args.template_beams, model=model,
+                **recipe_kwargs(args))
 
 
 def print_summary(p, out_dir=None) -> None:

@@ -14,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--technique", choices=["vmat", "imrt"], default="vmat", help="vmat (default) or imrt")
     p.add_argument("--scheme", default="27/3", help="fractionation (default 27/3)")
     p.add_argument("--phantom", default="spine", help="built-in phantom (default spine)")
+    from ._common import add_recipe_argument
+
+    add_recipe_argument(p)
     add_mat_format_argument(p)
     p.set_defaults(func=run)
 
@@ -21,18 +24,19 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..phantoms import make_phantom
     from ..workflow import plan, write_plan
-    from ._common import StageBar, print_summary
+    from ._common import StageBar, print_summary, recipe_kwargs
 
     from ._validate import check_output_dir
 
     check_output_dir(args.out)
+    recipe = recipe_kwargs(args)   # a bad recipe is refused before the phantom is built
     protocol = {"spine": "bone_spine", "liver": "liver_hcc"}.get(args.phantom, "bone_spine")
     case = make_phantom(args.phantom)
     print(case.summary())
     with StageBar("plan", 8) as bar:
         # The phantom holds the organs near its target; far ones the protocol names (brainstem,
         # cauda, plexus, skin) are not modelled, so their goals are reported as not evaluable.
-        p = plan(case, protocol, args.scheme, args.technique, progress=bar, allow_missing=True)
+        p = plan(case, protocol, args.scheme, args.technique, progress=bar, allow_missing=True, **recipe)
     with StageBar("write", 7) as wbar:
         write_plan(p, args.out, mat_format=args.mat_format, progress=wbar)
     print_summary(p, args.out)

@@ -34,7 +34,7 @@ MAX_LEAF_STEP_MM = 2.0
 
 def recompute_dose(case: Case, beam_set: BeamSet, *, model=None, max_gantry_step_deg: float = MAX_GANTRY_STEP_DEG,
                    max_leaf_step_mm: float = MAX_LEAF_STEP_MM, progress=None,
-                   method: str = "fluence") -> np.ndarray:
+                   method: str | None = None) -> np.ndarray:
     """Total course dose (Gy) of ``beam_set`` on ``case.grid``, every body voxel computed.
 
     Parameters
@@ -50,8 +50,8 @@ def recompute_dose(case: Case, beam_set: BeamSet, *, model=None, max_gantry_step
     max_gantry_step_deg, max_leaf_step_mm : float
         Sub-field sampling of the ``"control_points"`` reference method.
     progress : callable(done, total), optional
-    method : {"fluence", "control_points"}
-        See :func:`~sbrtplan.dose_engine.forward_dose` (the second only as a reference).
+    method : {None, "fluence", "control_points"}
+        See :func:`~sbrtplan.dose_engine.forward_dose` (default: fluence maps; the last only as a reference).
 
     Returns
     -------

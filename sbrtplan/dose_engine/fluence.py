@@ -363,11 +363,12 @@ def beam_jobs(beam, bin_deg: float) -> list[tuple[float, list[tuple[int, float, 
     """The fluence maps of a beam: ``[(gantry_deg, jobs), ...]``.
 
     A beam at one gantry angle (static, step-and-shoot, sliding window) is one map holding every
-    control-point interval.  An arc is cut on a fixed grid of absolute gantry angles (bins of
-    ``bin_deg`` starting at multiples of it, so that two arcs -- or two sectors of one arc -- over the
-    same angles share source positions and add up exactly): each bin is one map at its centre angle
-    holding the part of every control-point interval whose gantry angle lies in the bin (meterset,
-    leaves and gantry are linear within an interval).
+    control-point interval.  An arc is cut into bins of consecutive control-point intervals spanning
+    at most ``bin_deg`` (an interval longer than that is split into equal parts): each bin is one map
+    at its central gantry angle holding those intervals whole (meterset, leaves and gantry are linear
+    within an interval).  Bins follow the control points, so arcs -- or optimisation sectors -- over
+    the same control-point angles get maps at the same angles (their evaluations share the source
+    position), and a sector of ``bin_deg`` is one map.
     """
     mu_int = beam.segment_mu()
     if len(beam.control_points) == 1:
@@ -375,25 +376,40 @@ def beam_jobs(beam, bin_deg: float) -> list[tuple[float, list[tuple[int, float, 
     theta = _unwrapped(beam) if beam.is_arc else None
     if theta is None:
         if beam.is_arc:
-            raise GeometryError(f"beam '{beam.name}': gantry angles are not monotonic along the arc")
+            # gantry not monotonic (an arc that turns back): one map per interval, at its middle angle
+            # along the shorter way
+            g = [float(cp.gantry_deg) for cp in beam.control_points]
+            return [((a + 0.5 * (((b - a) + 180.0) % 360.0 - 180.0)) % 360.0, [(k, 0.0, 1.0, float(m))])
+                    for k, (a, b, m) in enumerate(zip(g[:-1], g[1:], mu_int)) if m > 0]
         return [(float(beam.control_points[0].gantry_deg),
                  [(k, 0.0, 1.0, float(m)) for k, m in enumerate(mu_int) if m > 0])]
-    bins: dict[int, list] = {}
     b = float(bin_deg)
+    out = []
+    cur: list = []
+    lo = hi = None
+
+    def flush():
+        if cur:
+            out.append(((0.5 * (lo + hi)) % 360.0, list(cur)))
+            cur.clear()
+
     for k in range(theta.size - 1):
-        if mu_int[k] <= 0:
-            continue
         a0, a1 = theta[k], theta[k + 1]
-        lo, hi = min(a0, a1), max(a0, a1)
-        cuts = b * np.arange(math.floor(lo / b) + 1, math.ceil(hi / b))
-        ts = np.concatenate([[0.0], (cuts - a0) / (a1 - a0), [1.0]])
-        ts.sort()
-        for ta, tb in zip(ts[:-1], ts[1:]):
-            if tb - ta <= 1e-12:
+        n = max(1, int(math.ceil(abs(a1 - a0) / b - 1e-9)))
+        for q in range(n):
+            ta, tb = q / n, (q + 1) / n
+            x0, x1 = a0 + (a1 - a0) * ta, a0 + (a1 - a0) * tb
+            if mu_int[k] <= 0:
+                flush()
                 continue
-            mid = a0 + (a1 - a0) * 0.5 * (ta + tb)
-            bins.setdefault(int(math.floor(mid / b)), []).append((k, float(ta), float(tb), float(mu_int[k])))
-    return [((i + 0.5) * b % 360.0, jobs) for i, jobs in sorted(bins.items())]
+            if cur and max(abs(x1 - lo), abs(x1 - hi)) > b + 1e-9:
+                flush()
+            if not cur:
+                lo = hi = x0
+            lo, hi = min(lo, x0, x1), max(hi, x0, x1)
+            cur.append((k, ta, tb, float(mu_int[k])))
+    flush()
+    return out
 
 
 def beam_fluence_maps(beam, model, *, arc_bin_deg: float = 2.0, cell_mm: float = CELL_MM) -> list[FluenceMap]:

@@ -1,6 +1,12 @@
 """Forward dose: from MLC apertures (final plan dose) and from beamlet fluence maps.
 
-:func:`forward_dose` computes the dose of a :class:`~sbrtplan.beams.BeamSet`:
+:func:`forward_dose` computes the dose of a :class:`~sbrtplan.beams.BeamSet`.  By default
+(``method="fluence"``) each beam -- each group of control-point intervals spanning at most
+``ARC_BIN_DEG`` of an arc -- becomes one fluence map, its leaf motion integrated exactly with the
+machine's MLC model (:mod:`sbrtplan.dose_engine.fluence`), and one pencil-beam dose is computed
+per map (:mod:`sbrtplan.dose_engine.fluence_map_dose`).  The per-control-point path below
+(``method="control_points"``) is kept as the reference of the tests and benchmarks, and for point
+doses (at most ``_FEW_POINTS`` voxels), where it is the cheaper one:
 every beam is split into static sub-fields -- arcs by :func:`arc_samples` on
 one grid of absolute gantry angles (``max_gantry_step_deg`` bins, so that two
 arcs over the same range sample the same angles), other beams by
@@ -502,8 +508,9 @@ def arc_samples(beam, bin_deg: float = 1.0, max_leaf_step_mm: float = 5.0):
     return out
 
 
-#: Gantry bin (degrees) of an arc's fluence maps: one pencil-beam dose per bin.
-ARC_BIN_DEG = 2.0
+#: Largest gantry span (degrees) of the control-point intervals in one fluence map of an arc: one
+#: pencil-beam dose per map (two intervals of the usual 2-degree control-point spacing).
+ARC_BIN_DEG = 4.0
 
 #: Largest number of apertures evaluated together (tables held in memory at once).
 _MAX_GROUP = 16
@@ -513,7 +520,7 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
                  voxel_indices: np.ndarray | None = None, max_gantry_step_deg: float = 1.0,
                  max_leaf_step_mm: float = 2.0, correction: Correction = Correction.LATERAL,
                  progress: Callable[[int, int], None] | None = None,
-                 method: str = "fluence", arc_bin_deg: float | None = None) -> np.ndarray:
+                 method: str | None = None, arc_bin_deg: float | None = None) -> np.ndarray:
     """Total course dose (Gy) of a beam set from its MLC apertures, jaws and MU.
 
     Arcs are sampled by :func:`arc_samples` on a fixed grid of gantry angles
@@ -541,8 +548,10 @@ def forward_dose(density: np.ndarray, grid: Grid, beam_set: BeamSet, *, model: B
     correction : Correction
     progress : callable(done, total), optional
         Called after each group of maps (sub-fields).
-    method : {"fluence", "control_points"}
-        ``"fluence"`` (default): one fluence map per beam and per ``arc_bin_deg`` gantry bin of an
+    method : {None, "fluence", "control_points"}
+        ``None`` (default): ``"fluence"``, or ``"control_points"`` for at most 512 voxels (point
+        doses, integrated exactly without tables).
+        ``"fluence"``: one fluence map per beam and per ``arc_bin_deg`` gantry bin of an
         arc, leaf motion integrated exactly (:mod:`~sbrtplan.dose_engine.fluence`), one pencil-beam
         dose per map.  ``"control_points"``: the reference, every sub-field of
         ``max_gantry_step_deg`` / ``max_leaf_step_mm`` computed as a static aperture.  Both use the
@@ -567,7 +576,7 @@ def forward_dose_by_beam(density: np.ndarray, grid: Grid, beam_set: BeamSet, vox
                          model: BeamModel | None = None, max_gantry_step_deg: float = 1.0,
                          max_leaf_step_mm: float = 2.0, correction: Correction = Correction.LATERAL,
                          progress: Callable[[int, int], None] | None = None,
-                 method: str = "fluence", arc_bin_deg: float | None = None) -> np.ndarray:
+                 method: str | None = None, arc_bin_deg: float | None = None) -> np.ndarray:
     """Total course dose (Gy) of each beam of ``beam_set`` at ``voxel_indices``, beam by beam.
 
     The same sampling and dose as :func:`forward_dose` (whose result is the sum
@@ -593,10 +602,15 @@ def forward_dose_by_beam(density: np.ndarray, grid: Grid, beam_set: BeamSet, vox
 
 
 def _forward(density, grid, beam_set, model, voxel_indices, max_gantry_step_deg, max_leaf_step_mm, correction,
-             progress, per_beam: bool, method: str = "fluence", arc_bin_deg: float | None = None):
+             progress, per_beam: bool, method: str | None = None, arc_bin_deg: float | None = None):
     """Voxel indices and the dose per fraction there: summed, or ``(n_beams, n)`` with ``per_beam``."""
     model = default_beam_model() if model is None else model
     _gaussian_only(model, "forward_dose")
+    if method is None:
+        # a few points (the MU check's point doses) are cheaper per sub-field without tables, exactly
+        # integrated, than through the blurred tables of every map
+        few = voxel_indices is not None and np.asarray(voxel_indices).size <= _FEW_POINTS
+        method = "control_points" if few else "fluence"
     if method == "fluence":
         return forward_fluence(density, grid, beam_set, model, voxel_indices,
                                arc_bin_deg=ARC_BIN_DEG if arc_bin_deg is None else float(arc_bin_deg),

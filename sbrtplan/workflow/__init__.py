@@ -4,13 +4,15 @@ Public API
 ----------
 plan, Plan, PlanOptions, PlanTechnique, build_planning_structures, PlanningStructures,
 write_plan, summary_line, plan_to_directory,
-stages_from_goals, ring_dose_fraction (protocol goals -> optimisation terms)
+stages_from_goals, ring_dose_fraction (protocol goals -> optimisation terms),
+PlanningRecipe, load_recipe, default_recipe (the planner's tuning values, ``recipes/default.yaml``)
 """
 
 from .goal_stages import ring_dose_fraction, stages_from_goals
 from .outputs import summary_line, write_plan
 from .pipeline import plan
 from .plan import Plan, PlanOptions, PlanTechnique
+from .recipe import PlanningRecipe, default_recipe, load_recipe
 from .structures import PlanningStructures, build_planning_structures
 
 
@@ -34,4 +36,5 @@ def plan_to_directory(case_spec, out, *, protocol: str, scheme: str, technique: 
 
 
 __all__ = ["plan", "Plan", "PlanOptions", "PlanTechnique", "build_planning_structures", "PlanningStructures",
-           "write_plan", "summary_line", "plan_to_directory", "stages_from_goals", "ring_dose_fraction"]
+           "write_plan", "summary_line", "plan_to_directory", "stages_from_goals", "ring_dose_fraction",
+           "PlanningRecipe", "load_recipe", "default_recipe"]

@@ -47,14 +47,14 @@ import numpy as np
 from .._log import get_logger
 from ..errors import ProtocolError
 from ..protocols import Comparator, Goal, Metric, Priority, Stage, rtog_limits
+from .recipe import PlanningRecipe, StageRecipe, default_recipe
 from ..optimizer import (KeepMode, LinearMean, LowerDVH, MaxDose, MeanDose, OptimizationStage, QuadOverdose,
                          QuadUnderdose, Smoothness, Term, UpperDVH, VoxelRegion)
 
 log = get_logger(__name__)
 
-HARD_RELAX_COST = 1000.0     # organ limits: relaxed only when nothing else helps
-TARGET_RELAX_COST = 1.0      # target minimums / maxima: relaxed first
-HOTSPOT_FRACTION = 1.05      # mean squared dose above 105 % Rx outside the GTV/ITV is penalised
+# The relaxation costs (organ limits 1000, target bounds 1) and the hot-spot reference (105 % Rx)
+# are the planning recipe's ``stages`` section (``workflow.recipe``, ``recipes/default.yaml``).
 
 
 def ring_dose_fraction(inner_mm: float, *, ptv_volume_cc: float, r50: float | None = None,
@@ -80,14 +80,19 @@ def ring_dose_fraction(inner_mm: float, *, ptv_volume_cc: float, r50: float | No
     return float(min(max(f, 0.05), 1.0))
 
 
-def goal_term(goal: Goal, region: VoxelRegion, prescription_gy: float) -> Term | None:
-    """The convex surrogate of one dose-volume goal (None for plan indices and reports)."""
+def goal_term(goal: Goal, region: VoxelRegion, prescription_gy: float,
+              costs: StageRecipe | None = None) -> Term | None:
+    """The convex surrogate of one dose-volume goal (None for plan indices and reports).
+
+    ``costs``: the recipe's relaxation costs (default: the shipped recipe's).
+    """
+    costs = costs or default_recipe().stages
     m = goal.metric
     rx = prescription_gy
     upper = goal.comparator.is_upper_bound
     if m.is_plan_index or m is Metric.BED_RX or goal.stage is Stage.REPORT:
         return None
-    cost = HARD_RELAX_COST if goal.priority is Priority.HARD_OAR else TARGET_RELAX_COST
+    cost = costs.hard_relax_cost if goal.priority is Priority.HARD_OAR else costs.target_relax_cost
     vol = region.volume_cc
 
     def lower_pct(v_pct: float) -> float:
@@ -136,7 +141,8 @@ def goal_term(goal: Goal, region: VoxelRegion, prescription_gy: float) -> Term |
 def stages_from_goals(goals: list[tuple[Goal, VoxelRegion | None]], *, prescription_gy: float, n_fractions: int,
                       target: VoxelRegion, boost: VoxelRegion | None, hotspot_free: VoxelRegion | None,
                       rings: list[tuple[VoxelRegion, float, float]], body: VoxelRegion | None,
-                      smoothness_pairs: np.ndarray | None = None) -> list[OptimizationStage]:
+                      smoothness_pairs: np.ndarray | None = None,
+                      recipe: PlanningRecipe | None = None) -> list[OptimizationStage]:
     """The three prioritised stages (coverage, conformity, ALARA) for a protocol's goals.
 
     Parameters
@@ -157,11 +163,14 @@ def stages_from_goals(goals: list[tuple[Goal, VoxelRegion | None]], *, prescript
     body : VoxelRegion, optional
     smoothness_pairs : ndarray (k, 2), optional
         Neighbouring beamlet pairs for the fluence smoothness term.
+    recipe : PlanningRecipe, optional
+        Relaxation costs and hot-spot reference (``stages`` section); default: the shipped recipe.
 
     Returns
     -------
     list of OptimizationStage
     """
+    costs = (recipe or default_recipe()).stages
     rx = float(prescription_gy)
     if not (np.isfinite(rx) and rx > 0):
         raise ProtocolError(f"stages_from_goals: prescription_gy must be > 0, got {prescription_gy!r}")
@@ -187,7 +196,7 @@ def stages_from_goals(goals: list[tuple[Goal, VoxelRegion | None]], *, prescript
                 d2cm = g.limit.value if d2cm is None else min(d2cm, g.limit.value)
             continue
         if st is Stage.COVERAGE:
-            term = goal_term(goal, target, rx)
+            term = goal_term(goal, target, rx, costs)
             if term is not None:
                 coverage.append((term, 1.0))
             continue
@@ -196,7 +205,7 @@ def stages_from_goals(goals: list[tuple[Goal, VoxelRegion | None]], *, prescript
         if region is None:
             log.info("goal '%s': no region in the optimisation voxels; not optimised", goal.label)
             continue
-        term = goal_term(goal, region, rx)
+        term = goal_term(goal, region, rx, costs)
         if term is None:
             continue
         if goal.priority is Priority.HARD_OAR:
@@ -215,7 +224,7 @@ def stages_from_goals(goals: list[tuple[Goal, VoxelRegion | None]], *, prescript
         f = ring_dose_fraction(float(inner_mm), ptv_volume_cc=target.volume_cc, r50=r50, d2cm_pct=d2cm)
         s2_obj.append((QuadOverdose(region, f * rx), 1.0))
     if hotspot_free is not None:
-        s2_obj.append((QuadOverdose(hotspot_free, HOTSPOT_FRACTION * rx), 1.0))
+        s2_obj.append((QuadOverdose(hotspot_free, costs.hotspot_fraction * rx), 1.0))
     s2_obj += soft
     smooth = None
     if smoothness_pairs is not None and len(smoothness_pairs):

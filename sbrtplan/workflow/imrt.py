@@ -2,7 +2,7 @@
 
 1. Candidate directions that do not collide (gantry x couch) are scored on a
    coarse problem by group-sparse selection (``optimizer.select_beams``); the
-   ``n_beams`` best-scored directions at least ``MIN_BEAM_SEPARATION_DEG``
+   ``n_beams`` best-scored directions at least ``imrt.min_beam_separation_deg`` (recipe)
    apart are kept (or a site template).  Without the separation the lasso
    clusters the beams where the target is shallowest, and their entrance
    doses add up in front of it.
@@ -12,10 +12,10 @@
    price the beamlet gradient, open per leaf pair the interval of largest
    descent, re-optimise all segment weights, re-weight violated limits), so
    the optimiser's dose is the dose of deliverable segments, not of a fluence
-   that leaf sequencing can only approximate.  The alternative
-   (``SegmentMethod.FLUENCE_SEQUENCING``, and the other optimiser paths)
-   optimises a beamlet fluence with the same model and sequences it into
-   segments (bounded count, minimum MU, leaf-gap limits).
+   that leaf sequencing can only approximate.  The other optimiser paths
+   (``OptimizerPath.STAGES``, ``OptimizerPath.PRIORITIZED``) optimise a
+   beamlet fluence on the prioritised stages and sequence it into segments
+   (bounded count, minimum MU, leaf-gap limits).
 3. The segment MU are re-optimised with the same model on the dose of each
    segment computed by the forward engine from its MLC shape (leaf
    transmission included), which removes the beamlet model's approximations
@@ -28,7 +28,6 @@ per fraction (fluence sequencing: D95 45.5 Gy at 5 mm, p95 16.5 %, 3290 MU).
 
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass, field
 
@@ -43,66 +42,23 @@ from ..dose_engine import forward_dose, influence_matrix
 from ..optimizer import QuadraticPenalty, prioritized_solve, select_beams
 from ..protocols.model import Comparator, Metric
 from ..optimizer.dao import stage_objective
-from ..optimizer.penalty import FluenceRegularizer, beamlet_neighbour_pairs, objective_solve, penalty_solve
+from ..optimizer.penalty import objective_solve, penalty_solve
 from .penalties import plan_penalties
 from .plan import OptimizerPath
 from .problem import PlanProblem
+from .recipe import PlanningRecipe, default_recipe
 from .structures import PlanningStructures
 
 log = get_logger(__name__)
 
-#: Wall-clock budgets (s) of the first-order solver: the fluence stages and the segment-weight
-#: re-optimisation.  The solver returns its best feasible point at the limit; the final dose is
-#: always recomputed and evaluated, so a budget trades plan quality for time, never correctness.
-FLUENCE_TIME_LIMIT_S = 45.0
-SEGMENT_TIME_LIMIT_S = 25.0
-#: Fluence regularisation of the penalty path (``optimizer.FluenceRegularizer``): smoothness of
-#: neighbouring beamlets and a linear MU penalty, in the dose penalties' units (Gy^2).
-FLUENCE_SMOOTH_WEIGHT = 5.0
-FLUENCE_MU_WEIGHT = 0.0
-#: Smallest angle between the central axes of two automatically selected beams.  The group lasso
-#: ranks directions by what they add to the coarse problem; taken alone it clusters the beams where
-#: the target is shallowest (liver phantom: 7 beams within 40 degrees of gantry and couch, whose
-#: overlapping entrance doses made a 178 % Rx hot spot 12 mm under the skin).  Spreading the beams
-#: spreads their entrance doses; lowered in 5 degree steps when the candidates do not allow it.
-MIN_BEAM_SEPARATION_DEG = 35.0
-#: The lasso path runs until this many times ``n_beams`` candidates are active, so that the ranking
-#: reaches beyond the first cluster.
-SELECTION_POOL_FACTOR = 2
-#: Aperture generation adds, per iteration, an aperture to every beam whose price (the objective's
-#: first-order gain) is at least this fraction of the best beam's.
-PRICE_FRACTION = 0.25
-#: Pricing rounds at most this multiple of the segments per beam (apertures switched off are
-#: replaced), and the limits re-weighted every REWEIGHT_EVERY rounds.
-GENERATION_ITERATIONS_FACTOR = 3
-REWEIGHT_EVERY = 3
-#: Wall-clock budget (s) of the pricing rounds of aperture generation (the weights are then refitted
-#: and the segments used as they are; measured: 15-20 s for the spine, liver and TG-119 plans).
-APERTURE_TIME_LIMIT_S = 90.0
-#: Limits measured on the dose normalised to the coverage goal (``penalty_solve(normalize=True)``).
-#: Measured on the spine phantom with an earlier penalty model (fall-off profile up to 105 % Rx):
-#: V100 92.2 -> 94.9 % but Paddick CI 0.85 -> 0.63, V105% outside 0.2 -> 34 %.  With the default
-#: beam model ``generic-6MV-sf`` and the profile capped at Rx (``penalties.FALLOFF_MAX``), spine
-#: 27/3, PTV V100 / RTOG CI / V105% outside / External-GTV D0.035cc: off 95.2 % / 1.36 / 25.7 % /
-#: 120 % (the plan ended with D95.5 at 85 % Rx and the normalisation scaled it by 1.15, lifting the
-#: shell outside the PTV), on 95.0 % / 1.24 / < 15 % / 117 %; liver 45/3 and TG-119 meet every
-#: goal either way.
-NORMALIZE = True
-#: Re-weighting rounds of the penalty path (hard organ limits first, then coverage, then hot spots).
-FLUENCE_ROUNDS = 6
-
-
-class SegmentMethod(str, enum.Enum):
-    """How the IMRT segments are made."""
-
-    #: apertures generated on the dose objective (column generation; no fluence to approximate)
-    APERTURE_GENERATION = "aperture generation"
-    #: fluence optimisation, then leaf sequencing of each fluence map
-    FLUENCE_SEQUENCING = "fluence sequencing"
-
-
-#: The default IMRT segment method of the penalty path.
-SEGMENT_METHOD = SegmentMethod.APERTURE_GENERATION
+# Tuning values (time budgets, beam separation, pricing and re-weighting rounds): the planning
+# recipe's ``imrt`` section (``workflow.recipe``, ``recipes/default.yaml``), read from
+# ``problem.recipe``.  Measured: the penalty path measures its limits on the dose normalised to the
+# coverage goal (``penalty_solve(normalize=True)``); spine 27/3 with ``generic-6MV-sf``, PTV V100 /
+# RTOG CI / V105% outside / External-GTV D0.035cc, without it: 95.2 % / 1.36 / 25.7 % / 120 % (the
+# normalisation scaled the plan by 1.15, lifting the shell outside the PTV), with it: 95.0 % / 1.24
+# / < 15 % / 117 %.  Without a minimum beam separation the lasso clustered the liver phantom's 7
+# beams within 40 degrees (a 178 % Rx entrance hot spot 12 mm under the skin).
 
 
 @dataclass
@@ -188,15 +144,21 @@ def separated_choice(geometries: list[BeamGeometry], scores: np.ndarray, n_beams
 
 
 def choose_directions(case: Case, ps: PlanningStructures, problem: PlanProblem, iso, mlc: MLCModel, n_beams: int,
-                      site: Site, select: bool, model, timings: Timings, progress=None) -> tuple[list[BeamGeometry], dict]:
-    """The plan's beam directions: automatic group-sparse selection or the site template."""
+                      site: Site, select: bool, model, timings: Timings, progress=None,
+                      seed: int = 0) -> tuple[list[BeamGeometry], dict]:
+    """The plan's beam directions: automatic group-sparse selection or the site template.
+
+    ``seed``: the random sample of optimisation voxels the coarse selection problem uses
+    (``PlanOptions.seed``); tuning values from ``problem.recipe.imrt``.
+    """
+    rec = problem.recipe.imrt
     if not select:
         tpl = beam_template(site, n_beams)
         return [BeamGeometry(g, c, t, iso) for g, t, c in tpl], {"method": "template"}
     with timed("beam selection: candidates", log, timings):
         cands = candidate_directions(case.body, iso, gantry_step_deg=20.0, couches_deg=(0.0, 20.0, 40.0, 320.0, 340.0))
     log.info("beam selection: %d non-colliding candidate directions", len(cands))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(int(seed))
     n_rows = problem.voxels.n
     keep = np.sort(rng.choice(n_rows, size=min(n_rows, 6000), replace=False))
     row_w = problem.voxels.weights[keep] * (n_rows / keep.size)
@@ -205,10 +167,10 @@ def choose_directions(case: Case, ps: PlanningStructures, problem: PlanProblem, 
         im = influence_matrix(case.density, case.grid, cands, grids, problem.voxels.indices[keep], model=model)
     D = im.matrix.tocsr() * float(problem.n_fractions)
     pens = _selection_penalties(case, ps, problem, keep, row_w)
-    n_pool = min(len(cands), SELECTION_POOL_FACTOR * n_beams)
+    n_pool = min(len(cands), rec.selection_pool_factor * n_beams)
     with timed("beam selection: group lasso", log, timings):
         res = select_beams(D, im.beam_offsets, pens, n_pool, progress=progress)
-    picked, sep = separated_choice(cands, res.group_norms, n_beams, MIN_BEAM_SEPARATION_DEG)
+    picked, sep = separated_choice(cands, res.group_norms, n_beams, rec.min_beam_separation_deg)
     chosen = [cands[i] for i in picked]
     info = {"method": "group lasso", "n_candidates": len(cands), "lambda": res.lam,
             "min_separation_deg": sep,
@@ -220,23 +182,26 @@ def choose_directions(case: Case, ps: PlanningStructures, problem: PlanProblem, 
 def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site: str, n_beams: int, select: bool,
               beamlet_mm: float, max_segments: int, min_segment_mu: float, model, mlc: MLCModel,
               prescription_gy: float, n_fractions: int, timings: Timings,
-              optimizer: "OptimizerPath" = None, progress=None) -> ImrtResult:
-    """Optimise, sequence and re-weight an IMRT plan (see the module docstring)."""
+              optimizer: "OptimizerPath" = None, progress=None, seed: int = 0) -> ImrtResult:
+    """Optimise, sequence and re-weight an IMRT plan (see the module docstring).
+
+    Tuning values come from ``problem.recipe``; ``seed`` from ``PlanOptions.seed``.
+    """
     optimizer = OptimizerPath(optimizer or OptimizerPath.PENALTY)
     iso = tuple(float(v) for v in isocenter_for(ps.target))
     geoms, sel_info = choose_directions(case, ps, problem, iso, mlc, n_beams, _site(site), select, model, timings,
-                                        progress)
+                                        progress, seed=seed)
     with timed("influence matrix", log, timings):
         grids = [beamlet_grid_for_target(ps.target, g, mlc, beamlet_mm=beamlet_mm, margin_mm=5.0) for g in geoms]
         im = influence_matrix(case.density, case.grid, geoms, grids, problem.voxels.indices, model=model)
     log.info("influence matrix: %d x %d, %.1f M non-zeros", im.matrix.shape[0], im.matrix.shape[1], im.nnz / 1e6)
     D = sp.csr_matrix(im.matrix, dtype=np.float32) * np.float32(n_fractions)
     penalties = None
-    if optimizer is OptimizerPath.PENALTY and SEGMENT_METHOD is SegmentMethod.APERTURE_GENERATION:
+    if optimizer is OptimizerPath.PENALTY:
         penalties = plan_penalties(ps, problem)
         with timed("aperture generation", log, timings):
             gen = generate_apertures(D, im.beam_offsets, grids, mlc, *penalties, max_segments=max_segments,
-                                     min_segment_mu=min_segment_mu, progress=progress)
+                                     min_segment_mu=min_segment_mu, progress=progress, recipe=problem.recipe)
         from ..beams.sequencing import aperture_from_opening
 
         beams = []
@@ -261,16 +226,10 @@ def plan_imrt(case: Case, ps: PlanningStructures, problem: PlanProblem, *, site:
                  f"(aperture generation, {gen.n_iterations} pricing rounds)"]
         return ImrtResult(beam_set, gen.dose_gy, seg_dose, sel_info, notes)
     with timed("fluence optimisation", log, timings):
-        if optimizer is OptimizerPath.PENALTY:
-            penalties = plan_penalties(ps, problem)
-            gy_per_mu = float(np.median(D.max(axis=0).toarray())) if D.shape[1] else 1.0
-            reg = FluenceRegularizer(beamlet_neighbour_pairs(grids, im.beam_offsets), gy_per_mu,
-                                     FLUENCE_SMOOTH_WEIGHT, FLUENCE_MU_WEIGHT)
-            res = penalty_solve(D, *penalties, regularizer=reg, rounds=FLUENCE_ROUNDS)
-        elif optimizer is OptimizerPath.STAGES:
+        if optimizer is OptimizerPath.STAGES:
             res = objective_solve(D, stage_objective(problem.stages))
         else:
-            res = prioritized_solve(D, problem.stages, time_limit_s=FLUENCE_TIME_LIMIT_S)
+            res = prioritized_solve(D, problem.stages, time_limit_s=problem.recipe.imrt.fluence_time_limit_s)
     x = np.asarray(res.x, float)
 
     beams = []
@@ -304,15 +263,16 @@ class ApertureGeneration:
 
 
 def generate_apertures(D, beam_offsets: np.ndarray, grids, mlc: MLCModel, penalties, limits, *,
-                       max_segments: int, min_segment_mu: float, rounds: int = FLUENCE_ROUNDS,
-                       max_iter: int = 200, progress=None) -> ApertureGeneration:
+                       max_segments: int, min_segment_mu: float, rounds: int | None = None,
+                       max_iter: int = 200, progress=None,
+                       recipe: PlanningRecipe | None = None) -> ApertureGeneration:
     """Step-and-shoot apertures optimised on the dose (column generation, Romeijn et al. 2005).
 
     Instead of optimising a fluence and then approximating it with a few segments, the segments
     are built one at a time on the dose objective itself: at the current dose, the beamlet
     gradient of the penalties is priced per beam, and the aperture of maximum gain (per leaf pair
     the interval with the largest descent, ``beams.sequencing.best_row_intervals``) is added to
-    every beam whose gain is within ``PRICE_FRACTION`` of the best; then all aperture weights are
+    every beam whose gain is within the recipe's ``imrt.price_fraction`` of the best; then all aperture weights are
     re-optimised (one adaptive round of the penalty path: violated limits re-weighted) and the
     next apertures are priced on the new gradient.  At most ``max_segments`` per beam; after the
     last one, ``rounds`` more re-weighting rounds; apertures below ``min_segment_mu`` are dropped
@@ -329,7 +289,12 @@ def generate_apertures(D, beam_offsets: np.ndarray, grids, mlc: MLCModel, penalt
     mlc : MLCModel
     penalties, limits : from ``workflow.penalties.plan_penalties`` (weights adapt in place)
     max_segments, min_segment_mu : segment count per beam, smallest segment (MU per fraction)
+    rounds : re-weighting rounds after the last aperture (default: the recipe's ``imrt.fluence_rounds``)
+    recipe : PlanningRecipe, optional
+        Pricing fraction, rounds and time budget (``imrt`` section); default: the shipped recipe.
     """
+    rec = (recipe or default_recipe()).imrt
+    rounds = rec.fluence_rounds if rounds is None else rounds
     from ..beams.sequencing import best_row_intervals, opening_fluence
     from ..optimizer.first_order import MatrixOps
     from ..optimizer.penalty import PenaltyObjective
@@ -347,10 +312,10 @@ def generate_apertures(D, beam_offsets: np.ndarray, grids, mlc: MLCModel, penalt
     res = None
     it = 0
     t_start = time.perf_counter()
-    for it in range(GENERATION_ITERATIONS_FACTOR * int(max_segments)):
-        if it and time.perf_counter() - t_start > APERTURE_TIME_LIMIT_S:
+    for it in range(rec.generation_iterations_factor * int(max_segments)):
+        if it and time.perf_counter() - t_start > rec.aperture_time_limit_s:
             log.warning("aperture generation: stopped at its %.0f s budget after %d pricing rounds (%d apertures)",
-                        APERTURE_TIME_LIMIT_S, it, len(openings))
+                        rec.aperture_time_limit_s, it, len(openings))
             break
         _, g_rows = obj.value_and_grad(dose)
         gb = ops.rmatvec(g_rows)
@@ -375,7 +340,7 @@ def generate_apertures(D, beam_offsets: np.ndarray, grids, mlc: MLCModel, penalt
         if not cand:
             break
         best = max(c[0] for c in cand)
-        new = [c for c in cand if c[0] >= PRICE_FRACTION * best]
+        new = [c for c in cand if c[0] >= rec.price_fraction * best]
         for _, b, op, frac in new:
             cols.append(np.asarray(Dc[:, beam_offsets[b]:beam_offsets[b + 1]] @ frac, np.float64).ravel())
             owner.append(b)
@@ -384,7 +349,7 @@ def generate_apertures(D, beam_offsets: np.ndarray, grids, mlc: MLCModel, penalt
         A = np.column_stack(cols)
         # the limits are re-weighted every few pricing rounds only: pricing is a first-order step
         # on the current objective, which must not change under it at every step
-        lims = limits if (it + 1) % REWEIGHT_EVERY == 0 else ()
+        lims = limits if (it + 1) % rec.reweight_every == 0 else ()
         res = penalty_solve(A, penalties, lims, x0=w, rounds=1, max_iter=max_iter)
         w, dose = np.asarray(res.x, float), np.asarray(res.dose_gy, float)
         # apertures the master problem switched off free their beam's budget for better ones
@@ -396,12 +361,12 @@ def generate_apertures(D, beam_offsets: np.ndarray, grids, mlc: MLCModel, penalt
         log.info("aperture generation %d: %d apertures (%d added), objective %.5g", it + 1, len(openings), len(new),
                  res.objective)
         if progress is not None:
-            progress(it + 1, GENERATION_ITERATIONS_FACTOR * int(max_segments))
+            progress(it + 1, rec.generation_iterations_factor * int(max_segments))
     if not openings:
         return ApertureGeneration([[] for _ in grids], dose, res, 0)
     A = np.column_stack(cols)
     res = penalty_solve(A, penalties, limits, x0=w, rounds=max(int(rounds), 1), max_iter=max_iter,
-                        normalize=NORMALIZE)
+                        normalize=True)
     w = np.asarray(res.x, float)
     # the machine minimum: drop the apertures below it and refit the rest with it as lower bound
     # (a second pass only if the refit left some below it, which the bound prevents)
@@ -414,7 +379,7 @@ def generate_apertures(D, beam_offsets: np.ndarray, grids, mlc: MLCModel, penalt
         if not keep.any():
             break
         res = penalty_solve(A[:, keep], penalties, limits, x0=w[keep], x_lb=min_segment_mu, rounds=1,
-                            max_iter=max_iter, normalize=NORMALIZE)
+                            max_iter=max_iter, normalize=True)
         w = np.zeros(w.size)
         w[keep] = res.x
     segs: list[list[tuple[np.ndarray, float]]] = [[] for _ in grids]
@@ -462,10 +427,10 @@ def reweight_segments(case: Case, beam_set: BeamSet, problem: PlanProblem, model
         # the weights the fluence optimisation adapted carry over to the segment weights; a few
         # segment columns are dense: BLAS products (optimizer.penalty.DenseOps)
         res = penalty_solve(Dseg, *penalties, x_lb=lb,
-                            x0=np.array([beam_set.beams[b].segment_mu()[s] for b, s in keys]), normalize=NORMALIZE)
+                            x0=np.array([beam_set.beams[b].segment_mu()[s] for b, s in keys]), normalize=True)
     else:
         res = prioritized_solve(sp.csr_matrix(Dseg), problem.stages, x_lb=lb,
-                                time_limit_s=SEGMENT_TIME_LIMIT_S)
+                                time_limit_s=problem.recipe.imrt.segment_time_limit_s)
     w = np.asarray(res.x, float)
     new_beams = []
     for bi, beam in enumerate(beam_set.beams):

@@ -10,8 +10,8 @@ round, the violated limits of the most important violated priority only:
    structure, leaving free the hottest volume the limit allows (``D_xcc < L``:
    80 % of x cc), weight x4 and reference lowered while violated;
 1. coverage (the protocol's ``V100%Rx >= v``, aimed 0.5 % higher): under-dose
-   penalty at ``TARGET_UNDER_REF`` x Rx on the optimisation target (PTV! for
-   the spine), graded down to ``BAND_LOW_REF`` x Rx over the ``BAND_MM`` next
+   penalty at ``penalties.target_under_ref`` x Rx on the optimisation target (PTV! for
+   the spine), graded down to ``penalties.band_low_ref`` x Rx over the ``penalties.band_mm`` next
    to the removed organ PRV (the gradient into the cord needs a few mm); its
    limit measures the dose reached by all but the cold volume the goal allows
    (less the part of the PTV that PTV! leaves out), so the cold volume goes
@@ -20,22 +20,22 @@ round, the violated limits of the most important violated priority only:
    request (``d2cm_rows``: the VMAT MU re-solve) the RTOG D2cm (maximum 2 cm
    from the PTV) is a limit of the same priority, so that a growing coverage
    weight cannot push the gradient out of the "none" band;
-2. hot spots outside the GTV/ITV: over-dose above ``TARGET_HOT_REF`` x Rx in
+2. hot spots outside the GTV/ITV: over-dose above ``penalties.target_hot_ref`` x Rx in
    the PTV outside the GTV/ITV, with the protocol's D0.035cc < 110 % as a
-   limit (aimed at ``HOTSPOT_LIMIT``, measured on the dose normalised to the
+   limit (aimed at ``penalties.hotspot_limit``, measured on the dose normalised to the
    coverage goal as the final normalisation will scale it, unless a hard
    organ limit stops that scaling) whose reference never drops below the
    coverage reference; re-weighted once the coverage weight is capped; inside the
-   GTV/ITV only above ``BOOST_HOT_REF`` x Rx (with an under-dose term at the
+   GTV/ITV only above ``penalties.boost_hot_ref`` x Rx (with an under-dose term at the
    coverage reference);
 * conformity and gradient (CI, R50%): a normal-tissue fall-off outside the
   PTV, ``goal_stages.ring_dose_fraction`` of Rx shifted out by the penumbra
-  (``FALLOFF_SHIFT_MM``), at most ``FALLOFF_MAX`` x Rx;
+  (``penalties.falloff_shift_mm``), at most ``penalties.falloff_max`` x Rx;
 * optional (non-mandatory) organ limits: light over-dose penalties;
 * the protocol's dose-volume upper limits on the target (TG-119: PTV D10 <=
   110 % Rx): over-dose penalties that leave the allowed hottest volume free,
   limits of the coverage's priority, measured normalised like the hot spot;
-* beyond 2 cm (the RTOG D2cm region) the fall-off reference is ``D2CM_REF_FACTOR``
+* beyond 2 cm (the RTOG D2cm region) the fall-off reference is ``penalties.d2cm_ref_factor``
   lower, at the fall-off's weight; the D2cm maximum itself is a limit only on
   request (``d2cm_rows``).
 
@@ -57,81 +57,82 @@ from ..protocols.model import Metric, Priority, Unit
 from .problem import PlanProblem
 from .structures import PlanningStructures
 
+# Tuning values: the planning recipe's ``penalties`` section (``workflow.recipe``; shipped values and
+# one-line meanings in ``workflow/recipes/default.yaml``).  How they were measured:
 # Weights are per unit of relative volume of each penalty's region (a region's weight is spread
 # over its voxels); the fall-off term and the parts of the target are scaled by their volume
 # relative to the target's, so that one voxel counts the same wherever the target is split.
-W_TARGET_UNDER = 300.0
-W_GTV_UNDER = 100.0
-W_TARGET_HOT = 50.0
-W_BOOST_HOT = 10.0
-W_FALLOFF = 3.0
-W_HARD = 10.0
-W_OPTIONAL = 1.0
-#: Hard organ limits are met on the optimiser's dose with this margin: the delivered dose of the
-#: segments differs from the fluence dose by a few per cent near the steep gradients, and the final
-#: normalisation scales the plan down (losing coverage) for any organ limit the delivery breaks.
-HARD_LIMIT_MARGIN = 1.0
-#: The target's under-dose reference (x Rx): a little above Rx, so that the final normalisation
-#: to the coverage goal scales the dose up by a few per cent at most.
-TARGET_UNDER_REF = 1.02
-#: Width (mm) of the band of PTV! next to the removed organ PRV where the coverage reference falls
-#: linearly from Rx (at the band's inner edge) to BAND_LOW_REF x Rx (at the PRV): the dose
-#: gradient into the organ needs a few millimetres, and insisting on Rx up to the PRV only
-#: cools the rest of the target (the normalisation to V100 then lifts every hot spot).
-BAND_MM = 2.5
-BAND_LOW_REF = 0.9
-BAND_WEIGHT = 0.3
-#: Hot spots outside the GTV/ITV: over-dose reference in the target outside the GTV, and the
-#: protocol's near-maximum limit (D0.035cc < 110 % Rx) measured and re-weighted like an organ limit.
-TARGET_HOT_REF = 1.05
-#: Aimed 2 % under the protocols' 110 %: the limit is measured on the optimiser's dose normalised to
-#: the coverage goal, the evaluation on the final dose (measured on the liver phantom: 1.10 gave
-#: External-GTV-ITV D0.035cc 109.6-110.4 %, 1.08 gives 108.5 %).
-HOTSPOT_LIMIT = 1.08
-#: Weight factor of the hot-spot limit per violated round: the hot spot acts once the coverage
-#: weight is capped; x4 cost the spine phantom its conformity (CI_rtog 1.00 -> 1.20), x2 keeps it
-#: (1.19) with V100 92.2 -> 93.8 % and External-GTV D0.035cc 123 -> 116 %.
-HOTSPOT_GROWTH = 2.0
-BOOST_HOT_REF = 1.25
-#: The fall-off profile (``goal_stages.ring_dose_fraction``) starts this far outside the PTV
-#: surface (up to 2 cm; the D2cm cap applies from 2 cm on), at most FALLOFF_MAX x Rx: a 6 MV
-#: penumbra cannot fall from Rx at the surface, and a profile that asks for it fights the
-#: coverage of the PTV's edge.
-FALLOFF_SHIFT_MM = 2.0
-#: Measured with the default beam model (PTV V100 / RTOG CI / V105% outside / hot spot outside the
-#: GTV): spine IMRT (limits on the normalised dose) 1.05: 95.4 % / 1.31 / 19 % / 123 %, 1.0: 95.0 % /
-#: 1.24 / < 15 % / 117 %; spine VMAT 1.05: 94.9 % / 1.16 / 9 % / 125 % (D2cm 54.3 %), 1.0: 95.2 % /
-#: 1.19 / < 15 % / 128 % (D2cm 56.9 %); liver VMAT 1.05: R50 3.47, D2cm 52.8 %, hot spot 109.3 %,
-#: 1.0: R50 3.35, D2cm 50.0 %, hot spot 111.0 %.
-FALLOFF_MAX = 1.0
-D2CM_REF_FACTOR = 0.9
-#: The D2cm limit (``plan_penalties(d2cm_rows=...)``): penalty reference and measured limit as
-#: fractions of the RTOG "none" value (normalisation and sampling margin), and the penalty's weight.
-#: Not used by the IMRT path: measured on the spine phantom, as a limit on the optimisation voxels
-#: it cost more coverage than it gained gradient (V100 91.5 % -> 50-80 %).  In the VMAT MU re-solve
-#: (spine phantom): the DAO's own far maximum was 51-53 % Rx, the delivered one at the DAO's MU
-#: 55 %, and the re-solve without this limit raised it to 61 % (63.8 % on every voxel); with it,
-#: 55.3 % at the same coverage (weight 3000; 1000: 57.6 %, 10000: 54.0 %).
-D2CM_LIMIT_REF = 0.85
-D2CM_LIMIT_FACTOR = 0.95
-W_D2CM_LIMIT = 3000.0
-#: The coverage goal is aimed at this much above the protocol's level (the normalisation's margin).
-COVERAGE_MARGIN_PCT = 0.5
-#: Weight factor of the coverage goal per violated round (the organ limits grow by 4): a smaller
-#: step keeps coverage from overshooting into the organ limits it has to respect.
-COVERAGE_GROWTH = 2.0
-#: ... and at most this factor in all, so that fall-off and hot-spot terms keep their say (measured
-#: on the liver phantom: unbounded growth reached V100 96 % with D2cm 129 % and a 178 % hot spot in
-#: normal tissue).
-COVERAGE_MAX_FACTOR = 4.0
+#   -> penalties.w_target_under
+#   -> penalties.w_gtv_under
+#   -> penalties.w_target_hot
+#   -> penalties.w_boost_hot
+#   -> penalties.w_falloff
+#   -> penalties.w_hard
+#   -> penalties.w_optional
+# Hard organ limits are met on the optimiser's dose with this margin: the delivered dose of the
+# segments differs from the fluence dose by a few per cent near the steep gradients, and the final
+# normalisation scales the plan down (losing coverage) for any organ limit the delivery breaks.
+#   -> penalties.hard_limit_margin
+# The target's under-dose reference (x Rx): a little above Rx, so that the final normalisation
+# to the coverage goal scales the dose up by a few per cent at most.
+#   -> penalties.target_under_ref
+# Width (mm) of the band of PTV! next to the removed organ PRV where the coverage reference falls
+# linearly from Rx (at the band's inner edge) to BAND_LOW_REF x Rx (at the PRV): the dose
+# gradient into the organ needs a few millimetres, and insisting on Rx up to the PRV only
+# cools the rest of the target (the normalisation to V100 then lifts every hot spot).
+#   -> penalties.band_mm
+#   -> penalties.band_low_ref
+#   -> penalties.band_weight
+# Hot spots outside the GTV/ITV: over-dose reference in the target outside the GTV, and the
+# protocol's near-maximum limit (D0.035cc < 110 % Rx) measured and re-weighted like an organ limit.
+#   -> penalties.target_hot_ref
+# Aimed 2 % under the protocols' 110 %: the limit is measured on the optimiser's dose normalised to
+# the coverage goal, the evaluation on the final dose (measured on the liver phantom: 1.10 gave
+# External-GTV-ITV D0.035cc 109.6-110.4 %, 1.08 gives 108.5 %).
+#   -> penalties.hotspot_limit
+# Weight factor of the hot-spot limit per violated round: the hot spot acts once the coverage
+# weight is capped; x4 cost the spine phantom its conformity (CI_rtog 1.00 -> 1.20), x2 keeps it
+# (1.19) with V100 92.2 -> 93.8 % and External-GTV D0.035cc 123 -> 116 %.
+#   -> penalties.hotspot_growth
+#   -> penalties.boost_hot_ref
+# The fall-off profile (``goal_stages.ring_dose_fraction``) starts this far outside the PTV
+# surface (up to 2 cm; the D2cm cap applies from 2 cm on), at most FALLOFF_MAX x Rx: a 6 MV
+# penumbra cannot fall from Rx at the surface, and a profile that asks for it fights the
+# coverage of the PTV's edge.
+#   -> penalties.falloff_shift_mm
+# Measured with the default beam model (PTV V100 / RTOG CI / V105% outside / hot spot outside the
+# GTV): spine IMRT (limits on the normalised dose) 1.05: 95.4 % / 1.31 / 19 % / 123 %, 1.0: 95.0 % /
+# 1.24 / < 15 % / 117 %; spine VMAT 1.05: 94.9 % / 1.16 / 9 % / 125 % (D2cm 54.3 %), 1.0: 95.2 % /
+# 1.19 / < 15 % / 128 % (D2cm 56.9 %); liver VMAT 1.05: R50 3.47, D2cm 52.8 %, hot spot 109.3 %,
+# 1.0: R50 3.35, D2cm 50.0 %, hot spot 111.0 %.
+#   -> penalties.falloff_max
+#   -> penalties.d2cm_ref_factor
+# The D2cm limit (``plan_penalties(d2cm_rows=...)``): penalty reference and measured limit as
+# fractions of the RTOG "none" value (normalisation and sampling margin), and the penalty's weight.
+# Not used by the IMRT path: measured on the spine phantom, as a limit on the optimisation voxels
+# it cost more coverage than it gained gradient (V100 91.5 % -> 50-80 %).  In the VMAT MU re-solve
+# (spine phantom): the DAO's own far maximum was 51-53 % Rx, the delivered one at the DAO's MU
+# 55 %, and the re-solve without this limit raised it to 61 % (63.8 % on every voxel); with it,
+# 55.3 % at the same coverage (weight 3000; 1000: 57.6 %, 10000: 54.0 %).
+#   -> penalties.d2cm_limit_ref
+#   -> penalties.d2cm_limit_factor
+#   -> penalties.w_d2cm_limit
+# The coverage goal is aimed at this much above the protocol's level (the normalisation's margin).
+#   -> penalties.coverage_margin_pct
+# Weight factor of the coverage goal per violated round (the organ limits grow by 4): a smaller
+# step keeps coverage from overshooting into the organ limits it has to respect.
+#   -> penalties.coverage_growth
+# ... and at most this factor in all, so that fall-off and hot-spot terms keep their say (measured
+# on the liver phantom: unbounded growth reached V100 96 % with D2cm 129 % and a 178 % hot spot in
+# normal tissue).
+#   -> penalties.coverage_max_factor
 
-#: Target dose-volume upper limits (TG-119's PTV D10 <= 110 % Rx): penalty reference and the
-#: measured limit, both under the protocol's value so that the normalisation keeps it.
-#: Target hot-spot and dose-volume upper limits measured on the dose normalised to the coverage goal
-#: (``optimizer.Limit.normalized_by``).
-NORMALIZED_HOT_LIMITS = True
-TARGET_DV_REF = 0.97
-TARGET_DV_MARGIN = 0.985
+# Target dose-volume upper limits (TG-119's PTV D10 <= 110 % Rx): penalty reference and the
+# measured limit, both under the protocol's value so that the normalisation keeps it.
+# Target hot-spot and dose-volume upper limits measured on the dose normalised to the coverage goal
+# (``optimizer.Limit.normalized_by``).
+#   -> penalties.target_dv_ref
+#   -> penalties.target_dv_margin
 
 
 def _coverage_goal_pct(problem: PlanProblem) -> float | None:
@@ -179,20 +180,21 @@ class FalloffProfile:
 def falloff_profile(ps: PlanningStructures, problem: PlanProblem) -> FalloffProfile:
     """``goal_stages.ring_dose_fraction`` at each voxel's distance from the PTV (see the module docstring).
 
-    Shifted out by ``FALLOFF_SHIFT_MM`` inside 2 cm, at most ``FALLOFF_MAX`` x Rx, and
-    ``D2CM_REF_FACTOR`` lower from 2 cm on: D2cm is the maximum there, so the bulk must stay
+    Shifted out by ``penalties.falloff_shift_mm`` inside 2 cm, at most ``penalties.falloff_max`` x Rx, and
+    ``penalties.d2cm_ref_factor`` lower from 2 cm on: D2cm is the maximum there, so the bulk must stay
     clearly below it.
     """
+    r = problem.recipe.penalties
     vox = problem.voxels
     dist = distance_map_mm(ps.target, max_distance_mm=250.0).ravel()[vox.indices]
     outside = np.flatnonzero(~ps.target.mask.ravel()[vox.indices])
     grid_mm = np.round(np.minimum(dist[outside], 250.0)).astype(int)
-    table = np.array([ring_dose_fraction(float(m) if m >= 20 else max(float(m) - FALLOFF_SHIFT_MM, 0.0),
+    table = np.array([ring_dose_fraction(float(m) if m >= 20 else max(float(m) - r.falloff_shift_mm, 0.0),
                                          ptv_volume_cc=ps.target.volume_cc)
                       for m in range(int(grid_mm.max(initial=0)) + 1)])
-    ref = np.minimum(FALLOFF_MAX, FALLOFF_MAX * table[grid_mm]) * problem.prescription_gy
+    ref = np.minimum(r.falloff_max, r.falloff_max * table[grid_mm]) * problem.prescription_gy
     far = grid_mm >= 20
-    ref[far] *= D2CM_REF_FACTOR
+    ref[far] *= r.d2cm_ref_factor
     return FalloffProfile(outside, ref, far)
 
 
@@ -202,8 +204,10 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
 
     ``d2cm_rows``: rows of the dose matrix (voxels 2 cm or more from the PTV, possibly beyond the
     problem's voxels) on which the RTOG D2cm maximum is a limit of the coverage's priority, with
-    a penalty of weight ``W_D2CM_LIMIT`` (0: none).
+    a penalty of weight ``penalties.w_d2cm_limit`` (0: none).  The tuning values are
+    ``problem.recipe.penalties``.
     """
+    r = problem.recipe.penalties
     rx = problem.prescription_gy
     vox = problem.voxels
     T = problem.target
@@ -213,17 +217,17 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
     removed = ps.target.mask & ~ps.optimization_target.mask
     core = np.ones(T.rows.size, bool)
     d_band = None
-    if removed.any() and BAND_MM > 0:
+    if removed.any() and r.band_mm > 0:
         rem = Structure("zRemoved", ps.target.grid, removed, StructureRole.CONTROL)
-        d_band = distance_map_mm(rem, max_distance_mm=BAND_MM + 10.0).ravel()[vox.indices][T.rows]
-        core = d_band > BAND_MM
-    ref = np.full(T.rows.size, TARGET_UNDER_REF * rx)
+        d_band = distance_map_mm(rem, max_distance_mm=r.band_mm + 10.0).ravel()[vox.indices][T.rows]
+        core = d_band > r.band_mm
+    ref = np.full(T.rows.size, r.target_under_ref * rx)
     row_w = np.asarray(tw, float).copy()
     if not core.all():
-        frac = np.clip(d_band[~core] / BAND_MM, 0.0, 1.0)
-        ref[~core] = rx * (BAND_LOW_REF + (TARGET_UNDER_REF - BAND_LOW_REF) * frac)
-        row_w[~core] *= BAND_WEIGHT
-    cover = Penalty("target under Rx", T.rows, ref, W_TARGET_UNDER, over=False, row_weights=row_w)
+        frac = np.clip(d_band[~core] / r.band_mm, 0.0, 1.0)
+        ref[~core] = rx * (r.band_low_ref + (r.target_under_ref - r.band_low_ref) * frac)
+        row_w[~core] *= r.band_weight
+    cover = Penalty("target under Rx", T.rows, ref, r.w_target_under, over=False, row_weights=row_w)
     pens: list[Penalty] = [cover]
     boost_rows = np.array([], dtype=np.int64)
     if ps.boost is not None and ps.boost.name in problem.regions:
@@ -231,14 +235,14 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
         # hot spots are allowed where the evaluation allows them: voxels whose centre is in the
         # GTV/ITV (External-GTV excludes those); a voxel the GTV only partly occupies counts as outside
         boost_rows, _ = vox.rows_of(np.flatnonzero(ps.boost.mask.ravel()))
-        pens.append(Penalty("GTV under Rx", b.rows, TARGET_UNDER_REF * rx, W_GTV_UNDER, over=False,
+        pens.append(Penalty("GTV under Rx", b.rows, r.target_under_ref * rx, r.w_gtv_under, over=False,
                             row_weights=b.weights))
-        pens.append(Penalty(f"boost above {100 * BOOST_HOT_REF:g}% Rx", b.rows, BOOST_HOT_REF * rx, W_BOOST_HOT,
+        pens.append(Penalty(f"boost above {100 * r.boost_hot_ref:g}% Rx", b.rows, r.boost_hot_ref * rx, r.w_boost_hot,
                             over=True, row_weights=b.weights))
     ptv_rows, _ = vox.rows_of(np.flatnonzero(ps.target.weights.ravel() > 0))
     hot = _rows_minus(ptv_rows, boost_rows)
-    hot_pen = Penalty(f"target outside GTV above {100 * TARGET_HOT_REF:g}% Rx", hot, TARGET_HOT_REF * rx,
-                      W_TARGET_HOT, over=True, row_weights=vox.weights[hot])
+    hot_pen = Penalty(f"target outside GTV above {100 * r.target_hot_ref:g}% Rx", hot, r.target_hot_ref * rx,
+                      r.w_target_hot, over=True, row_weights=vox.weights[hot])
     pens.append(hot_pen)
     # normal-tissue fall-off outside the PTV
     fall = falloff_profile(ps, problem)
@@ -248,15 +252,15 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
             continue
         rows = outside[sel]
         volume_ratio = float(vox.weights[rows].sum()) / max(float(T.weights.sum()), 1e-9)
-        pens.append(Penalty(name, rows, ref[sel], W_FALLOFF * volume_ratio, over=True, row_weights=vox.weights[rows]))
-    if d2cm_rows is not None and len(d2cm_rows) and W_D2CM_LIMIT > 0:
+        pens.append(Penalty(name, rows, ref[sel], r.w_falloff * volume_ratio, over=True, row_weights=vox.weights[rows]))
+    if d2cm_rows is not None and len(d2cm_rows) and r.w_d2cm_limit > 0:
         # D2cm (RTOG) is a maximum: the limit's rows are the caller's (every final-dose voxel there,
         # not the optimisation lattice, which misses the peak of a beam-entry lobe by 1-3 % Rx)
         d2cm_gy = rtog_limits(ps.target.volume_cc).d2cm_none_pct / 100.0 * rx
-        pen = Penalty("D2cm (RTOG none)", d2cm_rows, D2CM_LIMIT_REF * d2cm_gy, W_D2CM_LIMIT, over=True)
+        pen = Penalty("D2cm (RTOG none)", d2cm_rows, r.d2cm_limit_ref * d2cm_gy, r.w_d2cm_limit, over=True)
         pens.append(pen)
-        limits.append(Limit(pen, D2CM_LIMIT_FACTOR * d2cm_gy, 0.0, label="D2cm (RTOG none)", priority=1,
-                            growth=COVERAGE_GROWTH))
+        limits.append(Limit(pen, r.d2cm_limit_factor * d2cm_gy, 0.0, label="D2cm (RTOG none)", priority=1,
+                            growth=r.coverage_growth))
     for goal, region in problem.goal_regions:
         if region is None or not goal.comparator.is_upper_bound:
             continue
@@ -267,7 +271,7 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
         L = goal.limit_in_gy(rx)
         hard = goal.mandatory and goal.priority is Priority.HARD_OAR
         p = Penalty(f"{region.name} {goal.metric_label}", region.rows, 0.95 * L if hard else L,
-                    W_HARD if hard else W_OPTIONAL, over=True, row_weights=region.weights)
+                    r.w_hard if hard else r.w_optional, over=True, row_weights=region.weights)
         pens.append(p)
         if not hard:
             continue
@@ -279,29 +283,29 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
         elif goal.metric is Metric.D_PCT:
             frac = goal.parameter.value / 100.0
         else:
-            limits.append(Limit(p, HARD_LIMIT_MARGIN * L, mean=True, label=p.name))
+            limits.append(Limit(p, r.hard_limit_margin * L, mean=True, label=p.name))
             continue
         # the volume the limit allows above L stays free (less a margin, so the limit holds exactly)
         p.allowed_fraction = 0.8 * frac
-        limits.append(Limit(p, HARD_LIMIT_MARGIN * L, frac, label=p.name))
+        limits.append(Limit(p, r.hard_limit_margin * L, frac, label=p.name))
     # coverage goal of the protocol (V100%Rx >= v % of the PTV) on the optimisation target: the
     # cold volume it allows, less the part of the PTV that the optimisation target leaves out
     level = _coverage_goal_pct(problem)
     if level is not None:
         ptv_cc, opt_cc = ps.target.volume_cc, max(ps.optimization_target.volume_cc, 1e-9)
-        cold = ((100.0 - min(level + COVERAGE_MARGIN_PCT, 99.9)) / 100.0 * ptv_cc - max(ptv_cc - opt_cc, 0.0)) / opt_cc
+        cold = ((100.0 - min(level + r.coverage_margin_pct, 99.9)) / 100.0 * ptv_cc - max(ptv_cc - opt_cc, 0.0)) / opt_cc
         limits.append(Limit(cover, rx, max(cold, 0.002), lower=True, label=f"coverage V100%Rx >= {level:g}%",
-                            measure_weights=tw, priority=1, growth=COVERAGE_GROWTH,
-                            max_weight_factor=COVERAGE_MAX_FACTOR, normalizes=True))
+                            measure_weights=tw, priority=1, growth=r.coverage_growth,
+                            max_weight_factor=r.coverage_max_factor, normalizes=True))
     # the PTV maximum of the protocol (spine: 140 % Rx), measured on the hottest voxel and re-weighted
     # like an organ limit, so that the normalisation is never capped by it
     dmax = _target_dmax_pct(problem)
     if dmax is not None and ptv_rows.size:
-        top = Penalty(f"target above {dmax - 5:g}% Rx", ptv_rows, (dmax - 5.0) / 100.0 * rx, W_BOOST_HOT, over=True,
+        top = Penalty(f"target above {dmax - 5:g}% Rx", ptv_rows, (dmax - 5.0) / 100.0 * rx, r.w_boost_hot, over=True,
                       row_weights=vox.weights[ptv_rows])
         pens.append(top)
         limits.append(Limit(top, (dmax - 1.0) / 100.0 * rx, 0.0, label=f"PTV Dmax <= {dmax:g}% Rx",
-                            floor_gy=(TARGET_UNDER_REF + 0.05) * rx))
+                            floor_gy=(r.target_under_ref + 0.05) * rx))
     # dose-volume upper limits of the protocol on the target (TG-119: PTV D10 <= 110 % Rx): an
     # over-dose penalty on the target outside the GTV that leaves the allowed hottest volume free,
     # measured and re-weighted with the coverage (same priority: the normalisation to the coverage
@@ -316,21 +320,21 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
         else:
             hot_cc = float(vox.weights[hot].sum()) * float(np.prod(ps.target.grid.spacing_mm)) / 1000.0
             frac = min(goal.parameter.value / max(hot_cc, 1e-6), 1.0)
-        p = Penalty(f"target {goal.metric_label} <= {100 * L / rx:g}% Rx", hot, TARGET_DV_REF * L, W_TARGET_HOT,
+        p = Penalty(f"target {goal.metric_label} <= {100 * L / rx:g}% Rx", hot, r.target_dv_ref * L, r.w_target_hot,
                     over=True, row_weights=vox.weights[hot], allowed_fraction=0.8 * frac)
         pens.append(p)
-        limits.append(Limit(p, TARGET_DV_MARGIN * L, frac, label=f"target {goal.metric_label}", priority=1,
-                            growth=COVERAGE_GROWTH, floor_gy=(TARGET_UNDER_REF + 0.01) * rx))
+        limits.append(Limit(p, r.target_dv_margin * L, frac, label=f"target {goal.metric_label}", priority=1,
+                            growth=r.coverage_growth, floor_gy=(r.target_under_ref + 0.01) * rx))
     if hot.size:
         # hot spots outside the GTV/ITV: near-maximum (D0.035cc) of the target outside the GTV
         hot_cc = float(vox.weights[hot].sum()) * float(np.prod(ps.target.grid.spacing_mm)) / 1000.0
-        limits.append(Limit(hot_pen, HOTSPOT_LIMIT * rx, min(0.035 / max(hot_cc, 1e-6), 1.0),
-                            label="hot spot outside GTV D0.035cc", floor_gy=(TARGET_UNDER_REF + 0.01) * rx,
-                            priority=2, growth=HOTSPOT_GROWTH))
+        limits.append(Limit(hot_pen, r.hotspot_limit * rx, min(0.035 / max(hot_cc, 1e-6), 1.0),
+                            label="hot spot outside GTV D0.035cc", floor_gy=(r.target_under_ref + 0.01) * rx,
+                            priority=2, growth=r.hotspot_growth))
     # target hot spots and dose-volume upper limits are measured on the dose normalised to the
     # coverage goal: the final normalisation scales them with it
     cover_lim = next((lim for lim in limits if lim.lower), None)
-    if cover_lim is not None and NORMALIZED_HOT_LIMITS:
+    if cover_lim is not None:
         organ_caps = [lim for lim in limits if lim.priority == 0 and not lim.lower and not lim.mean]
         for lim in limits:
             if lim is not cover_lim and lim.priority >= 1 and not lim.mean:

@@ -33,7 +33,6 @@ from ..evaluation import PlanReport, Status, evaluate_plan
 from ..protocols import Protocol, load_protocol
 from ..protocols.model import Metric, Unit
 from ..dose_engine import forward_dose
-from .final_dose import final_dose
 from .goals import resolve_goals
 from .plan import Plan, PlanOptions, PlanTechnique
 from .problem import build_problem, dose_difference_pct_rx
@@ -107,7 +106,7 @@ def _upper_dose_cap(report: PlanReport) -> float:
 
 
 def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/3",
-         technique: PlanTechnique | str = PlanTechnique.VMAT, n_beams: int | None = None, *,
+         technique: PlanTechnique | str | None = None, n_beams: int | None = None, *,
          options: PlanOptions | None = None, model=None, limits: DeliveryLimits | None = None,
          progress: Callable[[str, int, int], None] | None = None, **overrides) -> Plan:
     """Make an automatic plan.
@@ -120,11 +119,13 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
         ``bone_spine``, ``bone_nonspine``, ``liver_hcc``, ``cholangiocarcinoma`` or a loaded protocol.
     scheme : str
         Fractionation, ``"total/fractions"`` (e.g. ``"27/3"``); must be allowed by the protocol.
-    technique : {"vmat", "imrt"}
+    technique : {"vmat", "imrt"}, optional
+        Replaces ``options.technique`` when given (default: ``options.technique``, VMAT).
     n_beams : int, optional
         IMRT beam count in [5, 9] (default 7).
     options : PlanOptions, optional
-        Everything else; keyword ``overrides`` replace single fields (``grid_mm=2.5``).
+        Everything else, the planning recipe included (``options.recipe``); keyword ``overrides``
+        replace single fields (``grid_mm=2.5``, ``recipe=load_recipe(path)``).
     model : BeamModel, optional
         Default: the shipped commissioned 6 MV model.
     limits : DeliveryLimits, optional
@@ -135,12 +136,7 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
     -------
     Plan
     """
-    from dataclasses import replace
-
-    opts = options or PlanOptions()
-    opts = replace(opts, technique=PlanTechnique.parse(technique), **overrides)
-    if n_beams is not None:
-        opts = replace(opts, n_beams=int(n_beams))
+    opts = resolve_options(options, technique, n_beams, **overrides)
     n_beams = opts.n_beams or 7
     if opts.technique is PlanTechnique.IMRT and not 5 <= n_beams <= 9:
         from ..errors import InputError
@@ -177,14 +173,14 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
         notes.append(msg)
     step(2)
     with timed("optimisation problem", log, timings):
-        problem = build_problem(cg, ps, resolved, sch.total_gy, sch.fractions)
+        problem = build_problem(cg, ps, resolved, sch.total_gy, sch.fractions, recipe=opts.recipe)
     step(3)
     if opts.technique is PlanTechnique.IMRT:
         from .imrt import plan_imrt
         res = plan_imrt(cg, ps, problem, site=protocol.site, n_beams=n_beams, select=opts.select_beams,
                         beamlet_mm=opts.beamlet_mm, max_segments=opts.max_segments,
                         min_segment_mu=opts.min_segment_mu, model=model, mlc=mlc, prescription_gy=sch.total_gy,
-                        n_fractions=sch.fractions, timings=timings, optimizer=opts.optimizer)
+                        n_fractions=sch.fractions, timings=timings, optimizer=opts.optimizer, seed=opts.seed)
         beam_set, opt_rows = res.beam_set, res.optimizer_dose_rows
         extra = {"beam_selection": res.selection}
     else:
@@ -199,11 +195,9 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
     notes.extend(res.notes)
     step(4)
     with timed("final dose", log, timings):
-        if opts.technique is PlanTechnique.VMAT and vmat_final is not None:
+        if opts.technique is PlanTechnique.VMAT:
             # computed sector by sector with the VMAT optimisation (its MU were re-solved on it)
             dose = vmat_final
-        elif opts.technique is PlanTechnique.VMAT:
-            dose = final_dose(cg, ps.target, beam_set, model=model)
         else:
             # static fields keep sharp edges far from the target: every body voxel is computed
             dose = np.asarray(forward_dose(cg.density, cg.grid, beam_set, model=model,
@@ -249,7 +243,7 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
              log=notes)
     metrics["plan"] = {"technique": opts.technique.value, "n_beams": len(beam_set.beams),
                        "total_mu_per_fraction": round(p.total_mu, 1), "grid_mm": opts.grid_mm,
-                       "beam_model": model.name,
+                       "beam_model": model.name, "recipe": opts.recipe.as_metrics(),
                        "beams": [_beam_summary(b) for b in beam_set.beams],
                        "optimizer_vs_delivered": dose_difference_pct_rx(final.dose_gy.ravel()[problem.voxels.indices],
                                                                            opt_rows, problem),
@@ -258,6 +252,39 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
     metrics["timings_s"] = timings.as_dict()
     metrics.setdefault("notes", []).extend(notes)
     return p
+
+
+def resolve_options(options: PlanOptions | None = None, technique: PlanTechnique | str | None = None,
+                    n_beams: int | None = None, **overrides) -> PlanOptions:
+    """The options a :func:`plan` call runs with: ``options`` (default :class:`PlanOptions`), then
+    ``technique`` and ``n_beams`` where given (not None), then the keyword ``overrides``.
+
+    A ``technique`` left out keeps ``options.technique`` (formerly the argument's own default
+    replaced it, so ``plan(case, options=PlanOptions(technique="imrt"))`` planned VMAT).
+    """
+    from dataclasses import fields, replace
+
+    from ..errors import InputError
+
+    opts = options or PlanOptions()
+    known = {f.name for f in fields(PlanOptions)}
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise InputError(f"plan: unknown option '{bad[0]}' (expected one of {sorted(known)})")
+    if technique is not None:
+        overrides["technique"] = technique
+    if n_beams is not None:
+        overrides["n_beams"] = int(n_beams)
+    opts = replace(opts, **overrides)
+    opts = replace(opts, technique=PlanTechnique.parse(opts.technique))
+    from .recipe import PlanningRecipe
+
+    if not isinstance(opts.recipe, PlanningRecipe):
+        raise InputError(f"plan: recipe must be a PlanningRecipe (workflow.recipe.load_recipe), "
+                         f"got {type(opts.recipe).__name__}")
+    if isinstance(opts.seed, bool) or not isinstance(opts.seed, (int, np.integer)) or opts.seed < 0:
+        raise InputError(f"plan: seed must be an integer >= 0, got {opts.seed!r}")
+    return opts
 
 
 def _beam_summary(beam) -> dict:

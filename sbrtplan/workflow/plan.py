@@ -9,6 +9,7 @@ import numpy as np
 
 from ..beams import BeamSet
 from ..case import Case, Dose
+from .recipe import PlanningRecipe, default_recipe
 
 
 class PlanTechnique(str, enum.Enum):
@@ -44,6 +45,7 @@ class PlanOptions:
     Attributes
     ----------
     technique : PlanTechnique
+        VMAT (default) or IMRT.
     n_beams : int or None
         IMRT beam count in [5, 9]; None: 7 for spine, 7 for liver (selected
         automatically from the non-colliding candidates).
@@ -70,15 +72,20 @@ class PlanOptions:
     allow_missing : bool
         Plan even if organs the protocol names are not contoured.
     seed : int
+        Seed of the random voxel sample of the IMRT beam-angle selection (the same seed gives the
+        same plan).
     mlc : str
         ``Millennium120`` (5 mm central leaves) or ``HD120`` (2.5 mm central leaves);
         beamlet rows follow the leaves.
     optimizer : OptimizerPath
         ``penalty`` (default, full-size problems in seconds) or ``prioritized``
         (the lexicographic convex model, exact on small and medium problems).
+    recipe : PlanningRecipe
+        Every tuning value of the optimisation (``workflow.recipe``; default: the shipped
+        ``recipes/default.yaml``); recorded in ``metrics.json`` (``plan.recipe``).
     """
 
-    technique: PlanTechnique = PlanTechnique.IMRT
+    technique: PlanTechnique = PlanTechnique.VMAT
     n_beams: int | None = None
     select_beams: bool = True
     grid_mm: float = 2.0
@@ -93,6 +100,7 @@ class PlanOptions:
     seed: int = 0
     optimizer: OptimizerPath = OptimizerPath.PENALTY
     mlc: str = "Millennium120"
+    recipe: PlanningRecipe = field(default_factory=default_recipe)
 
 
 @dataclass

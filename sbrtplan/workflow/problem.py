@@ -16,6 +16,7 @@ from ..case import Case
 from ..optimizer import VoxelRegion
 from .goal_stages import stages_from_goals
 from .goals import ResolvedGoals
+from .recipe import PlanningRecipe, default_recipe
 from .structures import PlanningStructures
 from .voxels import OptimizationVoxels, organ_structures, optimization_voxels, region_for
 
@@ -33,11 +34,18 @@ class PlanProblem:
     prescription_gy: float
     n_fractions: int
     goal_regions: list = None  # (Goal, VoxelRegion | None) pairs
+    #: the tuning values every optimisation of this problem uses (``workflow.recipe``)
+    recipe: PlanningRecipe = None
+
+    def __post_init__(self) -> None:
+        if self.recipe is None:
+            self.recipe = default_recipe()
 
 
 def build_problem(case: Case, ps: PlanningStructures, resolved: ResolvedGoals, prescription_gy: float,
-                  n_fractions: int) -> PlanProblem:
-    """Voxels, regions and stages of the plan's optimisation problem."""
+                  n_fractions: int, recipe: PlanningRecipe | None = None) -> PlanProblem:
+    """Voxels, regions and stages of the plan's optimisation problem (``recipe``: default the shipped one)."""
+    recipe = recipe or default_recipe()
     voxels = optimization_voxels(case, ps.target, organ_structures(case))
     log.info("optimisation voxels: %d (all within %.0f mm of %s)",
              voxels.n, voxels.near_mm, ps.target.name)
@@ -63,8 +71,8 @@ def build_problem(case: Case, ps: PlanningStructures, resolved: ResolvedGoals, p
             rings.append((rr, float(inner), float(outer)))
     stages = stages_from_goals(pairs, prescription_gy=prescription_gy, n_fractions=n_fractions, target=target,
                                boost=reg(ps.boost), hotspot_free=reg(ps.hotspot_free), rings=rings,
-                               body=reg(case.body))
-    return PlanProblem(voxels, stages, target, regions, prescription_gy, n_fractions, pairs)
+                               body=reg(case.body), recipe=recipe)
+    return PlanProblem(voxels, stages, target, regions, prescription_gy, n_fractions, pairs, recipe)
 
 
 def dose_difference_pct_rx(dose_rows: np.ndarray, model_rows: np.ndarray, problem: PlanProblem) -> dict:

@@ -6,8 +6,8 @@
 2. Direct aperture optimisation (``optimizer.vmat_dao``) gives one aperture
    and one MU weight per sector, with the leaf travel between neighbouring
    sectors bounded by the machine limits (leaf speed x time the gantry needs
-   for one sector) and the MU per degree within the QA range.  Optionally
-   (``DAO_MODEL_DELIVERY``) the DAO's dose of a sector is that of its delivery
+   for one sector) and the MU per degree within the QA range.  The DAO's dose
+   of a sector is that of its delivery
    (the apertures interpolated towards the neighbouring sectors at 1-degree
    steps).  Its objective (:func:`_dao_stages`) is the plan's stages summed,
    with the rings replaced by the penalty model's fall-off profile (the dose
@@ -51,6 +51,7 @@ from ..optimizer import ArcSector, ProfileOverdose, VoxelRegion, penalty_solve, 
 from .final_dose import FINAL_GANTRY_STEP_DEG, FINAL_LEAF_STEP_MM, final_dose_voxels
 from .penalties import falloff_profile, plan_penalties
 from .problem import PlanProblem, dose_difference_pct_rx
+from .recipe import VmatRecipe
 from .structures import PlanningStructures
 
 log = get_logger(__name__)
@@ -198,7 +199,8 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
         # heavy penalties): measured on the spine phantom this gives far better apertures than the
         # IMRT penalty set, whose adaptive re-weighting the column generation cannot run.
         objective = _dao_stages(problem.stages, ps, problem)
-        res = _dao_all_arcs(D, sectors_all, objective, n_fractions, width, travel, mlc, limits, progress)
+        res = _dao_all_arcs(D, sectors_all, objective, n_fractions, width, travel, mlc, limits, progress,
+                            problem.recipe.vmat)
     dose_rows = res["dose"]
     apertures_of: list[list[Aperture]] = []
     for a, arc in enumerate(arcs):
@@ -223,19 +225,17 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
                              "control_points": len(beams[-1].control_points)})
     info["iterations"] = res["iterations"]
     old_beams = beams
-    final_gy = None
-    if DELIVERED_MU_RESOLVE:
-        mu_all, final_gy, dose_rows, stats = _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg,
-                                                                 np.asarray(res["mu"], float), res["dose"], model,
-                                                                 limits, prescription_gy, n_fractions, timings)
-        info["dao_model_vs_delivered"] = stats
-        res["mu"] = mu_all
-        beams = []
-        for a, arc in enumerate(arcs):
-            idx = by_arc[a]
-            beams.append(arc_beam(old_beams[a].name, arc, iso, mlc, width, cp_spacing_deg, apertures_of[a],
-                                  mu_all[idx]))
-            info["arcs"][a]["mu"] = round(float(mu_all[idx].sum()), 1)
+    mu_all, final_gy, dose_rows, stats = _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg,
+                                                             np.asarray(res["mu"], float), res["dose"], model,
+                                                             limits, prescription_gy, n_fractions, timings)
+    info["dao_model_vs_delivered"] = stats
+    res["mu"] = mu_all
+    beams = []
+    for a, arc in enumerate(arcs):
+        idx = by_arc[a]
+        beams.append(arc_beam(old_beams[a].name, arc, iso, mlc, width, cp_spacing_deg, apertures_of[a],
+                              mu_all[idx]))
+        info["arcs"][a]["mu"] = round(float(mu_all[idx].sum()), 1)
     # MU per degree of every control-point interval is the sector's MU over its width; the final
     # normalisation multiplies all MU by one factor, which keeps the plan deliverable within:
     mu_deg = np.asarray(res["mu"], float) / width
@@ -245,11 +245,10 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
                                           round(float(hi / mu_deg.max()), 4) if mu_deg.max() > 0 else float("inf")]
     beam_set = BeamSet(beams, n_fractions=n_fractions, prescription_gy=prescription_gy)
     notes = [f"VMAT: {len(beams)} arcs, {sum(len(b.control_points) for b in beams)} control points, "
-             f"{len(geoms)} optimisation sectors of {width:.2f} deg"]
-    if final_gy is not None:
-        notes.append("VMAT: sector MU re-optimised on the delivered dose of each sector's control points "
-                     f"(DAO model vs delivered before: target mean {stats.get('target_mean_diff_pct_rx', 0.0):+.1f} % Rx, "
-                     f"p95 {stats.get('p95_abs_diff_pct_rx', 0.0):.1f} % Rx)")
+             f"{len(geoms)} optimisation sectors of {width:.2f} deg",
+             "VMAT: sector MU re-optimised on the delivered dose of each sector's control points "
+             f"(DAO model vs delivered before: target mean {stats.get('target_mean_diff_pct_rx', 0.0):+.1f} % Rx, "
+             f"p95 {stats.get('p95_abs_diff_pct_rx', 0.0):.1f} % Rx)"]
     return VmatResult(beam_set, dose_rows, info, notes, final_gy)
 
 
@@ -283,8 +282,8 @@ def _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg, mu, d
     measured on the spine phantom the delivered target dose was 7.5 % Rx higher on average (p95
     of the difference 9 % Rx), and the normalisation then met an organ or hot-spot limit before
     the coverage.  The delivered dose is linear in the sector MU for fixed apertures, so computing
-    each sector's dose once with the forward engine (one fluence map per 2-degree gantry bin, leaf
-    motion integrated exactly; formerly sub-fields every 1 degree and 5 mm of
+    each sector's dose once with the forward engine (fluence maps of at most 4 degrees of the
+    sector's control points, leaf motion integrated exactly; formerly sub-fields every 1 degree and 5 mm of
     leaf travel) and re-solving the MU on it makes the optimiser's dose the delivered one; the
     final dose is then that matrix times the MU, at no further cost.
     """
@@ -294,7 +293,7 @@ def _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg, mu, d
     with timed("vmat: final dose of each sector (fluence maps, forward engine)", log, timings):
         g = forward_dose_by_beam(case.density, case.grid, BeamSet(subs, n_fractions, prescription_gy),
                                  vox.indices, model=model, max_gantry_step_deg=FINAL_GANTRY_STEP_DEG,
-                                 max_leaf_step_mm=FINAL_LEAF_STEP_MM)
+                                 max_leaf_step_mm=FINAL_LEAF_STEP_MM, arc_bin_deg=min(width, 4.0) + 1e-6)
         g = g.astype(np.float32)
     with timed("vmat: sector MU on the delivered dose", log, timings):
         w, rows_gy, before = _resolve_mu(g, vox, ps, problem, mu, limits, width)
@@ -319,74 +318,80 @@ def _resolve_mu(g, vox, ps, problem, mu, limits, width):
     # normalisation, against 90.0 % / 5.00 / 73.9 % / 0.78 with the DAO's own summed-stage objective.
     # D2cm is a maximum: a limit on every final-dose voxel 2 cm or more from the PTV (full
     # resolution within 3 cm), appended below the optimisation voxels' rows.  Only voxels within
-    # RESOLVE_D2CM_OUTER_MM count: apertures that follow the PTV put their lobes within a few cm
+    # the recipe's ``vmat.resolve_d2cm_outer_mm`` count: apertures that follow the PTV put their lobes within a few cm
     # of it, and the dose falls further out.
-    dist = distance_map_mm(ps.target, max_distance_mm=RESOLVE_D2CM_OUTER_MM).ravel()[vox.indices]
+    rec = problem.recipe.vmat
+    dist = distance_map_mm(ps.target, max_distance_mm=rec.resolve_d2cm_outer_mm).ravel()[vox.indices]
     far = np.flatnonzero((dist >= 20.0) & np.isfinite(dist))
     a = np.ascontiguousarray(np.concatenate([g[:, rows], g[:, far]], axis=1).T, dtype=np.float64)
     pens, lims = plan_penalties(ps, problem, d2cm_rows=n_opt + np.arange(far.size))
     lo, hi = _sector_mu_per_deg(limits)
     lb = np.full(mu.size, lo * width)
     ub = np.full(mu.size, hi * width)
-    w = penalty_solve(a, pens, lims, x0=mu, x_lb=lb, x_ub=ub, rounds=6, normalize=RESOLVE_NORMALIZE).x
+    w = penalty_solve(a, pens, lims, x0=mu, x_lb=lb, x_ub=ub, rounds=rec.resolve_rounds, normalize=True).x
     return w, a[:n_opt] @ w, a[:n_opt] @ mu
 
 
-#: After the DAO, re-optimise the sector MU on the dose the control points deliver (see
-#: :func:`_resolve_on_delivered`); the final dose comes from the same computation.
-DELIVERED_MU_RESOLVE = True
+# Tuning values: the planning recipe's ``vmat`` section (``workflow.recipe``, ``recipes/default.yaml``),
+# read from ``problem.recipe``.  The DAO models each sector's delivery (apertures interpolated between
+# sector centres every ``vmat.dose_step_deg``), the sector MU are always re-solved on the delivered
+# dose, and that re-solve measures its limits on the dose normalised to the coverage goal.  How the
+# values were measured:
+# After the DAO, re-optimise the sector MU on the dose the control points deliver (see
+# :func:`_resolve_on_delivered`); the final dose comes from the same computation.
+#   (always on; the switch and its alternative path were removed)
 
 
-#: Column-generation budget: apertures added per iteration and iterations.  Each iteration re-solves
-#: the master problem, so fewer, larger iterations are much cheaper; sectors left without a priced
-#: aperture receive the interpolation of their neighbours and their MU from the master.
-DAO_APERTURES_PER_ITERATION = 10
-DAO_MAX_ITERATIONS = 14
-#: Leaf-refinement sweeps: each still lowers the objective by 2-10 % after four (spine phantom:
-#: 273, 245, 232, 219, 211, 206, 202, 198), about 5 s each; PTV V100 after normalisation was 69.7 % with
-#: 2 passes and 93.4 % with 4 (old objective), and 8 passes turned a 90.6 % into 93.4 %.
-DAO_REFINE_PASSES = 8
-#: Gantry step of the final dose.  With ``DAO_MODEL_DELIVERY`` the DAO models each sector's delivery
-#: with as many samples of the interpolated apertures (leaves moving linearly between sector centres,
-#: as in :func:`arc_beam`), so that its dose is the delivered one.  Measured on the spine phantom
-#: (27/3): the sector-aperture model's delivered dose differs from its own by up to +10.7 % Rx (p95
-#: 5 %); modelling the delivery lowers the objective on the delivered dose from 151 to 110 and the
-#: optimiser/delivered difference (p95 8.3 -> 5.0 % Rx), and PTV V100 rises 86.5 -> 87.5 %, but D2cm
-#: rose 58.7 -> 69.0 %.  With the sector MU re-solved on the delivered dose afterwards
-#: (:func:`_resolve_on_delivered`) it is on: the apertures it yields deliver what it modelled (with
-#: coverage weight 5: PTV V100 90.4 % off, 92.4 % on, at R50 5.08 / 5.04 and D2cm 81.8 / 80.2 %).
-DOSE_STEP_DEG = 1.0
-DAO_MODEL_DELIVERY = True
-#: Weight of the coverage stage's objectives (target under-dose, coverage surrogates) in the DAO's
-#: summed objective, relative to the fall-off rings, hot-spot and organ terms (weight 1).  Measured
-#: on the spine phantom (27/3), PTV V100 of the DAO's own dose: 80.9 % at 1, 90.3 % at 3, 93.6 % at
-#: 5; the delivered plan's R50 / D2cm rise with it (4.3 / 66 % at 1, 5.0 / 80 % at 5), so 3.
-DAO_COVERAGE_WEIGHT = 3.0
-#: Weights of the fall-off profile in the DAO's objective within and beyond 2 cm of the PTV (see
-#: :func:`_dao_stages`), and the factor of the conformity stage's other objectives (hot spots
-#: outside the GTV/ITV, optional organ limits).  Measured on the spine phantom (27/3, 8 refinement
-#: passes, the D2cm re-solve below), PTV V100 / R50 / D2cm / External-GTV D0.035cc after
-#: normalisation: rings of the conformity stage at weight 1: 93.4 % / 4.61 / 75.8 % / 123 %
-#: (4 passes, no D2cm re-solve); rings x10: 91.9 % / 3.88 / 54.9 %; rings x30: 93.4 % / 3.90 / 56.6 %;
-#: this profile at 10 / 10: 93.7 % / 3.70 / 54.4 % / 128 %; with hot spots x10: 94.0 % / 3.73 /
-#: 54.2 % / 123 %.  A CVaR term on the hottest 0.5 cc beyond 2 cm (weight 30 or 100) gave no
-#: lower D2cm than the re-solve below and cost coverage (88-93 %).
-DAO_FALLOFF_WEIGHT = 10.0
-DAO_D2CM_WEIGHT = 10.0
-DAO_HOTSPOT_WEIGHT = 10.0
-#: The sector-MU re-solve's RTOG D2cm limit (:func:`_resolve_mu`, ``penalties.W_D2CM_LIMIT``) covers
-#: the final-dose voxels from 2 cm to this distance from the PTV.
-RESOLVE_D2CM_OUTER_MM = 40.0
-#: The re-solve measures its limits on the dose normalised to the coverage goal (``penalty_solve(
-#: normalize=True)``), as the plan's final normalisation will scale it.  Without it a round trades
-#: cord dose for coverage up to the cord limit on a dose that still lacks 6-11 % of the coverage,
-#: and the normalisation then stops at the cord.  Spine phantom 27/3, PTV V100 / R50 / D2cm /
-#: RTOG CI after normalisation, default model ``generic-6MV-sf``: off 82.1 % / 3.33 / 52.2 % / 0.85
-#: (cord PRV D1.2cc binding), on 94.9 % / 3.80 / 54.2 % / 1.17; scans-only ``generic-6MV``: off
-#: 94.0 % / 3.73 / 54.2 % / 1.07, on 95.2 % / 4.06 / 56.8 % / 1.24.  Liver 45/3, default model,
-#: on: V100 96.2 %, V90 100 %, R50 3.52, D2cm 54.0 %.
-RESOLVE_NORMALIZE = True
-DAO_TIME_LIMIT_S = 180.0     # processor seconds (both threads); the spine phantom needs about 100, the liver more
+# Column-generation budget: apertures added per iteration and iterations.  Each iteration re-solves
+# the master problem, so fewer, larger iterations are much cheaper; sectors left without a priced
+# aperture receive the interpolation of their neighbours and their MU from the master.
+#   -> vmat.dao_apertures_per_iteration
+#   -> vmat.dao_max_iterations
+# Leaf-refinement sweeps: each still lowers the objective by 2-10 % after four (spine phantom:
+# 273, 245, 232, 219, 211, 206, 202, 198), about 5 s each; PTV V100 after normalisation was 69.7 % with
+# 2 passes and 93.4 % with 4 (old objective), and 8 passes turned a 90.6 % into 93.4 %.
+#   -> vmat.dao_refine_passes
+# Gantry step of the DAO's delivery model: the DAO models each sector's delivery
+# with as many samples of the interpolated apertures (leaves moving linearly between sector centres,
+# as in :func:`arc_beam`), so that its dose is the delivered one.  Measured on the spine phantom
+# (27/3): the sector-aperture model's delivered dose differs from its own by up to +10.7 % Rx (p95
+# 5 %); modelling the delivery lowers the objective on the delivered dose from 151 to 110 and the
+# optimiser/delivered difference (p95 8.3 -> 5.0 % Rx), and PTV V100 rises 86.5 -> 87.5 %, but D2cm
+# rose 58.7 -> 69.0 %.  With the sector MU re-solved on the delivered dose afterwards
+# (:func:`_resolve_on_delivered`) it is on: the apertures it yields deliver what it modelled (with
+# coverage weight 5: PTV V100 90.4 % off, 92.4 % on, at R50 5.08 / 5.04 and D2cm 81.8 / 80.2 %).
+#   -> vmat.dose_step_deg
+#   (always on; the switch and its alternative path were removed)
+# Weight of the coverage stage's objectives (target under-dose, coverage surrogates) in the DAO's
+# summed objective, relative to the fall-off rings, hot-spot and organ terms (weight 1).  Measured
+# on the spine phantom (27/3), PTV V100 of the DAO's own dose: 80.9 % at 1, 90.3 % at 3, 93.6 % at
+# 5; the delivered plan's R50 / D2cm rise with it (4.3 / 66 % at 1, 5.0 / 80 % at 5), so 3.
+#   -> vmat.dao_coverage_weight
+# Weights of the fall-off profile in the DAO's objective within and beyond 2 cm of the PTV (see
+# :func:`_dao_stages`), and the factor of the conformity stage's other objectives (hot spots
+# outside the GTV/ITV, optional organ limits).  Measured on the spine phantom (27/3, 8 refinement
+# passes, the D2cm re-solve below), PTV V100 / R50 / D2cm / External-GTV D0.035cc after
+# normalisation: rings of the conformity stage at weight 1: 93.4 % / 4.61 / 75.8 % / 123 %
+# (4 passes, no D2cm re-solve); rings x10: 91.9 % / 3.88 / 54.9 %; rings x30: 93.4 % / 3.90 / 56.6 %;
+# this profile at 10 / 10: 93.7 % / 3.70 / 54.4 % / 128 %; with hot spots x10: 94.0 % / 3.73 /
+# 54.2 % / 123 %.  A CVaR term on the hottest 0.5 cc beyond 2 cm (weight 30 or 100) gave no
+# lower D2cm than the re-solve below and cost coverage (88-93 %).
+#   -> vmat.dao_falloff_weight
+#   -> vmat.dao_d2cm_weight
+#   -> vmat.dao_hotspot_weight
+# The sector-MU re-solve's RTOG D2cm limit (:func:`_resolve_mu`, ``penalties.w_d2cm_limit``) covers
+# the final-dose voxels from 2 cm to this distance from the PTV.
+#   -> vmat.resolve_d2cm_outer_mm
+# The re-solve measures its limits on the dose normalised to the coverage goal (``penalty_solve(
+# normalize=True)``), as the plan's final normalisation will scale it.  Without it a round trades
+# cord dose for coverage up to the cord limit on a dose that still lacks 6-11 % of the coverage,
+# and the normalisation then stops at the cord.  Spine phantom 27/3, PTV V100 / R50 / D2cm /
+# RTOG CI after normalisation, default model ``generic-6MV-sf``: off 82.1 % / 3.33 / 52.2 % / 0.85
+# (cord PRV D1.2cc binding), on 94.9 % / 3.80 / 54.2 % / 1.17; scans-only ``generic-6MV``: off
+# 94.0 % / 3.73 / 54.2 % / 1.07, on 95.2 % / 4.06 / 56.8 % / 1.24.  Liver 45/3, default model,
+# on: V100 96.2 %, V90 100 %, R50 3.52, D2cm 54.0 %.
+#   (always on; the switch and its alternative path were removed)
+#   -> vmat.dao_time_limit_s
 # The DAO master keeps hard limits as heavy penalties (the stages' terms); the final
 # normalisation then caps the dose scale at every hard organ limit, which is cheaper than a
 # prioritised re-solve in the aperture weights and meets the same limits.
@@ -402,23 +407,24 @@ def _sector_mu_per_deg(limits: DeliveryLimits) -> tuple[float, float]:
 def _dao_stages(stages, ps: PlanningStructures, problem: PlanProblem):
     """The plan's stages as the DAO's summed objective.
 
-    The coverage objectives are weighted by :data:`DAO_COVERAGE_WEIGHT`.  The conformity stage's
+    The coverage objectives are weighted by the recipe's ``vmat.dao_coverage_weight``.  The conformity stage's
     rings (one reference per ring, shaped for the prioritised solve, where stage 2 runs under the
     stage-1 result) are replaced by the fall-off profile of the penalty model
     (:func:`~sbrtplan.workflow.penalties.falloff_profile`: the allowed dose at each voxel's
-    distance from the PTV), weighted :data:`DAO_FALLOFF_WEIGHT` inside 2 cm and
-    :data:`DAO_D2CM_WEIGHT` beyond: in one summed objective the rings' single references let a
+    distance from the PTV), weighted ``vmat.dao_falloff_weight`` inside 2 cm and
+    ``vmat.dao_d2cm_weight`` beyond: in one summed objective the rings' single references let a
     beam-entry lobe of 65 % Rx at 19 mm go unpenalised (spine phantom, 5-20 mm ring reference
     74 % Rx), and that lobe is the plan's D2cm.
     """
     from dataclasses import replace
 
+    rec = problem.recipe.vmat
     vox = problem.voxels
     fall = falloff_profile(ps, problem)
     ring_names = {r.name for r in ps.rings}
     profile_terms = []
-    for name, sel, weight in (("fall-off within 2 cm", ~fall.far, DAO_FALLOFF_WEIGHT),
-                              ("beyond 2 cm (D2cm)", fall.far, DAO_D2CM_WEIGHT)):
+    for name, sel, weight in (("fall-off within 2 cm", ~fall.far, rec.dao_falloff_weight),
+                              ("beyond 2 cm (D2cm)", fall.far, rec.dao_d2cm_weight)):
         rows = fall.rows[sel]
         if rows.size:
             w = vox.weights[rows]
@@ -428,22 +434,22 @@ def _dao_stages(stages, ps: PlanningStructures, problem: PlanProblem):
     out = []
     for st in stages:
         if st.name == "coverage":
-            st = replace(st, objectives=[(t, w * DAO_COVERAGE_WEIGHT) for t, w in st.objectives])
+            st = replace(st, objectives=[(t, w * rec.dao_coverage_weight) for t, w in st.objectives])
         elif st.name == "conformity":
-            kept = [(t, w * DAO_HOTSPOT_WEIGHT) for t, w in st.objectives
+            kept = [(t, w * rec.dao_hotspot_weight) for t, w in st.objectives
                     if getattr(getattr(t, "region", None), "name", None) not in ring_names]
             st = replace(st, objectives=kept + profile_terms)
         out.append(st)
     return out
 
 
-def _dao_all_arcs(D, sectors, objective, n_fractions, width, travel, mlc, limits, progress):
-    """DAO over all arcs at once (sectors carry their arc)."""
+def _dao_all_arcs(D, sectors, objective, n_fractions, width, travel, mlc, limits, progress, rec: VmatRecipe):
+    """DAO over all arcs at once (sectors carry their arc); budgets from the recipe's ``vmat`` section."""
     r = vmat_dao(D, sectors, objective, n_fractions=n_fractions, mu_per_deg_range=_sector_mu_per_deg(limits),
                  sector_width_deg=width, max_leaf_travel_mm=travel, leaf_transmission=mlc.transmission,
-                 apertures_per_iteration=DAO_APERTURES_PER_ITERATION, max_iterations=DAO_MAX_ITERATIONS,
-                 refine_passes=DAO_REFINE_PASSES, time_limit_s=DAO_TIME_LIMIT_S,
+                 apertures_per_iteration=rec.dao_apertures_per_iteration, max_iterations=rec.dao_max_iterations,
+                 refine_passes=rec.dao_refine_passes, time_limit_s=rec.dao_time_limit_s,
                  prioritized_master=False,
-                 delivery_samples=max(2, int(round(width / DOSE_STEP_DEG))) if DAO_MODEL_DELIVERY else 0,
+                 delivery_samples=max(2, int(round(width / rec.dose_step_deg))),
                  progress=progress)
     return {"left": r.left_mm, "right": r.right_mm, "mu": r.mu, "dose": r.dose_gy, "iterations": len(r.history)}
