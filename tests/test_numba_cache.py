@@ -51,13 +51,13 @@ FACTORY_HELPERS = {"sort", "argsort", "sorted", "median", "nanmedian", "unique",
                    "percentile", "nanpercentile", "quantile", "nanquantile", "searchsorted", "lexsort", "digitize",
                    "histogram", "interp", "sort_complex"}
 
-#: Parts of the package whose kernels still break a rule; their owners fix them (issue 20).  Keyed by path
-#: prefix (the dose engine is being reworked in parallel); when this session ended the dose engine had
-#: np.sort in fluence._fm_integral, np.searchsorted in forward._aperture_sum, geometry_kernels._range and
-#: mucheck._ring_weights, and cross-module inline="always" callees (geometry_kernels, pencil, raytrace) in
-#: forward, influence, geometry_kernels, mucheck and fluence_map_dose.  Every other module must follow the rules.
+#: Parts of the package that still break the cross-module inline rule (only that rule: the factory-helper
+#: and unique-name rules hold everywhere).  The dose engine's kernels inline the geometry, pencil and ray
+#: tracing primitives of their sibling modules (geometry_kernels, pencil, raytrace) into forward, influence,
+#: mucheck and fluence_map_dose; a kernel is then served stale from the cache only when a callee module
+#: changes without its caller (a development edit; an install rewrites every file).  Open in issue 20.
 PENDING = {
-    "sbrtplan/dose_engine/": "the dose engine's kernels (fix pending by its owner, issue 20)",
+    "sbrtplan/dose_engine/": "cross-module inlined primitives of the dose engine (open, issue 20)",
 }
 
 
@@ -91,12 +91,12 @@ def _jit_functions():
     return names, inline
 
 
-def _violations(rule) -> dict[str, list[str]]:
-    """{module: [what]} of every module that breaks ``rule``; modules in PENDING are left out."""
+def _violations(rule, *, allow_pending: bool = False) -> dict[str, list[str]]:
+    """{module: [what]} of every module that breaks ``rule`` (modules in PENDING left out if allowed)."""
     out = {}
     for rel, tree in MODULES:
         bad = rule(rel, tree)
-        if bad and not _pending(rel):
+        if bad and not (allow_pending and _pending(rel)):
             out[rel] = bad
     return out
 
@@ -145,7 +145,7 @@ def test_no_cross_module_inlined_callee():
         return [f"{a.name} from {inline_names[a.name]}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                 for a in node.names if a.name in inline_names and inline_names[a.name] != rel]
 
-    bad = _violations(rule)
+    bad = _violations(rule, allow_pending=True)
     assert not bad, f"modules importing inline='always' numba functions of other modules: {bad}"
 
 

@@ -124,7 +124,16 @@ def _fm_integral(f0, f1, nlo, nall, ta, tb, buf):
                 if ta < t < tb:
                     buf[n] = t
                     n += 1
-    ts = np.sort(buf[:n])
+    # an insertion sort of the few crossing times: numba's np.sort helper is unsafe in cached kernels
+    # (its symbol name is shared across modules; see CONTRIBUTING, "Kernels")
+    for k in range(1, n):
+        t = buf[k]
+        m = k - 1
+        while m >= 0 and buf[m] > t:
+            buf[m + 1] = buf[m]
+            m -= 1
+        buf[m + 1] = t
+    ts = buf[:n]
     tot = 0.0
     g_prev = _fm_gap(f0, f1, nlo, nall, ts[0])
     for k in range(1, n):

@@ -72,6 +72,34 @@ _FAN_MARGIN_MM = 60.0
 _NEGLIGIBLE_SIGMAS = 6.0
 
 
+
+# numba's np.searchsorted is built by a factory whose instances share one symbol name; cached
+# kernels of different modules can then bind to each other's helper (see CONTRIBUTING, "Kernels").
+@njit(cache=True)
+def _fwd_bisect_left(a, x):
+    """First index i with a[i] >= x in the ascending ``a`` (np.searchsorted side='left')."""
+    lo, hi = 0, a.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _fwd_bisect_right(a, x):
+    """First index i with a[i] > x in the ascending ``a`` (np.searchsorted side='right')."""
+    lo, hi = 0, a.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
 @njit(cache=True, inline="always")
 def _frac(lo, hi, x, c):
     """Fraction of a Gaussian (centre x, 1/(sqrt(2) sigma) = c) inside [lo, hi]."""
@@ -156,8 +184,8 @@ def _aperture_sum(u, v, nt, nk, amp, sx, sy, yb, x1, x2, jaw, p_lo, p_hi, t_mlc,
             continue
         fj = _frac(jaw[0], jaw[1], u, cx) * _frac(jaw[2], jaw[3], v, cy)
         reach = 6.0 * syt
-        q_lo = max(p_lo, np.searchsorted(yb, v - reach, side="right") - 1)
-        q_hi = min(p_hi, np.searchsorted(yb, v + reach, side="left"))
+        q_lo = max(p_lo, _fwd_bisect_right(yb, v - reach) - 1)
+        q_hi = min(p_hi, _fwd_bisect_left(yb, v + reach))
         op = 0.0
         if q_hi > q_lo:
             e_lo = _erf_sat((max(yb[q_lo], jaw[2]) - v) * cy)

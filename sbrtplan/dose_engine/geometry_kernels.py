@@ -28,6 +28,34 @@ MODE_DEPTH_ONLY = 1
 MODE_NONE = 2
 
 
+
+# numba's np.searchsorted is built by a factory whose instances share one symbol name; cached
+# kernels of different modules can then bind to each other's helper (see CONTRIBUTING, "Kernels").
+@njit(cache=True)
+def _gk_bisect_left(a, x):
+    """First index i with a[i] >= x in the ascending ``a`` (np.searchsorted side='left')."""
+    lo, hi = 0, a.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _gk_bisect_right(a, x):
+    """First index i with a[i] > x in the ascending ``a`` (np.searchsorted side='right')."""
+    lo, hi = 0, a.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
 @njit(cache=True, inline="always")
 def voxel_frame(px, py, pz, bp):
     """BEV frame of a point. ``bp`` = [iso(3), R(9, row-major), sad, source(3)].
@@ -62,8 +90,8 @@ def beam_params(geometry) -> np.ndarray:
 
 @njit(cache=True, inline="always")
 def _range(centers, lo, hi):
-    a = np.searchsorted(centers, lo, side="left")
-    b = np.searchsorted(centers, hi, side="right")
+    a = _gk_bisect_left(centers, lo)
+    b = _gk_bisect_right(centers, hi)
     return a, b
 
 
