@@ -172,3 +172,27 @@ def test_aperture_from_columns_opens_exactly_the_columns():
     assert fixed.jaw_x_mm == (-25.0, 25.0)
     with pytest.raises(GeometryError, match="column-edge"):
         aperture_from_columns(left, right + 5, grid, MLC)
+
+
+def test_leaves_stand_half_the_dlg_inside_so_the_delivered_fluence_has_the_optimised_edges():
+    # A rounded leaf end transmits as if its tip stood DLG/2 further out (LoSasso et al. 1998):
+    # with a 1.6 mm DLG the tips go 0.8 mm inside each column edge, the jaws stay on the edges, and
+    # the fluence delivered through the rounded ends is the requested opening again.
+    mlc = MLC.with_leakage(MLC.transmission, 1.6, 0.0)
+    grid = _grid()
+    left = np.array([0, 2, 3, 5, 5, 1, 0, 9])
+    right = np.array([10, 6, 4, 8, 5, 2, 0, 10])
+    ap = aperture_from_columns(left, right, grid, mlc)
+    pairs = rows_to_leaf_pairs(grid, mlc)
+    is_open = right > left
+    x = grid.x_edges_mm
+    assert np.allclose(ap.leaf_x1_mm[pairs][is_open], x[left[is_open]] + 0.8)
+    assert np.allclose(ap.leaf_x2_mm[pairs][is_open], x[right[is_open]] - 0.8)
+    assert ap.jaw_x_mm == (float(x[0]), float(x[10]))
+    d = delivered_fluence([(ap, 1.0)], grid, mlc)
+    cols = np.arange(10)
+    expected = ((cols[None, :] >= left[:, None]) & (cols[None, :] < right[:, None])).astype(float)
+    assert np.allclose(d[is_open], expected[is_open], atol=1e-12)
+    # without a DLG nothing moves (the former geometry)
+    ap0 = aperture_from_columns(left, right, grid, MLC)
+    assert np.allclose(ap0.leaf_x1_mm[pairs][is_open], x[left[is_open]])

@@ -246,20 +246,39 @@ def _default_leaf_gap(mlc: MLCModel, min_leaf_gap_mm: float | None) -> float:
     return gap
 
 
+def _dlg_retracted(edge1: np.ndarray, edge2: np.ndarray, mlc: MLCModel) -> tuple[np.ndarray, np.ndarray]:
+    """Leaf tips for an opening whose fluence edges are ``edge1``/``edge2`` (mm).
+
+    A rounded leaf end transmits as if the tip stood half the dosimetric leaf gap further out
+    (LoSasso et al. 1998), so the leaves go DLG/2 inside the wanted edges, as commercial leaf-motion
+    calculators place them; the delivered fluence (:func:`delivered_fluence`, the forward dose) then
+    has the optimised edges.
+    """
+    h = 0.5 * float(mlc.dlg_mm)
+    if h == 0.0:
+        return edge1, edge2
+    x1, x2 = edge1 + h, edge2 - h
+    shut = x2 < x1  # an opening narrower than the DLG: its centre, the minimum gap rule widens it
+    mid = 0.5 * (edge1 + edge2)
+    return np.where(shut, mid, x1), np.where(shut, mid, x2)
+
+
 def _aperture_from_opening(op: np.ndarray, grid: BeamletGrid, mlc: MLCModel, pairs: np.ndarray,
                            gap_mm: float) -> Aperture:
     x = grid.x_edges_mm
     open_rows = np.flatnonzero(op[:, 0] >= 0)
     if open_rows.size == 0:
         raise GeometryError("cannot build an aperture with no open leaf pair")
-    x1o = x[op[open_rows, 0]]
-    x2o = x[op[open_rows, 1]]
+    edge1 = x[op[open_rows, 0]]
+    edge2 = x[op[open_rows, 1]]
+    x1o, x2o = _dlg_retracted(edge1, edge2, mlc)
     # widen openings narrower than the minimum gap symmetrically
     short = (x2o - x1o) < gap_mm
     mid = 0.5 * (x1o + x2o)
     x1o = np.where(short, mid - 0.5 * gap_mm, x1o)
     x2o = np.where(short, mid + 0.5 * gap_mm, x2o)
-    jaw_x = (float(x1o.min()), float(x2o.max()))
+    # the jaws have no rounded ends: they go to the opening's edges
+    jaw_x = (float(min(edge1.min(), x1o.min())), float(max(edge2.max(), x2o.max())))
     b = mlc.leaf_boundaries_mm
     jaw_y = (float(b[pairs[open_rows].min()]), float(b[pairs[open_rows].max() + 1]))
     # Closed pairs park with their gap under the X1 jaw (inside the Y jaws this
@@ -309,8 +328,11 @@ def aperture_from_columns(left: np.ndarray, right: np.ndarray, grid: BeamletGrid
     x1 = np.full(mlc.n_pairs, centre - 0.5 * gap)
     x2 = np.full(mlc.n_pairs, centre + 0.5 * gap)
     is_open = right > left
-    xl = x[left]
-    xr = np.where(is_open, x[np.maximum(right, left)], xl)
+    edge_l = x[left]
+    edge_r = np.where(is_open, x[np.maximum(right, left)], edge_l)
+    xl, xr = _dlg_retracted(edge_l, edge_r, mlc)
+    xl = np.where(is_open, xl, edge_l)
+    xr = np.where(is_open, xr, edge_r)
     mid = 0.5 * (xl + xr)
     narrow = (xr - xl) < gap
     xl = np.where(narrow, mid - 0.5 * gap, xl)
@@ -322,7 +344,8 @@ def aperture_from_columns(left: np.ndarray, right: np.ndarray, grid: BeamletGrid
         jy = (float(jaws_mm[2]), float(jaws_mm[3]))
     elif is_open.any():
         b = mlc.leaf_boundaries_mm
-        jx = (float(xl[is_open].min()), float(xr[is_open].max()))
+        # the jaws have no rounded ends: they go to the opening's edges
+        jx = (float(min(edge_l[is_open].min(), xl[is_open].min())), float(max(edge_r[is_open].max(), xr[is_open].max())))
         jy = (float(b[pairs[is_open].min()]), float(b[pairs[is_open].max() + 1]))
     else:
         yc = 0.5 * (grid.y_edges_mm[0] + grid.y_edges_mm[-1])
@@ -382,7 +405,8 @@ def delivered_fluence(segments: list[tuple[Aperture, float]], grid: BeamletGrid,
     """Fluence (MU) on the beamlet grid delivered by ``segments``.
 
     Each beamlet receives the segment MU times the fraction of its area that is
-    open between the leaves and inside the jaws; with ``transmission`` the
+    open between the leaves (each tip taken DLG/2 further out, the rounded leaf end) and inside
+    the jaws; with ``transmission`` the
     covered part (inside the jaws) adds ``mlc.transmission`` x MU.
     """
     pairs = rows_to_leaf_pairs(grid, mlc)
@@ -391,11 +415,12 @@ def delivered_fluence(segments: list[tuple[Aperture, float]], grid: BeamletGrid,
     wx = x1 - x0
     wy = y1 - y0
     out = np.zeros(grid.shape)
+    h = 0.5 * float(mlc.dlg_mm)  # rounded leaf ends: the fluence edge is DLG/2 beyond each tip
     for ap, mu in segments:
         fy = np.clip(np.minimum(y1, ap.jaw_y_mm[1]) - np.maximum(y0, ap.jaw_y_mm[0]), 0, None) / wy
         jx0, jx1 = ap.jaw_x_mm
-        lo = np.maximum(ap.leaf_x1_mm[pairs][:, None], jx0)
-        hi = np.minimum(ap.leaf_x2_mm[pairs][:, None], jx1)
+        lo = np.maximum(ap.leaf_x1_mm[pairs][:, None] - h, jx0)
+        hi = np.minimum(ap.leaf_x2_mm[pairs][:, None] + h, jx1)
         fo = np.clip(np.minimum(hi, x1[None, :]) - np.maximum(lo, x0[None, :]), 0, None) / wx[None, :]
         f = fo
         if transmission:

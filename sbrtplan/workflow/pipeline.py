@@ -147,7 +147,8 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
     sch = protocol.scheme(scheme)
     model = model or default_beam_model()
     limits = limits or DeliveryLimits()
-    mlc = MLCModel.by_name(opts.mlc)
+    # the machine file's leakage of this MLC (transmission, DLG): the sequencer places leaves for it
+    mlc = model.mlc_for(MLCModel.by_name(opts.mlc))
     timings = Timings()
     notes: list[str] = []
     t_start = time.perf_counter()

@@ -123,6 +123,14 @@ def _aperture(grid: BeamletGrid, left: np.ndarray, right: np.ndarray, mlc: MLCMo
     pairs = np.searchsorted(mlc.leaf_boundaries_mm, yc) - 1
     lft = np.asarray(left, float)
     rgt = np.asarray(right, float)
+    # rounded leaf ends: the tips stand DLG/2 inside the optimised edges, so that the delivered
+    # fluence (the forward dose models the DLG) has the edges the DAO optimised (as the sequencer)
+    h = 0.5 * float(mlc.dlg_mm)
+    if h > 0.0:
+        opened = rgt - lft > mlc.min_gap_mm
+        mid = 0.5 * (lft + rgt)
+        lft = np.where(opened, np.minimum(lft + h, mid), lft)
+        rgt = np.where(opened, np.maximum(rgt - h, mid), rgt)
     closed = rgt - lft < mlc.min_gap_mm
     mid = 0.5 * (lft + rgt)
     lft = np.where(closed, mid - 0.5 * mlc.min_gap_mm, lft)
