@@ -350,7 +350,8 @@ def accumulate_fluence(states: np.ndarray, jobs: list[tuple[int, float, float, f
     return FluenceMap(float(gantry_deg) % 360.0, xe, ye, fl, float(jaw_transmission) * mu, full, mu)
 
 
-def _unwrapped(beam) -> np.ndarray | None:
+def unwrapped_gantry(beam) -> np.ndarray | None:
+    """Gantry angle of each control point along the delivery, unwrapped (None: not a monotonic arc)."""
     g = [float(cp.gantry_deg) for cp in beam.control_points]
     direction = str(beam.arc_direction).upper()
     theta = [g[0]]
@@ -382,7 +383,7 @@ def beam_jobs(beam, bin_deg: float) -> list[tuple[float, list[tuple[int, float, 
     mu_int = beam.segment_mu()
     if len(beam.control_points) == 1:
         return [(float(beam.control_points[0].gantry_deg), [(0, 0.0, 1.0, float(beam.mu))])]
-    theta = _unwrapped(beam) if beam.is_arc else None
+    theta = unwrapped_gantry(beam) if beam.is_arc else None
     if theta is None:
         if beam.is_arc:
             # gantry not monotonic (an arc that turns back): one map per interval, at its middle angle

@@ -55,12 +55,12 @@ from .._log import get_logger, timed
 from ..beams import Aperture, BeamGeometry, BeamletGrid, BeamSet, sample_delivery
 from ..case import Grid
 from ..errors import GeometryError, InputError
-from .geometry_kernels import _erf_sat, beam_params, gaussian_voxel, voxel_frame
+from .geometry_kernels import _erf_sat, sorted_bisect_left, sorted_bisect_right, beam_params, gaussian_voxel, voxel_frame
 from .influence import Correction, _check_inputs, _fan_for, _grid_arrays, _voxel_set
 from .model import BeamModel, ModelKind, default_beam_model
 from .pencil import gaussian_terms, horn, pack_gaussian, scaling_lengths
 from .raytrace import fan_lookup
-from .fluence import leaf_rows
+from .fluence import leaf_rows, unwrapped_gantry
 from .fluence_map_dose import forward_fluence
 
 log = get_logger(__name__)
@@ -73,32 +73,6 @@ _NEGLIGIBLE_SIGMAS = 6.0
 
 
 
-# numba's np.searchsorted is built by a factory whose instances share one symbol name; cached
-# kernels of different modules can then bind to each other's helper (see CONTRIBUTING, "Kernels").
-@njit(cache=True)
-def _fwd_bisect_left(a, x):
-    """First index i with a[i] >= x in the ascending ``a`` (np.searchsorted side='left')."""
-    lo, hi = 0, a.size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True)
-def _fwd_bisect_right(a, x):
-    """First index i with a[i] > x in the ascending ``a`` (np.searchsorted side='right')."""
-    lo, hi = 0, a.size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 @njit(cache=True, inline="always")
 def _frac(lo, hi, x, c):
@@ -184,8 +158,8 @@ def _aperture_sum(u, v, nt, nk, amp, sx, sy, yb, x1, x2, jaw, p_lo, p_hi, t_mlc,
             continue
         fj = _frac(jaw[0], jaw[1], u, cx) * _frac(jaw[2], jaw[3], v, cy)
         reach = 6.0 * syt
-        q_lo = max(p_lo, _fwd_bisect_right(yb, v - reach) - 1)
-        q_hi = min(p_hi, _fwd_bisect_left(yb, v + reach))
+        q_lo = max(p_lo, sorted_bisect_right(yb, v - reach) - 1)
+        q_hi = min(p_hi, sorted_bisect_left(yb, v + reach))
         op = 0.0
         if q_hi > q_lo:
             e_lo = _erf_sat((max(yb[q_lo], jaw[2]) - v) * cy)
@@ -444,25 +418,6 @@ def _aperture_tables(gp: np.ndarray, yb, x1, x2, jaw, t_mlc: float, t_jaw: float
 
 
 # ------------------------------------------------------------------ arc sampling
-def _unwrapped_gantry(beam) -> np.ndarray | None:
-    """Gantry angle of each control point along the delivery, unwrapped (None: not a monotonic arc)."""
-    g = [float(cp.gantry_deg) for cp in beam.control_points]
-    direction = str(beam.arc_direction).upper()
-    theta = [g[0]]
-    for a, b in zip(g[:-1], g[1:]):
-        d = (b - a) % 360.0
-        if direction in ("CC", "CCW"):
-            d = d - 360.0 if d > 0 else d
-        elif direction != "CW" and d > 180.0:
-            d -= 360.0
-        theta.append(theta[-1] + d)
-    theta = np.asarray(theta)
-    step = np.diff(theta)
-    if step.size == 0 or not (np.all(step > 1e-9) or np.all(step < -1e-9)):
-        return None
-    return theta
-
-
 def _leaf_state(ap: Aperture) -> np.ndarray:
     return np.concatenate([ap.leaf_x1_mm, ap.leaf_x2_mm, ap.jaw_x_mm, ap.jaw_y_mm]).astype(np.float64)
 
@@ -483,7 +438,7 @@ def arc_samples(beam, bin_deg: float = 1.0, max_leaf_step_mm: float = 5.0):
     its own sub-field.  Returns None for a beam that is not a monotonic arc
     (the caller then uses :func:`~sbrtplan.beams.sample_delivery`).
     """
-    theta = _unwrapped_gantry(beam)
+    theta = unwrapped_gantry(beam)
     if theta is None:
         return None
     sign = 1.0 if theta[-1] > theta[0] else -1.0

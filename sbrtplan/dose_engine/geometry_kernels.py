@@ -31,8 +31,9 @@ MODE_NONE = 2
 
 # numba's np.searchsorted is built by a factory whose instances share one symbol name; cached
 # kernels of different modules can then bind to each other's helper (see CONTRIBUTING, "Kernels").
+# These two are the dose engine's bisections (forward, mucheck and the ranges below call them).
 @njit(cache=True)
-def _gk_bisect_left(a, x):
+def sorted_bisect_left(a, x):
     """First index i with a[i] >= x in the ascending ``a`` (np.searchsorted side='left')."""
     lo, hi = 0, a.size
     while lo < hi:
@@ -45,7 +46,7 @@ def _gk_bisect_left(a, x):
 
 
 @njit(cache=True)
-def _gk_bisect_right(a, x):
+def sorted_bisect_right(a, x):
     """First index i with a[i] > x in the ascending ``a`` (np.searchsorted side='right')."""
     lo, hi = 0, a.size
     while lo < hi:
@@ -55,6 +56,7 @@ def _gk_bisect_right(a, x):
         else:
             hi = mid
     return lo
+
 
 @njit(cache=True, inline="always")
 def voxel_frame(px, py, pz, bp):
@@ -90,8 +92,8 @@ def beam_params(geometry) -> np.ndarray:
 
 @njit(cache=True, inline="always")
 def _range(centers, lo, hi):
-    a = _gk_bisect_left(centers, lo)
-    b = _gk_bisect_right(centers, hi)
+    a = sorted_bisect_left(centers, lo)
+    b = sorted_bisect_right(centers, hi)
     return a, b
 
 

@@ -73,6 +73,7 @@ from .._log import get_logger, timed
 from ..beams import Aperture, Beam, BeamGeometry, BeamSet, MLCModel, sample_delivery
 from ..case import Grid
 from ..errors import InputError
+from .geometry_kernels import sorted_bisect_right
 from .influence import Correction
 from .model import BeamModel, ModelKind, default_beam_model
 from .pencil import gaussian_terms, rect_fraction
@@ -270,34 +271,6 @@ def clarkson_tables(model: BeamModel | None = None) -> ClarksonTables:
     return tabs
 
 
-
-# numba's np.searchsorted is built by a factory whose instances share one symbol name; cached
-# kernels of different modules can then bind to each other's helper (see CONTRIBUTING, "Kernels").
-@njit(cache=True)
-def _mc_bisect_left(a, x):
-    """First index i with a[i] >= x in the ascending ``a`` (np.searchsorted side='left')."""
-    lo, hi = 0, a.size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True)
-def _mc_bisect_right(a, x):
-    """First index i with a[i] > x in the ascending ``a`` (np.searchsorted side='right')."""
-    lo, hi = 0, a.size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
 @njit(cache=True)
 def _axis_square_doses(gp, sides, depths, rho, out):
     """Central-axis dose (model units) of centred squares ``sides`` at ``depths``,
@@ -384,7 +357,7 @@ def _ring_weights(u, v, cos_t, sin_t, mids, boundaries, x1, x2, jaw, t_mlc, t_ja
             x = u + cos_t[k] * mids[j]
             y = v + sin_t[k] * mids[j]
             if x >= jaw[0] and x <= jaw[1] and y >= jaw[2] and y <= jaw[3]:
-                p = _mc_bisect_right(boundaries, y) - 1
+                p = sorted_bisect_right(boundaries, y) - 1
                 if p >= 0 and p < n_pairs and x >= x1[p] and x <= x2[p]:
                     w[j] += 1.0
                 else:
