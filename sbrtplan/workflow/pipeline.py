@@ -157,6 +157,18 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
         if progress is not None:
             progress(STAGES[i], i, len(STAGES))
 
+    def inner(i: int):
+        """Progress inside stage ``i`` (iterations, beams, sectors) with its ETA, as the stage's label."""
+        if progress is None:
+            return None
+        t0 = time.perf_counter()
+
+        def report(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - t0
+            eta = f", ETA {elapsed / done * (total - done):.0f} s" if 0 < done <= total else ""
+            progress(f"{STAGES[i]} {done}/{total}{eta}", i, len(STAGES))
+        return report
+
     step(0)
     with timed("dose grid", log, timings):
         cg = _dose_grid_case(case, opts.grid_mm)
@@ -181,7 +193,8 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
         res = plan_imrt(cg, ps, problem, site=protocol.site, n_beams=n_beams, select=opts.select_beams,
                         beamlet_mm=opts.beamlet_mm, max_segments=opts.max_segments,
                         min_segment_mu=opts.min_segment_mu, model=model, mlc=mlc, prescription_gy=sch.total_gy,
-                        n_fractions=sch.fractions, timings=timings, optimizer=opts.optimizer, seed=opts.seed)
+                        n_fractions=sch.fractions, timings=timings, optimizer=opts.optimizer, seed=opts.seed,
+                        progress=inner(3))
         beam_set, opt_rows = res.beam_set, res.optimizer_dose_rows
         extra = {"beam_selection": res.selection}
     else:
@@ -189,7 +202,7 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str = "27/
         res = plan_vmat(cg, ps, problem, n_arcs=opts.n_arcs, cp_spacing_deg=opts.cp_spacing_deg,
                         beamlet_mm=opts.beamlet_mm, model=model, mlc=mlc, limits=limits,
                         prescription_gy=sch.total_gy, n_fractions=sch.fractions, timings=timings,
-                        optimizer=opts.optimizer)
+                        optimizer=opts.optimizer, progress=inner(3))
         beam_set, opt_rows = res.beam_set, res.optimizer_dose_rows
         extra = {"dao": res.info}
         vmat_final = res.final_dose_gy
