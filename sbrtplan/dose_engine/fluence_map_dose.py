@@ -30,6 +30,7 @@ from numba import njit, prange
 from scipy.special import erf
 
 from .fluence import FluenceMap
+from .geometry_kernels import voxel_frame
 from .pencil import gaussian_terms
 from .raytrace import fan_lookup
 
@@ -74,25 +75,6 @@ def _fd_table(tab, f, tp, u, v, sig, s0, ns):
     return r
 
 
-@njit(cache=True)
-def _fd_frame(px, py, pz, bp):
-    """(u, v, distance along the axis, distance to the source) of a point; ``bp`` as ``beam_params``."""
-    qx = px - bp[0]
-    qy = py - bp[1]
-    qz = pz - bp[2]
-    bx = bp[3] * qx + bp[6] * qy + bp[9] * qz
-    by = bp[4] * qx + bp[7] * qy + bp[10] * qz
-    bz = bp[5] * qx + bp[8] * qy + bp[11] * qz
-    sad = bp[12]
-    dist = sad - bz
-    if dist < 1.0:
-        dist = 1.0
-    dx = px - bp[13]
-    dy = py - bp[14]
-    dz = pz - bp[15]
-    return bx * sad / dist, by * sad / dist, dist, math.sqrt(dx * dx + dy * dy + dz * dz)
-
-
 @njit(cache=True, parallel=True)
 def _fd_kernel(pts, bps, gp, mode, fp, table, entry, lengths, fine, tpf, coarse, tpc, rows, out):
     """``out[rows[m], i] +=`` dose per fraction of map ``m`` at point ``i`` (maps share the source).
@@ -113,7 +95,7 @@ def _fd_kernel(pts, bps, gp, mode, fp, table, entry, lengths, fine, tpf, coarse,
         sy = np.empty(8)
         rho = np.ones(8)
         for i in range(b * 256, min(n, (b + 1) * 256)):
-            u, v, dist, s = _fd_frame(pts[i, 0], pts[i, 1], pts[i, 2], bps[0])
+            u, v, dist, s = voxel_frame(pts[i, 0], pts[i, 1], pts[i, 2], bps[0])
             rad, ent = fan_lookup(fp, table, entry, u, v, s, lengths, n_len, rho)
             if mode == 2:
                 rad = s - ent if s > ent else 0.0
@@ -126,7 +108,7 @@ def _fd_kernel(pts, bps, gp, mode, fp, table, entry, lengths, fine, tpf, coarse,
             isq = sad * sad / (s * s)
             for m in range(n_map):
                 if m > 0:
-                    u, v, _, _ = _fd_frame(pts[i, 0], pts[i, 1], pts[i, 2], bps[m])
+                    u, v, _, _ = voxel_frame(pts[i, 0], pts[i, 1], pts[i, 2], bps[m])
                 tot = 0.0
                 for t in range(nt):
                     a = amp[t]
