@@ -254,6 +254,24 @@ def _ratio(a: float, b: float) -> float:
     return float(a / b) if b > 0 else float("nan")
 
 
+@dataclass(frozen=True)
+class VolumeRatios:
+    """The ratio indices of one target from its four volumes and its D2cm (one formula for all callers)."""
+
+    ci_rtog: float
+    ci_paddick: float
+    gi: float
+    r50: float
+    rtog: RtogAssessment | None
+
+    @classmethod
+    def of(cls, tv_cc: float, piv_cc: float, v50_cc: float, tv_piv_cc: float, d2cm_pct: float) -> "VolumeRatios":
+        """CI = PIV/TV, Paddick = TV_PIV^2/(TV PIV), GI = V50/PIV, R50 = V50/TV, RTOG class of these."""
+        ci, r50 = _ratio(piv_cc, tv_cc), _ratio(v50_cc, tv_cc)
+        return cls(ci, _ratio(tv_piv_cc ** 2, tv_cc * piv_cc), _ratio(v50_cc, piv_cc), r50,
+                   rtog_class(tv_cc, ci, r50, d2cm_pct) if tv_cc > 0 else None)
+
+
 def plan_indices(dose, ptv: Structure, rx_gy: float, body: Structure | None = None,
                  ptv_dvh: DVH | None = None) -> PlanIndices:
     """CI, GI, R50 %, D2cm, HI and V105 outside for ``ptv`` at prescription ``rx_gy``.
@@ -286,12 +304,9 @@ def plan_indices(dose, ptv: Structure, rx_gy: float, body: Structure | None = No
     d2 = d2cm_gy(f, ptv, body)
     d50 = float(dvh.d_pct(50.0))
     hi = (float(dvh.d_pct(2.0)) - float(dvh.d_pct(98.0))) / d50 if d50 > 0 else float("nan")
-    ci = _ratio(piv, tv)
-    r50 = _ratio(v50, tv)
     d2cm_pct = 100.0 * d2.max_dose_gy / rx_gy
-    rt = rtog_class(tv, ci, r50, d2cm_pct) if tv > 0 else None
-    return PlanIndices(rx_gy=float(rx_gy), ptv_cc=tv, piv_cc=piv, v50_cc=v50, tv_piv_cc=tv_piv, ci_rtog=ci,
-                       ci_paddick=_ratio(tv_piv ** 2, tv * piv), gi=_ratio(v50, piv), r50=r50,
-                       d2cm_pct=d2cm_pct, hi=hi,
+    r = VolumeRatios.of(tv, piv, v50, tv_piv, d2cm_pct)
+    return PlanIndices(rx_gy=float(rx_gy), ptv_cc=tv, piv_cc=piv, v50_cc=v50, tv_piv_cc=tv_piv, ci_rtog=r.ci_rtog,
+                       ci_paddick=r.ci_paddick, gi=r.gi, r50=r.r50, d2cm_pct=d2cm_pct, hi=hi,
                        v105_outside_pct=100.0 * max(v105 - tv_105, 0.0) / tv if tv > 0 else float("nan"),
-                       rtog=rt)
+                       rtog=r.rtog)

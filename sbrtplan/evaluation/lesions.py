@@ -46,8 +46,8 @@ from scipy import ndimage
 from .._log import get_logger
 from ..case import Structure, distance_map_mm
 from ..errors import InputError, StructureError
-from ..protocols.rtog import RtogAssessment, rtog_class
-from .conformity import d2cm_gy, isodose_volume_cc
+from ..protocols.rtog import RtogAssessment
+from .conformity import VolumeRatios, d2cm_gy, isodose_volume_cc
 from .dvh import DVH, DoseField, compute_dvh
 
 log = get_logger(__name__)
@@ -73,6 +73,13 @@ class LesionIndices:
     d2cm_pct: float
     rtog: RtogAssessment | None
 
+    @classmethod
+    def of(cls, name: str, rx_gy: float, tv_cc: float, piv_cc: float, v50_cc: float, tv_piv_cc: float,
+           d2cm_pct: float) -> "LesionIndices":
+        """Indices from the share's volumes, with the plan indices' formulas (``VolumeRatios``)."""
+        r = VolumeRatios.of(tv_cc, piv_cc, v50_cc, tv_piv_cc, d2cm_pct)
+        return cls(name, rx_gy, tv_cc, piv_cc, v50_cc, tv_piv_cc, r.ci_rtog, r.ci_paddick, r.gi, r.r50, d2cm_pct, r.rtog)
+
     def as_dict(self) -> dict:
         return {"name": self.name, "rx_gy": self.rx_gy, "ptv_cc": self.tv_cc, "piv_cc": self.piv_cc,
                 "v50_cc": self.v50_cc, "tv_piv_cc": self.tv_piv_cc, "CI_rtog": self.ci_rtog,
@@ -92,10 +99,6 @@ class MultiTargetIndices:
         return {"split_rule": "nearest target surface (signed distance)",
                 "lesions": [x.as_dict() for x in self.lesions], "union": self.union.as_dict(),
                 "merged_50pct_isodoses": [list(p) for p in self.merged_50]}
-
-
-def _ratio(a: float, b: float) -> float:
-    return float(a / b) if b > 0 else float("nan")
 
 
 def split_by_nearest_target(targets: Sequence[Structure]) -> np.ndarray:
@@ -183,17 +186,13 @@ def lesion_indices(dose, targets: Sequence[Structure], rx_gy: Sequence[float] | 
         region = Structure(f"{t.name} share", f.grid, w >= 0.5)
         d2 = d2cm_gy(f, t, region)
         d2_pct = 100.0 * d2.max_dose_gy / r
-        ci, r50 = _ratio(piv, tv), _ratio(v50, tv)
-        out.append(LesionIndices(t.name, r, tv, piv, v50, tv_piv, ci, _ratio(tv_piv ** 2, tv * piv),
-                                 _ratio(v50, piv), r50, d2_pct, rtog_class(tv, ci, r50, d2_pct) if tv > 0 else None))
+        out.append(LesionIndices.of(t.name, r, tv, piv, v50, tv_piv, d2_pct))
     tv = sum(x.tv_cc for x in out)
     piv = sum(x.piv_cc for x in out)
     v50 = sum(x.v50_cc for x in out)
     tv_piv = sum(x.tv_piv_cc for x in out)
     d2_pct = max(x.d2cm_pct for x in out)
-    ci, r50 = _ratio(piv, tv), _ratio(v50, tv)
-    union = LesionIndices("union", min(rx), tv, piv, v50, tv_piv, ci, _ratio(tv_piv ** 2, tv * piv),
-                          _ratio(v50, piv), r50, d2_pct, rtog_class(tv, ci, r50, d2_pct) if tv > 0 else None)
+    union = LesionIndices.of("union", min(rx), tv, piv, v50, tv_piv, d2_pct)
     merged = _merged_pairs(f, targets, rx) if len(targets) > 1 else []
     for a, b in merged:
         log.warning("the 50 %% isodoses of %s and %s merge: their GI and R50 depend on the split between them "
