@@ -38,7 +38,7 @@ def test_calibration_at_10cm_scales_dose_by_the_depth_dose():
 def test_machine_file_leakage_applies_to_listed_mlcs_only():
     m = default_beam_model()
     hd = m.mlc_for(MLCModel.hd120())
-    assert (hd.transmission, hd.dlg_mm, hd.tongue_groove_mm) == (0.012, 1.1, 0.4)
+    assert (hd.transmission, hd.dlg_mm, hd.tongue_groove_mm) == (0.012, 0.8, 0.4)
     mil = m.mlc_for(MLCModel.by_name("Millennium-120"))
     assert mil.dlg_mm == 1.4 and np.array_equal(mil.leaf_boundaries_mm, MLCModel.millennium120().leaf_boundaries_mm)
     own = MLCModel.uniform(5.0, 40, transmission=0.01)
