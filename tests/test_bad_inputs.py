@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from _bad_input_factory import build_patient, edit, edit_ct_folder
 
 # pydicom warns about the invalid values these tests write on purpose
@@ -26,17 +27,6 @@ OTHER_UID = "1.2.826.0.1.3680043.8.498.999999999"
 @pytest.fixture(scope="module")
 def patient(tmp_path_factory):
     return build_patient(tmp_path_factory.mktemp("bad-inputs") / "patient")
-
-
-def run_cli(argv, capsys) -> tuple[int, str]:
-    from sbrtplan.cli import main
-
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse refuses malformed options itself (status 2)
-        rc = int(exc.code or 0)
-    err = capsys.readouterr().err
-    return rc, err
 
 
 def assert_refused(rc: int, err: str, fragment: str, out: Path | None = None) -> None:
@@ -298,6 +288,39 @@ def _no_weight(ds):
     del ds.BeamSequence[0].ControlPointSequence[1].CumulativeMetersetWeight
 
 
+def _wedge(kind, wedge_id, angle="60"):
+    """A wedge as the planning systems export it: WedgeSequence item, NumberOfWedges, IN at the control points."""
+    def fn(ds):
+        from pydicom.dataset import Dataset
+        from pydicom.sequence import Sequence
+
+        b = ds.BeamSequence[0]
+        w = Dataset()
+        w.WedgeNumber, w.WedgeType, w.WedgeID, w.WedgeAngle = 1, kind, wedge_id, angle
+        w.WedgeFactor, w.WedgeOrientation = "0.5", "0"
+        b.WedgeSequence = Sequence([w])
+        b.NumberOfWedges = 1
+        for cp in b.ControlPointSequence:
+            pos = Dataset()
+            pos.ReferencedWedgeNumber, pos.WedgePosition = 1, "IN"
+            cp.WedgePositionSequence = Sequence([pos])
+    return fn
+
+
+def _item(sequence, count_keyword, **values):
+    def fn(ds):
+        from pydicom.dataset import Dataset
+        from pydicom.sequence import Sequence
+
+        it = Dataset()
+        for k, v in values.items():
+            setattr(it, k, v)
+        setattr(ds.BeamSequence[0], sequence, Sequence([it]))
+        if count_keyword:
+            setattr(ds.BeamSequence[0], count_keyword, 1)
+    return fn
+
+
 RTPLAN_CASES = {
     "gantry-nan": (_cp_value("GantryAngle", "NaN"), "GantryAngle"),
     "gantry-inf": (_cp_value("GantryAngle", "inf"), "GantryAngle"),
@@ -321,6 +344,20 @@ RTPLAN_CASES = {
     "electrons": (_beam_value("RadiationType", "ELECTRON"), "photons only"),
     "protons": (_beam_value("RadiationType", "PROTON"), "photons only"),
     "wedge": (_beam_value("NumberOfWedges", 1), "wedge"),
+    "wedge-physical": (_wedge("STANDARD", "W60R"), "physical wedge W60R"),
+    "wedge-enhanced-dynamic": (_wedge("DYNAMIC", "EDW60OUT"), "enhanced dynamic wedge EDW60OUT"),
+    "wedge-motorized": (_wedge("MOTORIZED", "MW60"), "motorized wedge"),
+    "block-shielding": (_item("BlockSequence", "NumberOfBlocks", BlockType="SHIELDING", BlockName="LUNG"),
+                        "shielding block"),
+    "block-aperture": (_item("BlockSequence", "NumberOfBlocks", BlockType="APERTURE", BlockName="CERROBEND"),
+                       "aperture block"),
+    "compensator-physical": (_item("CompensatorSequence", "NumberOfCompensators", MaterialID="BRASS",
+                                   CompensatorType="STANDARD"), "physical compensator"),
+    "applicator-cone": (_item("ApplicatorSequence", None, ApplicatorID="CONE10", ApplicatorType="STEREOTACTIC"),
+                        "applicator CONE10"),
+    "bolus": (_item("ReferencedBolusSequence", "NumberOfBoli", ReferencedROINumber=1), "bolus"),
+    "dosimeter-minutes": (_beam_value("PrimaryDosimeterUnit", "MINUTE"), "dosimeter unit MINUTE"),
+    "wedges-negative": (_beam_value("NumberOfWedges", -1), "NumberOfWedges"),
     "unknown-mlc": (_unknown_device, "not supported"),
     "boundaries-nan": (_boundaries_nan, "LeafPositionBoundaries"),
     "energy-18MV": (_cp_value("NominalBeamEnergy", "18"), "18 MV"),
@@ -346,6 +383,35 @@ def test_plan_commands_refuse_bad_rtplan(command, case, patient, tmp_path, capsy
     rc, err = run_cli([command, "--ct", patient.ct, "--rtstruct", patient.rtstruct, "--rtplan", bad, "--out", out],
                       capsys)
     assert_refused(rc, err, fragment, out)
+
+
+#: what the dose engine does not model: refused by the RTPLAN reader itself, so every command that computes a
+#: dose from an RTPLAN refuses it (qa-plan too; recompute and mucheck run every RTPLAN case above)
+UNMODELLED_CASES = sorted(k for k in RTPLAN_CASES if k.startswith(("wedge-", "block-", "compensator-", "applicator-",
+                                                                   "bolus", "dosimeter-", "electrons", "protons",
+                                                                   "energy-18MV")))
+
+
+@pytest.mark.parametrize("case", UNMODELLED_CASES)
+def test_qa_plan_refuses_unmodelled_beams(case, patient, tmp_path, capsys):
+    fn, fragment = RTPLAN_CASES[case]
+    bad = edit(Path(shutil.copy(patient.rtplan, tmp_path / "rp.dcm")), fn)
+    out = tmp_path / "qa"
+    rc, err = run_cli(["qa-plan", "--rtplan", bad, "--out", out], capsys)
+    assert_refused(rc, err, fragment, out)
+    assert "beam 1 'F1'" in err or "beam 'F1'" in err  # the beam is named
+
+
+def test_unmodelled_plan_is_read_when_allowed(patient, tmp_path):
+    """The refusal is the reader's: with allow_unmodelled the same wedged beam is read and its wedge listed."""
+    from sbrtplan.errors import InputError
+    from sbrtplan.io import read_rtplan
+
+    bad = edit(Path(shutil.copy(patient.rtplan, tmp_path / "rp.dcm")), _wedge("DYNAMIC", "EDW60OUT"))
+    with pytest.raises(InputError, match="enhanced dynamic wedge"):
+        read_rtplan(bad)
+    bs = read_rtplan(bad, allow_unmodelled=True)
+    assert bs.beams[0].metadata["accessories"] == ["1 wedges"]
 
 
 @pytest.mark.parametrize("case", sorted(FILE_CASES))
@@ -385,6 +451,55 @@ def test_recompute_refuses_foreign_reference_dose(case, patient, tmp_path, capsy
     out = tmp_path / "recomputed"
     rc, err = run_cli(["recompute", "--ct", patient.ct, "--rtstruct", patient.rtstruct, "--rtplan", patient.rtplan,
                        "--out", out, "--reference-rtdose", ref], capsys)
+    assert_refused(rc, err, fragment, out)
+
+
+def _zero_dose(ds):
+    ds.PixelData = np.zeros_like(ds.pixel_array).tobytes()
+
+
+#: a broken --reference-rtdose / --clinical-rtdose: refused before any dose is computed
+REFERENCE_CASES = {
+    "scaling-zero": (_set("DoseGridScaling", "0"), "DoseGridScaling"),
+    "scaling-missing": (_delete("DoseGridScaling"), "DoseGridScaling"),
+    "scaling-negative": (_set("DoseGridScaling", "-0.001"), "DoseGridScaling"),
+    "negative-doses": (_negative_pixels, "negative"),
+    "no-overlap": (_shift_dose, "does not overlap the targets"),
+    "zero-dose": (_zero_dose, "zero everywhere"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFERENCE_CASES))
+def test_recompute_checks_reference_dose_before_the_dose(case, patient, tmp_path, capsys, monkeypatch):
+    """The reference dose is checked at the boundary: the dose computation is never reached (it is replaced by
+    a function that fails the test)."""
+    import sbrtplan.cli.recompute as rc_mod
+
+    def no_dose(*a, **k):
+        raise AssertionError("the dose was computed before the reference dose was checked")
+
+    monkeypatch.setattr(rc_mod, "recompute_dose", no_dose)
+    fn, fragment = REFERENCE_CASES[case]
+    ref = edit(Path(shutil.copy(patient.rtdose, tmp_path / "ref.dcm")), fn)
+    out = tmp_path / "recomputed"
+    rc, err = run_cli(["recompute", "--ct", patient.ct, "--rtstruct", patient.rtstruct, "--rtplan", patient.rtplan,
+                       "--out", out, "--reference-rtdose", ref], capsys)
+    assert_refused(rc, err, fragment, out)
+
+
+@pytest.mark.parametrize("case", ["no-overlap", "zero-dose"])
+def test_benchmark_checks_clinical_dose_overlap_before_planning(case, patient, tmp_path, capsys, monkeypatch):
+    import sbrtplan.workflow as wf
+
+    def no_plan(*a, **k):
+        raise AssertionError("planning started before the clinical dose was checked")
+
+    monkeypatch.setattr(wf, "plan", no_plan)
+    fn, fragment = REFERENCE_CASES[case]
+    ref = edit(Path(shutil.copy(patient.rtdose, tmp_path / "clinical.dcm")), fn)
+    out = tmp_path / "bench"
+    rc, err = run_cli(["benchmark", "--case", patient.ct, "--rtstruct", patient.rtstruct, "--scheme", "27/3",
+                       "--clinical-rtdose", ref, "--out", out, "--allow-missing"], capsys)
     assert_refused(rc, err, fragment, out)
 
 

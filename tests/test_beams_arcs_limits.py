@@ -257,7 +257,7 @@ def test_vmat_mu_headroom_survives_normalisation():
     """The VMAT path keeps every sector's MU per degree 20 % inside the machine range (DAO bounds
     [1.2 lo, 0.8 hi]) so that the final normalisation (one MU scale for the plan) keeps the arcs
     deliverable for any scale in [1/1.2, 1/0.8] = [0.83, 1.25]; beyond that the checker flags it."""
-    from sbrtplan.workflow.vmat import ArcPlanSpec, arc_beam
+    from sbrtplan.beams import arc_beam
 
     lim = DeliveryLimits()
     lo, hi = lim.mu_per_deg_range
@@ -265,8 +265,8 @@ def test_vmat_mu_headroom_survives_normalisation():
     aps = [Aperture.rectangle(MLC, (-15.0, 15.0), (-15.0, 15.0)) for _ in range(n_sec)]
     # sectors at the DAO's extreme bounds, alternating
     mu = np.where(np.arange(n_sec) % 2 == 0, 1.2 * lo, 0.8 * hi) * width
-    arc = ArcPlanSpec(181.0, 179.0, "CW", 30.0)
-    beam = arc_beam("A", arc, ISO, MLC, width, 2.0, aps, mu)
+    arc = ArcSpec(181.0, 179.0, "CW", collimator_deg=30.0, cp_spacing_deg=2.0)
+    beam = arc_beam("A", arc, ISO, MLC, aps, mu)
 
     def scaled(s):
         return BeamSet([with_mu_scale(beam, s)], n_fractions=3, prescription_gy=27.0)

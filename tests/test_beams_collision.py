@@ -7,22 +7,14 @@ import pytest
 
 from sbrtplan.beams import ArcSpec, CollisionModel, arc_collisions, candidate_directions
 from sbrtplan.beams.collision import body_surface_points
-from sbrtplan.case import Grid, Structure, StructureRole
 from sbrtplan.errors import InputError
 
-
-def _body(half_width=150.0, half_thickness=100.0) -> Structure:
-    """Elliptic-cylinder patient (300 x 200 mm, 200 mm long), centred on the origin, 5 mm voxels."""
-    g = Grid((41, 61, 81), (5.0, 5.0, 5.0), (-200.0, -150.0, -100.0))
-    x, y, z = g.axis_coordinates_mm()
-    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
-    m = (xx / half_width) ** 2 + (yy / half_thickness) ** 2 <= 1
-    return Structure("BODY", g, m, role=StructureRole.EXTERNAL)
+from conftest import elliptic_body
 
 
 @pytest.fixture(scope="module")
 def body():
-    return _body()
+    return elliptic_body()
 
 
 def test_default_yaml_matches_dataclass():
@@ -68,7 +60,7 @@ def test_lateral_isocentre_blocks_far_posterior_oblique(body):
 def test_head_hits_wide_patient():
     # A 390 mm wide patient reaches 195 mm from the isocentre: a head 200 mm out
     # leaves 5 mm, less than the 20 mm body clearance (couch narrowed out of the way).
-    wide = _body(half_width=195.0)
+    wide = elliptic_body(half_width_mm=195.0)
     m = CollisionModel(head_radius_mm=200.0, head_face_radius_mm=150.0, couch_width_mm=300.0)
     r = m.check(90.0, 0.0, (0.0, 0.0, 0.0), wide)
     assert not r.ok and "patient" in r.reason
@@ -91,7 +83,7 @@ def test_candidate_directions_exclude_collisions(body):
 
 
 def test_couch_rotated_partial_arc():
-    body = _body()
+    body = elliptic_body()
     # an anterior partial arc at couch 45 clears; a full arc at couch 45 does not
     ok_arc = ArcSpec(300.0, 60.0, "CW", couch_deg=45.0)
     assert arc_collisions(ok_arc, (0.0, 0.0, 0.0), body) == []
@@ -100,7 +92,7 @@ def test_couch_rotated_partial_arc():
 
 
 def test_body_surface_extends_beyond_scan():
-    body = _body()
+    body = elliptic_body()
     pts = body_surface_points(body, sampling_mm=5.0, extension_mm=100.0)
     lo, hi = body.grid.bounds_mm()
     assert pts[:, 2].min() < lo[2] - 90 and pts[:, 2].max() > hi[2] + 90

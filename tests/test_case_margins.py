@@ -128,7 +128,7 @@ def test_boolean_identities():
     assert abs(i.volume_cc / lens - 1.0) < 0.05
 
 
-def test_booleans_with_fractions_use_fuzzy_rules():
+def test_booleans_with_fractions_use_nested_partial_volume_rules():
     g = make_grid((2.0, 2.0, 2.0), 10.0)
     fa = np.zeros(g.shape, np.float32)
     fb = np.zeros(g.shape, np.float32)
@@ -137,7 +137,10 @@ def test_booleans_with_fractions_use_fuzzy_rules():
     a = Structure("A", g, fa >= 0.5, fraction=fa)
     b = Structure("B", g, fb >= 0.5, fraction=fb)
     assert np.allclose(union(a, b, name="U").fraction, np.maximum(fa, fb))
-    assert np.allclose(subtract(a, b, name="D").fraction, np.minimum(fa, 1 - fb))
+    # nested partial volumes: A - B = A - min(A, B), so (A - B) + (A and B) = A in every voxel
+    d = subtract(a, b, name="D")
+    assert np.allclose(d.fraction, np.maximum(fa - fb, 0.0))
+    assert np.allclose(d.fraction + intersect(a, b, name="I").fraction, fa)
 
 
 def test_ptv_minus_prv_partitions_the_ptv():

@@ -12,8 +12,8 @@ import pytest
 
 from sbrtplan.beams import Aperture, Beam, BeamGeometry, BeamletGrid, BeamSet, ControlPoint, MLCModel
 from sbrtplan.case import Grid
-from sbrtplan.dose_engine import (Correction, central_axis_gy_per_mu, default_beam_model, dropped_fraction,
-                                  fluence_dose, forward_dose, influence_matrix)
+from sbrtplan.dose_engine import (Correction, central_axis_gy_per_mu, dropped_fraction, fluence_dose, forward_dose,
+                                  influence_matrix)
 from sbrtplan.errors import GeometryError, InputError
 
 H = 3.0          # voxel size (mm)
@@ -25,11 +25,6 @@ SURFACE_Y = -75.0
 def water():
     grid = Grid((N, N, N), (H, H, H), (-75 + H / 2,) * 3)
     return grid, np.ones(grid.shape, np.float32)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return default_beam_model()
 
 
 def square_beamlets(half_mm: float, size_mm: float = 5.0) -> BeamletGrid:

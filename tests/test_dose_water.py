@@ -19,7 +19,7 @@ import pytest
 
 from sbrtplan.beams import Aperture, Beam, BeamGeometry, BeamSet, ControlPoint, MLCModel
 from sbrtplan.case import Grid
-from sbrtplan.dose_engine import default_beam_model, evaluate_model, forward_dose, read_mcc
+from sbrtplan.dose_engine import evaluate_model, forward_dose, read_mcc
 from sbrtplan.dose_engine.commission import gamma_1d
 from sbrtplan.dose_engine.mcc import CurveType
 
@@ -37,11 +37,6 @@ def scans():
     out = [s for f in files for s in read_mcc(f)]
     assert {(s.field_x_mm, s.ssd_mm) for s in out} == {(50.0, SSD_MM), (100.0, SSD_MM)}
     return out
-
-
-@pytest.fixture(scope="module")
-def model():
-    return default_beam_model()
 
 
 @pytest.mark.parametrize("name", ["generic-6MV-sf", "generic-6MV"])

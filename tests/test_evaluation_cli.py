@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from test_evaluation_compliance import spine_case
+from conftest import spine_case
 
 import sbrtplan.io as sio
 from sbrtplan.case import Dose, Grid

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_evaluation_compliance import spine_case
+from conftest import spine_case
 
 from sbrtplan.case import Dose
 from sbrtplan.errors import InputError

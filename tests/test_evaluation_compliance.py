@@ -5,54 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from sbrtplan.case import Dose, Grid, Structure
-from sbrtplan.case.names import infer_role
+from sbrtplan.case import Dose, Grid
 from sbrtplan.cli import main
 from sbrtplan.errors import InputError, StructureError
 from sbrtplan.evaluation import (SCHEMA_VERSION, PriorCourse, Status, evaluate_plan, format_report, metrics_dict,
                                  parse_name_map, write_metrics)
 
-H = 2.0
-N = 50          # 100 mm cube of 2 mm voxels; voxel centres at even mm from -50 to 48
-
-
-def _coords():
-    g = Grid((N, N, N), (H, H, H), (-50.0, -50.0, -50.0))
-    x, y, z = g.axis_coordinates_mm()
-    Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
-    return g, Z, Y, X
-
-
-def _s(name, g, mask):
-    return Structure(name, g, mask, infer_role(name))
-
-
-def spine_case(cord_dose_gy=15.0, ptv_core_gy=28.0, cold_fraction=0.0, gtv_gy=None, prv=True):
-    """Binary-mask spine case: PTV block with a uniform dose, a cord column with a uniform dose.
-
-    The PTV is a 30 x 30 x 30 mm box (15 x 15 x 15 voxels = 27.0 cc) at ``ptv_core_gy``; a slab of
-    ``cold_fraction`` of its voxels (whole x-planes) is at 20 Gy.  The cord (|x|, |y| < 5 mm) and its
-    PRV (|x|, |y| < 7 mm) run along z at ``cord_dose_gy``; the GTV is a 10 mm cube in the PTV.
-    """
-    g, Z, Y, X = _coords()
-    dose = np.zeros(g.shape, np.float32)
-    ptv = (np.abs(X - 30) < 15) & (np.abs(Y) < 15) & (np.abs(Z) < 15)
-    gtv = (np.abs(X - 30) < 5) & (np.abs(Y) < 5) & (np.abs(Z) < 5)
-    cord = (np.abs(X) < 5) & (np.abs(Y) < 5)
-    cord_prv = (np.abs(X) < 7) & (np.abs(Y) < 7)
-    dose[ptv] = ptv_core_gy
-    n_cold = int(round(cold_fraction * 15))
-    if n_cold:
-        xs = np.unique(X[ptv])[:n_cold]
-        dose[ptv & np.isin(X, xs)] = 20.0
-    if gtv_gy is not None:
-        dose[gtv] = gtv_gy
-    dose[cord_prv] = cord_dose_gy
-    structures = {"PTV": _s("PTV", g, ptv), "GTV": _s("GTV", g, gtv), "SpinalCord": _s("SpinalCord", g, cord),
-                  "External": _s("External", g, np.ones(g.shape, bool))}
-    if prv:
-        structures["SpinalCord_PRV02"] = _s("SpinalCord_PRV02", g, cord_prv & ~ptv)
-    return Dose(g, dose, "synthetic"), structures
+from conftest import SYNTHETIC_H_MM as H, spine_case, synthetic_coords as _coords, synthetic_structure as _s
 
 
 def _rows(report, label):

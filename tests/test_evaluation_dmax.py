@@ -20,24 +20,14 @@ from scipy import ndimage
 from sbrtplan.case import Dose, Grid, Structure, StructureRole
 from sbrtplan.evaluation import compute_dvh
 
+from conftest import sphere_occupancy
+
 H_MM = 2.5
 
 
 def _grid_index(g, pts_zyx):
     o, sp = np.asarray(g.origin_mm), np.asarray(g.spacing_mm)
     return np.vstack([(pts_zyx[:, 0] - o[2]) / sp[2], (pts_zyx[:, 1] - o[1]) / sp[1], (pts_zyx[:, 2] - o[0]) / sp[0]])
-
-
-def _occupancy(Z, Y, X, centre, radius, m=8):
-    r = np.sqrt((Z - centre[0]) ** 2 + (Y - centre[1]) ** 2 + (X - centre[2]) ** 2)
-    occ = (r <= radius).astype(np.float32)
-    bnd = np.argwhere(np.abs(r - radius) < 0.9 * H_MM)
-    o = (np.arange(m) + 0.5) / m - 0.5
-    oz, oy, ox = (q.ravel() * H_MM for q in np.meshgrid(o, o, o, indexing="ij"))
-    t = tuple(bnd.T)
-    dz, dy, dx = Z[t][:, None] + oz - centre[0], Y[t][:, None] + oy - centre[1], X[t][:, None] + ox - centre[2]
-    occ[t] = (dz ** 2 + dy ** 2 + dx ** 2 <= radius ** 2).mean(axis=1)
-    return occ
 
 
 def _inside_max(dose, g, centre, radius, u):
@@ -78,7 +68,7 @@ def test_dmax_not_above_interpolated_inside(radius, direction, width, offset):
     u = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
     s = (Z - centre[0]) * u[0] + (Y - centre[1]) * u[1] + (X - centre[2]) * u[2]
     dose = (10.0 + 50.0 / (1.0 + np.exp(-(s - radius - offset) / width))).astype(np.float32)
-    occ = _occupancy(Z, Y, X, centre, radius)
+    occ = sphere_occupancy(Z, Y, X, centre, radius, H_MM, m=8)
     st = Structure("Brainstem", g, occ >= 0.5, StructureRole.OAR, fraction=occ)
     dvh = compute_dvh(Dose(g, dose), st)
     ref = _inside_max(dose, g, centre, radius, u)

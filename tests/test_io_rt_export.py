@@ -14,7 +14,8 @@ import pytest
 from sbrtplan.case import Dose, Structure, StructureRole
 from sbrtplan.errors import InputError, StructureError
 from sbrtplan.io.ctwrite import write_ct_series
-from sbrtplan.io.rtexport import mask_contours, match_area, write_rtdose, write_rtstruct
+from sbrtplan.io.contours import mask_contours, match_area
+from sbrtplan.io.rtexport import write_rtdose, write_rtstruct
 from sbrtplan.phantoms import make_phantom
 
 

@@ -274,9 +274,11 @@ def test_reader_follows_dicom_conventions(case, tmp_path):
     fm.FluenceMode = "NON_STANDARD"
     fm.FluenceModeID = "FFF"
     b.PrimaryFluenceModeSequence = pydicom.Sequence([fm])
-    b.NumberOfWedges = 1  # a physical wedge is reported (the engine does not model it)
+    b.NumberOfWedges = 1  # a physical wedge: refused for a dose, listed when read with allow_unmodelled
     ds.save_as(tmp_path / "edited.dcm")
-    back = read_rtplan(tmp_path / "edited.dcm").beams[0]
+    with pytest.raises(InputError, match="wedge"):
+        read_rtplan(tmp_path / "edited.dcm")
+    back = read_rtplan(tmp_path / "edited.dcm", allow_unmodelled=True).beams[0]
     assert back.metadata["fluence_mode"] == "FFF"
     assert back.metadata["accessories"] == ["1 wedges"]
     for ca, cb in zip(beam.control_points, back.control_points):

@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 import pytest
-from test_evaluation_compliance import spine_case
+from conftest import spine_case
 
 from sbrtplan.case import Dose
 from sbrtplan.errors import InputError

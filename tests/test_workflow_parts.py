@@ -8,7 +8,8 @@ from sbrtplan.case import distance_map_mm
 from sbrtplan.phantoms import make_phantom
 from sbrtplan.protocols import load_protocol
 from sbrtplan.workflow.structures import build_planning_structures
-from sbrtplan.workflow.vmat import ArcPlanSpec, _common_grid, arc_beam
+from sbrtplan.beams import ArcSpec, arc_beam, sector_beams
+from sbrtplan.workflow.vmat import _common_grid
 from sbrtplan.workflow.voxels import optimization_voxels, organ_structures, region_for
 
 
@@ -55,12 +56,13 @@ def test_common_grid_keeps_active_beamlets(spine):
 
 def test_arc_control_points_follow_sectors():
     mlc = MLCModel.millennium120()
-    arc = ArcPlanSpec(181.0, 179.0, "CW", 30.0)
-    n_sec = 10
-    aps = [Aperture.rectangle(mlc, (-10.0 - s, 10.0 + s), (-20.0, 20.0)) for s in range(n_sec)]
+    # A 358-deg arc in 90 sectors of 3.98 deg, control points every 1.99 deg (2 per sector).
+    arc = ArcSpec(181.0, 179.0, "CW", collimator_deg=30.0, cp_spacing_deg=2.0)
+    n_sec = 90
+    aps = [Aperture.rectangle(mlc, (-10.0 - s % 9, 10.0 + s % 7), (-20.0, 20.0)) for s in range(n_sec)]
     mu = np.linspace(5.0, 14.0, n_sec)
-    # A 358-deg arc in 10 sectors of 35.8 deg, control points every ~17.9 deg (2 per sector).
-    beam = arc_beam("A", arc, (0.0, 0.0, 0.0), mlc, 35.8, 17.9, aps, mu)
+    beam = arc_beam("A", arc, (0.0, 0.0, 0.0), mlc, aps, mu)
+    assert beam.arc_direction == "CW" and beam.collimator_deg == 30.0
     assert len(beam.control_points) == 2 * n_sec + 1
     assert beam.mu == pytest.approx(mu.sum())
     # each half sector delivers half of the sector's MU
@@ -130,7 +132,7 @@ def test_plan_penalties_encode_the_spine_protocol(spine):
     R = problem.recipe.penalties   # the shipped recipe's values (workflow/recipes/default.yaml)
     rx = sch.total_gy
     by = {lim.label: lim for lim in limits}
-    cover = next(lim for lim in limits if lim.lower)
+    cover = next(lim for lim in limits if lim.normalizes)
     # the cold volume the coverage goal allows: 4.5 % of the PTV (95 % + 0.5 % margin) less the part of
     # the PTV inside the cord PRV, which PTV! leaves out; both volumes are the phantom's own
     ptv_cc, opt_cc = ps.target.volume_cc, ps.optimization_target.volume_cc
@@ -144,14 +146,21 @@ def test_plan_penalties_encode_the_spine_protocol(spine):
     # hard organ limits are priority 0, hot spots and the PTV maximum are measured limits too
     cord = [lim for lim in limits if "SpinalCord" in lim.label]
     assert cord and all(lim.priority == 0 for lim in cord)
-    # met on the optimiser's dose with the delivery margin: D0.35cc < 18 Gy is aimed at 0.97 x 18 Gy
+    # met on the optimiser's dose with the delivery margin
     assert any(lim.limit_gy == pytest.approx(R.hard_limit_margin * 18.0) for lim in cord)
     assert 0.9 <= R.hard_limit_margin <= 1.0
+    # hot spots: the protocol's External-GTV D0.035cc < 110 % Rx, aimed under it, ranked below coverage
     hot = by["hot spot outside GTV D0.035cc"]
-    assert hot.limit_gy == pytest.approx(R.hotspot_limit * rx)
+    assert rx < hot.limit_gy < 1.10 * rx and hot.priority > cover.priority
+    assert not ps.boost.mask.ravel()[problem.voxels.indices[hot.penalty.rows]].any()
     assert hot.floor_gy > R.target_under_ref * rx                 # never pulls the target under Rx
     dmax = next(lim for lim in limits if lim.label.startswith("PTV Dmax"))
     assert rx < dmax.limit_gy <= 1.40 * rx
+    # the organ limits and the PTV maximum rank above coverage: the optimiser's normalisation never
+    # scales past them (coverage yields), as the plan's final normalisation
+    from sbrtplan.optimizer.penalty import normalisation_caps
+    caps = normalisation_caps(limits, cover)
+    assert dmax in caps and all(lim in caps for lim in cord) and hot not in caps
 
 
 def test_sector_beams_split_an_arc_into_parts_that_add_up_linearly():
@@ -161,17 +170,16 @@ def test_sector_beams_split_an_arc_into_parts_that_add_up_linearly():
     maximum, the arc-sampling tolerance of tests/test_forward_fast.py)."""
     from sbrtplan.beams import BeamSet
     from sbrtplan.dose_engine import forward_dose, forward_dose_by_beam
-    from sbrtplan.workflow.vmat import sector_beams
 
     case = make_phantom("spine", spacing_mm=5.0)
     ps = build_planning_structures(case, load_protocol("bone_spine"))
     mlc = MLCModel.millennium120()
     iso = tuple(float(v) for v in isocenter_for(ps.target))
-    arc = ArcPlanSpec(150.0, 210.0, "CW", 30.0)
+    arc = ArcSpec(150.0, 210.0, "CW", collimator_deg=30.0, cp_spacing_deg=10.0 / 3)
     n_sec, per = 6, 3
     aps = [Aperture.rectangle(mlc, (-15.0 - 2 * s, 10.0 + s), (-15.0, 15.0 + s)) for s in range(n_sec)]
     mu = np.linspace(20.0, 45.0, n_sec)
-    beam = arc_beam("A", arc, iso, mlc, 10.0, 10.0 / per, aps, mu)
+    beam = arc_beam("A", arc, iso, mlc, aps, mu)
     subs = sector_beams(beam, per)
     assert len(subs) == n_sec and all(sb.mu == 1.0 for sb in subs)
     assert subs[2].control_points[0].gantry_deg == pytest.approx(170.0)
@@ -287,3 +295,31 @@ def test_mu_resolve_holds_the_rtog_d2cm_maximum(spine):
     assert 0.5 < none < 0.65
     assert lobe_over_d95(problem.recipe.penalties.w_d2cm_limit) <= none
     assert lobe_over_d95(0.0) > none
+
+
+def test_normalisation_follows_the_protocol_priorities_and_names_what_binds(spine):
+    """The plan's normalisation (bone standard, 27 Gy / 3 fx) on a dose built to the standard's numbers.
+
+    A uniform 26 Gy over the PTV (96.3 % Rx) needs a scale of 27/26 for V100 >= 95 %.  The cord
+    PRV is given 12.5 Gy everywhere, over its D1.2cc < 12.3 Gy limit already at scale 1: the
+    hard organ limit (priority 1) outranks coverage (priority 3), so the scale stops at 0.995 x
+    12.3 / 12.5 (the recipe's margin) and the cord limit is named with its excess at the coverage
+    scale).  The coverage scale is the larger of the two coverage goals' (V90%Rx >= 99 % reaches into
+    the PRV here, so it needs more than V100).
+    """
+    from sbrtplan.workflow.pipeline import normalisation
+    from sbrtplan.workflow.recipe import default_recipe
+
+    case, ps = spine
+    protocol = load_protocol("bone_spine")
+    sch = protocol.scheme("27/3")
+    dose = np.zeros(case.grid.shape, np.float32)
+    dose[ps.target.weights > 0] = 26.0
+    dose[case.structures["SpinalCord_PRV02"].mask] = 12.5
+    info = normalisation(dose, case, ps, protocol, sch, (), default_recipe())
+    b = info["binding"]
+    assert b is not None and "SpinalCord_PRV02" in b["goal"] and "D1.2cc" in b["goal"] and b["priority"] == 1
+    assert b["excess_pct"] == pytest.approx(100 * (12.5 * info["coverage_scale"] / 12.3 - 1), abs=0.1)
+    assert info["scale"] == pytest.approx(0.995 * 12.3 / 12.5, rel=1e-3)
+    assert info["scale"] < info["coverage_scale"]                  # coverage yields
+    assert info["set_by"].startswith(ps.target.name)

@@ -53,10 +53,12 @@ def test_shipped_values_respect_the_protocol_limits_they_aim_under():
     stay below the fall-off inside 2 cm (D2cm is a maximum there).
     """
     r = default_recipe()
-    assert 1.0 < r.penalties.hotspot_limit < 1.10
+    assert 0.9 < r.penalties.hotspot_aim < 1.0                       # x the protocol's 110 % Rx
     assert r.penalties.hard_limit_margin <= 1.0
     assert r.penalties.d2cm_ref_factor < 1.0
     assert r.penalties.band_low_ref < r.penalties.target_under_ref
+    assert 0.99 <= r.penalties.normalisation_cap <= 1.0               # stops under a limit, never past it
+    assert r.penalties.hard_ref_floor < r.penalties.hard_ref <= 1.0
     assert r.stages.hard_relax_cost > r.stages.target_relax_cost   # organ limits relaxed last
 
 
@@ -66,7 +68,7 @@ def test_shipped_values_respect_the_protocol_limits_they_aim_under():
     ("name: x\nversion: 1\nbogus: 3\n", "bogus"),
     ("name: x\nversion: 1\npenalties:\n  w_target_unde: 3\n", "penalties.w_target_unde"),
     ("name: x\nversion: 1\nimrt:\n  fluence_rounds: 2.5\n", "imrt.fluence_rounds"),
-    ("name: x\nversion: 1\npenalties:\n  hotspot_limit: .nan\n", "penalties.hotspot_limit"),
+    ("name: x\nversion: 1\npenalties:\n  hotspot_aim: .nan\n", "penalties.hotspot_aim"),
     ("name: x\nversion: 1\npenalties:\n  w_hard: .inf\n", "penalties.w_hard"),
     ("name: x\nversion: 1\npenalties:\n  w_hard: -1\n", "penalties.w_hard"),
     ("name: x\nversion: 1\nvmat:\n  dao_time_limit_s: fast\n", "vmat.dao_time_limit_s"),
@@ -96,9 +98,9 @@ def test_missing_file_and_folder_are_refused(tmp_path):
 
 
 def test_partial_file_keeps_the_shipped_values_for_the_rest(tmp_path):
-    r = load_recipe(_write(tmp_path, "name: hot\nversion: 2\npenalties:\n  hotspot_limit: 1.07\n"))
+    r = load_recipe(_write(tmp_path, "name: hot\nversion: 2\npenalties:\n  hotspot_aim: 0.97\n"))
     d = default_recipe()
-    assert r.penalties.hotspot_limit == 1.07 and r.name == "hot" and r.version == 2
+    assert r.penalties.hotspot_aim == 0.97 and r.name == "hot" and r.version == 2
     assert r.vmat == d.vmat and r.imrt == d.imrt and r.stages == d.stages
     assert isinstance(r.imrt.fluence_rounds, int)
 
@@ -120,12 +122,13 @@ def test_hash_covers_values_not_comments_or_key_order(tmp_path):
     same = load_recipe(_write(tmp_path, yaml.safe_dump(rev, sort_keys=False)))
     assert same.sha256 == d.sha256 == load_recipe(DEFAULT_RECIPE_PATH).sha256
     # a value written as an integer where the field is a float is the same value
-    assert load_recipe(_write(tmp_path, "name: default\nversion: 1\npenalties:\n  w_hard: 10\n", "i.yaml")).sha256 \
-        == d.sha256
+    assert load_recipe(_write(tmp_path, f"name: default\nversion: {d.version}\npenalties:\n  w_hard: 10\n",
+                              "i.yaml")).sha256 == d.sha256
     # one changed value, the name or the version each change the hash
-    changed = load_recipe(_write(tmp_path, "name: default\nversion: 1\npenalties:\n  w_hard: 11\n", "c.yaml"))
-    renamed = load_recipe(_write(tmp_path, "name: other\nversion: 1\n", "n.yaml"))
-    bumped = load_recipe(_write(tmp_path, "name: default\nversion: 2\n", "v.yaml"))
+    changed = load_recipe(_write(tmp_path, f"name: default\nversion: {d.version}\npenalties:\n  w_hard: 11\n",
+                                 "c.yaml"))
+    renamed = load_recipe(_write(tmp_path, f"name: other\nversion: {d.version}\n", "n.yaml"))
+    bumped = load_recipe(_write(tmp_path, f"name: default\nversion: {d.version + 1}\n", "v.yaml"))
     assert len({d.sha256, changed.sha256, renamed.sha256, bumped.sha256}) == 4
     assert len(d.sha256) == 64 and int(d.sha256, 16) >= 0
 
@@ -189,3 +192,10 @@ def test_plan_records_the_recipe_it_was_made_with(tmp_path):
 
     rounds = [int(m.group(1)) for n in p.log for m in [re.search(r"aperture generation, (\d+) pricing rounds", n)] if m]
     assert rounds and 1 <= rounds[0] <= 4
+    # the normalisation is recorded in the protocol's priority order: the coverage goal that sets the
+    # scale, and a binding higher-priority limit (if any) named with its excess in the notes as well
+    norm = p.metrics["normalisation"]
+    assert norm["set_by"].startswith("PTV V") and 0 < norm["scale"] and norm["coverage_scale"] > 0
+    if norm["binding"] is not None:
+        assert norm["scale"] < norm["coverage_scale"] and norm["binding"]["excess_pct"] > 0
+        assert any(n.startswith(f"normalisation limited by {norm['binding']['goal']}") for n in p.metrics["notes"])

@@ -17,6 +17,18 @@ A cohort file is YAML::
         rtstruct: ../data/p02/rs.dcm
         target: PTV_27
         protocol: bone_spine       # per-case override of protocol / schemes / options
+      - name: patient03            # several targets in one plan, each with its prescription
+        case: phantom:spine_two_levels
+        targets: {PTV1: 27/3, PTV2: 24/3}   # (or a list: [PTV1:27/3, PTV2:24/3]); replaces schemes
+
+    qa: {phantom: qa_slab}         # optional: patient-specific QA of every plan (sbrtplan.qa.cohort_qa_options:
+                                   # phantom, grid_mm, gantry, couch, chamber, criteria; per case also measured,
+                                   # measured_point_gy, shift_mm); the QA page goes into each report.html and
+                                   # qa_summary.csv / .json give the cohort's pass rates
+
+A TBI cohort has ``technique: tbi``, its schemes are the TBI prescriptions (``12/6``), no protocol,
+and a ``tbi`` mapping with the options of ``sbrtplan tbi`` (``sbrtplan.tbi.batch``); the cohort
+summary then carries the standard's two quality indicators (``tbi_quality_indicators.json``).
 
 Only the keys listed here are accepted; a typo is an error, not a silently
 ignored option.
@@ -34,9 +46,9 @@ import yaml
 from ..errors import InputError
 
 _TOP_KEYS = {"protocol", "schemes", "technique", "beams", "select_beams", "grid_mm", "output", "cases",
-             "allow_missing", "conditions"}
-_CASE_KEYS = {"name", "case", "rtstruct", "target", "protocol", "schemes", "technique", "beams", "select_beams",
-              "grid_mm", "allow_missing", "conditions"}
+             "allow_missing", "conditions", "qa", "tbi"}
+_CASE_KEYS = {"name", "case", "rtstruct", "target", "targets", "protocol", "schemes", "technique", "beams",
+              "select_beams", "grid_mm", "allow_missing", "conditions", "qa", "tbi"}
 
 
 @dataclass(frozen=True)
@@ -55,10 +67,20 @@ class CohortTask:
     allow_missing: bool = False
     conditions: tuple[str, ...] = ()
     select_beams: bool = True
+    #: several targets in one plan, each with its prescription (``workflow.targets``); ``scheme`` is
+    #: then the highest one's
+    targets: tuple = ()
+    #: patient-specific QA options (``sbrtplan.qa.cohort_qa_options``; ``()``: no QA)
+    qa: tuple = ()
+    #: TBI options of a ``technique: tbi`` task (``sbrtplan.tbi.cohort_tbi_options``)
+    tbi: tuple = ()
 
     @property
     def key(self) -> str:
-        """Folder name of this task's outputs (``patient01/27-3``)."""
+        """Folder name of this task's outputs (``patient01/27-3``; ``patient03/PTV1_27-3+PTV2_24-3``)."""
+        if self.targets:
+            return f"{self.case_name}/" + "+".join(f"{t.name}_{t.scheme.short.replace('/', '-')}"
+                                                   for t in self.targets)
         return f"{self.case_name}/{self.scheme.replace('/', '-')}"
 
 
@@ -94,8 +116,8 @@ def _check_values(merged: dict, where: str) -> None:
     from ..protocols import Scheme
 
     tech = str(merged.get("technique", "imrt")).lower()
-    if tech not in ("imrt", "vmat"):
-        raise InputError(f"{where}: technique {merged.get('technique')!r}; expected imrt or vmat")
+    if tech not in ("imrt", "vmat", "tbi"):
+        raise InputError(f"{where}: technique {merged.get('technique')!r}; expected imrt, vmat or tbi")
     g = merged.get("grid_mm", 2.0)
     lo, hi = limit("options", "grid_mm")
     if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(float(g)) or not lo <= g <= hi:
@@ -116,6 +138,25 @@ def _check_values(merged: dict, where: str) -> None:
     schemes = merged.get("schemes")
     for sch in ([s.strip() for s in schemes.split(",")] if isinstance(schemes, str) else schemes or []):
         Scheme.parse(str(sch))  # TOTAL/FRACTIONS with a clear error of its own
+
+
+def _job_options(doc: dict, entry: dict, where: str, base: Path) -> tuple[tuple, tuple]:
+    """The ``qa`` and ``tbi`` options of a case: the case's mapping over the top level's, checked."""
+    from ..qa import cohort_qa_options
+    from ..tbi import cohort_tbi_options
+
+    out = []
+    for key, check in (("qa", cohort_qa_options), ("tbi", cohort_tbi_options)):
+        top, case = doc.get(key), entry.get(key, doc.get(key))
+        if isinstance(top, dict) and isinstance(case, dict):
+            case = {**top, **case}
+        out.append(check(case, where, base))
+    tbi_task = str(entry.get("technique", doc.get("technique", "imrt"))).lower() == "tbi"
+    if out[1] and not tbi_task:
+        raise InputError(f"{where}: 'tbi' options need technique: tbi")
+    if out[0] and tbi_task:
+        raise InputError(f"{where}: 'qa' (verification on a QA phantom) applies to SBRT plans, not to TBI")
+    return out[0], out[1]
 
 
 def load_cohort(path: str | Path, output_dir: str | Path | None = None) -> Cohort:
@@ -162,9 +203,20 @@ def load_cohort(path: str | Path, output_dir: str | Path | None = None) -> Cohor
         if name in names:
             raise InputError(f"{where}: duplicate case name '{name}'")
         names.add(name)
+        qa, tbi = _job_options(doc, entry, where, base)
+        if str(merged.get("technique", "imrt")).lower() == "tbi":
+            merged.setdefault("protocol", "tbi")      # TBI follows the TBI rules, not an SBRT protocol
         if "protocol" not in merged:
             raise InputError(f"{where}: no protocol (give 'protocol' at the top or for the case)")
         schemes = merged.get("schemes")
+        targets = ()
+        if "targets" in entry:
+            from ..workflow.targets import targets_from_yaml
+
+            if "schemes" in entry or "target" in entry:
+                raise InputError(f"{where}: 'targets' carries the prescriptions; give no 'schemes' or 'target' with it")
+            targets = targets_from_yaml(entry["targets"], f"{where}, targets")
+            schemes = [max(targets, key=lambda t: t.dose_gy).scheme.short]
         if isinstance(schemes, str):
             schemes = [s.strip() for s in schemes.split(",")]
         if not schemes:
@@ -177,5 +229,5 @@ def load_cohort(path: str | Path, output_dir: str | Path | None = None) -> Cohor
                 target=merged.get("target"), n_beams=merged.get("beams"),
                 grid_mm=float(merged.get("grid_mm", 2.0)), allow_missing=bool(merged.get("allow_missing", False)),
                 conditions=tuple(merged.get("conditions", ()) or ()),
-                select_beams=bool(merged.get("select_beams", True))))
+                select_beams=bool(merged.get("select_beams", True)), targets=targets, qa=qa, tbi=tbi))
     return Cohort(path=path, output_dir=out, tasks=tasks)

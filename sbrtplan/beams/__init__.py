@@ -36,6 +36,10 @@ Arcs: ArcSpec, arc_template(n_arcs=2, *, cp_spacing_deg=2.0, start_deg=181.0, st
     collision_free_arc(couch_deg, isocenter_mm, body=None, *, model=None, direction='CW', containing_deg=None)
         -> ArcSpec | None
     interval_mu_matrix(n_cp), arc_mu_bounds(gantry_deg, direction, limits) -> (A, lo, hi) for the DAO master
+    VMAT planning: vmat_arcs(n_arcs, isocenter_mm, body=None, *, cp_spacing_deg=2.0, model=None) -> [ArcSpec]
+        (the template, collision-checked), arc_sectors(arcs, sector_deg) -> (width_deg, arcs, n_sectors),
+        sector_aperture(grid, left_mm, right_mm, mlc, jaw_x_mm, jaw_y_mm) -> Aperture,
+        arc_beam(name, arc, isocenter_mm, mlc, apertures, mu) -> Beam, sector_beams(beam, per) -> [Beam]
 
 Delivery limits: DeliveryLimits (flattened(), fff(), from_yaml), max_leaf_travel_mm(limits, gantry_step_deg, mu=None),
     check_deliverability(beam_set, limits) -> [Violation], ViolationKind, with_fixed_jaws(beam),
@@ -53,8 +57,8 @@ from .sequencing import (SequencingError, aperture_from_columns, aperture_from_o
 from .limits import (DeliveryLimits, Violation, ViolationKind, check_deliverability, estimate_delivery_time,
                      estimate_plan_time, interval_times_s, max_leaf_travel_mm, with_fixed_jaws)
 from .collision import CollisionModel, CollisionResult, body_surface_points, candidate_directions
-from .arcs import (ArcSpec, arc_collisions, arc_mu_bounds, arc_template, collision_free_arc, interval_mu_matrix,
-                   make_arc)
+from .arcs import (ArcSpec, arc_beam, arc_collisions, arc_mu_bounds, arc_sectors, arc_template, collision_free_arc,
+                   interval_mu_matrix, make_arc, sector_aperture, sector_beams, vmat_arcs)
 
 __all__ = [
     # geometry and delivery description
@@ -73,5 +77,5 @@ __all__ = [
     "CollisionModel", "CollisionResult", "body_surface_points", "candidate_directions",
     # arcs
     "ArcSpec", "arc_collisions", "collision_free_arc", "arc_template", "make_arc", "interval_mu_matrix",
-    "arc_mu_bounds",
+    "arc_mu_bounds", "vmat_arcs", "arc_sectors", "sector_aperture", "arc_beam", "sector_beams",
 ]

@@ -8,6 +8,14 @@ is the common two-arc SBRT set: a full clockwise arc 181 -> 179 and its
 counter-clockwise return 179 -> 181, with complementary collimator angles
 (30 and 330 deg) so that the interleaf leakage and tongue-and-groove lines of
 the two arcs do not coincide.
+
+VMAT planning (``workflow.vmat``) takes its arcs from :func:`vmat_arcs` (the
+template, each arc checked against the collision model and cut to its clear
+run), divides them into optimisation sectors of one common width
+(:func:`arc_sectors`), turns each sector's optimised leaf edges into an
+aperture (:func:`sector_aperture`) and the sectors' apertures and MU into a
+deliverable arc (:func:`arc_beam`); :func:`sector_beams` splits such an arc
+back into its sectors (the final dose is linear in the sector MU).
 """
 
 from __future__ import annotations
@@ -16,9 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._log import get_logger
 from ..case import Structure
 from ..errors import GeometryError, InputError
+from .beamlets import BeamletGrid
 from .delivery import Aperture, Beam, ControlPoint, MLCModel, Technique
+from .sequencing import _dlg_retracted
+
+log = get_logger(__name__)
 
 _MAX_CP_SPACING_DEG = 4.0
 
@@ -73,6 +86,18 @@ class ArcSpec:
         steps = np.linspace(0.0, self.span_deg, self.n_control_points)
         sign = 1.0 if self.direction == "CW" else -1.0
         return np.round((self.start_deg + sign * steps) % 360.0, 9) % 360.0
+
+    def angle(self, t_deg) -> np.ndarray:
+        """Gantry angle (deg, in [0, 360)) after rotating ``t_deg`` from the start in the arc's direction."""
+        sign = 1.0 if self.direction == "CW" else -1.0
+        return (self.start_deg + sign * np.asarray(t_deg, float)) % 360.0
+
+    def with_span(self, span_deg: float) -> "ArcSpec":
+        """The same arc (start, direction, couch, collimator) ending ``span_deg`` after its start."""
+        if not 0 < span_deg <= self.span_deg + 1e-9:
+            raise GeometryError(f"arc span {span_deg!r} deg must be in (0, {self.span_deg:g}]")
+        return ArcSpec(self.start_deg, float(self.angle(span_deg)), self.direction, self.couch_deg,
+                       self.collimator_deg, self.cp_spacing_deg)
 
     def reversed(self) -> "ArcSpec":
         """The same arc travelled back (stop -> start, opposite direction)."""
@@ -193,17 +218,31 @@ def make_arc(name: str, gantry_deg: np.ndarray, apertures: list[Aperture], mu_pe
                 technique=Technique.VMAT, patient_position=patient_position, arc_direction=d)
 
 
-def arc_collisions(spec: ArcSpec, isocenter_mm, body: Structure | None = None, model=None, *,
+def _collision_model():
+    from .collision import CollisionModel
+
+    return CollisionModel.default()
+
+
+def _surface(body, model) -> np.ndarray | None:
+    """Body surface points for the collision checks (``body`` a Structure, points already, or None)."""
+    from .collision import body_surface_points
+
+    if body is None or isinstance(body, np.ndarray):
+        return body
+    return body_surface_points(body, model.sampling_mm, model.body_extension_mm)
+
+
+def arc_collisions(spec: ArcSpec, isocenter_mm, body: Structure | np.ndarray | None = None, model=None, *,
                    patient_position: str = "HFS") -> list[float]:
     """Control-point gantry angles of ``spec`` at which the collision model finds a collision.
 
     An empty list means the arc (including a couch-rotated one) can be
-    delivered; ``model`` defaults to :meth:`CollisionModel.default`.
+    delivered; ``model`` defaults to :meth:`CollisionModel.default`; ``body`` is the outline or
+    its surface points (:func:`~sbrtplan.beams.collision.body_surface_points`).
     """
-    from .collision import CollisionModel, body_surface_points
-
-    model = model or CollisionModel.default()
-    pts = None if body is None else body_surface_points(body, model.sampling_mm, model.body_extension_mm)
+    model = model or _collision_model()
+    pts = _surface(body, model)
     return [float(a) for a in spec.gantry_angles_deg()
             if not model.check(float(a), spec.couch_deg, isocenter_mm, pts, patient_position=patient_position).ok]
 
@@ -242,7 +281,7 @@ def arc_mu_bounds(gantry_deg: np.ndarray, direction: str, limits) -> tuple[np.nd
     return interval_mu_matrix(g.size), lo_deg * step, hi_deg * step
 
 
-def collision_free_arc(couch_deg: float, isocenter_mm, body: Structure | None = None, *, model=None,
+def collision_free_arc(couch_deg: float, isocenter_mm, body: Structure | np.ndarray | None = None, *, model=None,
                        direction: str = "CW", cp_spacing_deg: float = 2.0, collimator_deg: float = 0.0,
                        step_deg: float = 2.0, patient_position: str = "HFS",
                        containing_deg: float | None = None) -> ArcSpec | None:
@@ -256,13 +295,11 @@ def collision_free_arc(couch_deg: float, isocenter_mm, body: Structure | None = 
     unchecked), becomes the arc.  A run covering the whole circle gives the
     full arc 181 -> 179 (CW) or 179 -> 181 (CC).
     """
-    from .collision import CollisionModel, body_surface_points
-
-    model = model or CollisionModel.default()
+    model = model or _collision_model()
     d = _direction(direction)
     if not (0 < step_deg <= _MAX_CP_SPACING_DEG):
         raise GeometryError(f"step_deg must be in (0, {_MAX_CP_SPACING_DEG:g}], got {step_deg!r}")
-    pts = None if body is None else body_surface_points(body, model.sampling_mm, model.body_extension_mm)
+    pts = _surface(body, model)
     n = int(round(360.0 / step_deg))
     angles = np.arange(n) * (360.0 / n)
     clear = np.array([model.check(a, couch_deg, isocenter_mm, pts, patient_position=patient_position).ok
@@ -300,3 +337,142 @@ def collision_free_arc(couch_deg: float, isocenter_mm, body: Structure | None = 
     if d == "CW":
         return ArcSpec(first, last, "CW", couch_deg, collimator_deg, cp_spacing_deg)
     return ArcSpec(last, first, "CC", couch_deg, collimator_deg, cp_spacing_deg)
+
+
+def vmat_arcs(n_arcs: int, isocenter_mm, body: Structure | None = None, *, cp_spacing_deg: float = 2.0,
+              couch_deg: float = 0.0, collimators_deg: tuple[float, ...] = (30.0, 330.0), model=None,
+              patient_position: str = "HFS") -> list[ArcSpec]:
+    """The arcs of a VMAT plan: :func:`arc_template`, each arc checked against the collision model.
+
+    An arc that collides at any control point is replaced by the longest collision-free arc at its
+    couch angle (:func:`collision_free_arc`: same direction and collimator); with the default model
+    and a supine patient the coplanar full arcs are clear.  ``model`` defaults to
+    :meth:`CollisionModel.default`; ``body`` None checks the couch only.
+
+    Raises
+    ------
+    GeometryError
+        When every gantry angle of an arc's couch angle collides.
+    """
+    model = model or _collision_model()
+    pts = _surface(body, model)   # the body's surface sampled once: every check below reuses it
+    out = []
+    for arc in arc_template(n_arcs, cp_spacing_deg=cp_spacing_deg, couch_deg=couch_deg,
+                            collimators_deg=collimators_deg):
+        hits = arc_collisions(arc, isocenter_mm, pts, model, patient_position=patient_position)
+        if not hits:
+            out.append(arc)
+            continue
+        clear = collision_free_arc(arc.couch_deg, isocenter_mm, pts, model=model, direction=arc.direction,
+                                   cp_spacing_deg=arc.cp_spacing_deg, collimator_deg=arc.collimator_deg,
+                                   patient_position=patient_position)
+        if clear is None:
+            raise GeometryError(f"arc {arc.start_deg:g}-{arc.stop_deg:g} deg {arc.direction} at couch "
+                                f"{arc.couch_deg:g} deg collides at every gantry angle (collision model)")
+        log.info("arc %g-%g %s collides at %d control points (first %.0f deg): cut to %g-%g", arc.start_deg,
+                 arc.stop_deg, arc.direction, len(hits), hits[0], clear.start_deg, clear.stop_deg)
+        out.append(clear)
+    return out
+
+
+def arc_sectors(arcs: list[ArcSpec], sector_deg: float) -> tuple[float, list[ArcSpec], list[int]]:
+    """One sector width for all arcs, the arcs cut to whole sectors, and each arc's sector count.
+
+    The width is the longest arc's span over the nearest whole number of ``sector_deg`` sectors
+    (direct aperture optimisation bounds leaf travel and MU per sector with one width); a shorter
+    arc (cut by the collision check) keeps its start and drops the part of a sector at its end.
+
+    Returns
+    -------
+    width_deg, arcs, n_sectors
+    """
+    if not arcs:
+        raise GeometryError("arc_sectors: no arcs")
+    if not (np.isfinite(sector_deg) and sector_deg > 0):
+        raise GeometryError(f"sector_deg must be > 0, got {sector_deg!r}")
+    longest = max(a.span_deg for a in arcs)
+    width = longest / max(1, int(round(longest / sector_deg)))
+    out, counts = [], []
+    for a in arcs:
+        n = int(np.floor(a.span_deg / width + 1e-9))
+        if n < 1:
+            raise GeometryError(f"arc {a.start_deg:g}-{a.stop_deg:g} deg ({a.span_deg:.1f} deg) is shorter than "
+                                f"one {width:.2f} deg sector")
+        out.append(a if abs(n * width - a.span_deg) < 1e-9 else a.with_span(n * width))
+        counts.append(n)
+    return width, out, counts
+
+
+def sector_aperture(grid: BeamletGrid, left_mm: np.ndarray, right_mm: np.ndarray, mlc: MLCModel,
+                    jaw_x_mm: tuple[float, float], jaw_y_mm: tuple[float, float]) -> Aperture:
+    """Full-MLC aperture from optimised fluence edges per beamlet row (mm), jaws given.
+
+    The leaf tips stand DLG/2 inside the edges (rounded leaf ends, as the sequencer places them:
+    the delivered fluence then has the optimised edges); openings narrower than the minimum leaf
+    gap are widened about their centre; pairs outside the grid close at the jaws' centre.
+    """
+    park = 0.5 * (jaw_x_mm[0] + jaw_x_mm[1])
+    x1 = np.full(mlc.n_pairs, park - 0.5 * mlc.min_gap_mm)
+    x2 = np.full(mlc.n_pairs, park + 0.5 * mlc.min_gap_mm)
+    yc = 0.5 * (grid.y_edges_mm[1:] + grid.y_edges_mm[:-1])
+    pairs = np.searchsorted(mlc.leaf_boundaries_mm, yc) - 1
+    lft, rgt = _dlg_retracted(np.asarray(left_mm, float), np.asarray(right_mm, float), mlc)
+    narrow = rgt - lft < mlc.min_gap_mm
+    mid = 0.5 * (lft + rgt)
+    x1[pairs] = np.where(narrow, mid - 0.5 * mlc.min_gap_mm, lft)
+    x2[pairs] = np.where(narrow, mid + 0.5 * mlc.min_gap_mm, rgt)
+    return Aperture(x1, x2, tuple(jaw_x_mm), tuple(jaw_y_mm))
+
+
+def arc_beam(name: str, arc: ArcSpec, isocenter_mm, mlc: MLCModel, apertures: list[Aperture], mu: np.ndarray, *,
+             patient_position: str = "HFS") -> Beam:
+    """A VMAT arc from one aperture and one MU value per optimisation sector.
+
+    The arc's span is divided into ``len(apertures)`` equal sectors, each delivered over
+    ``per = round(sector width / arc.cp_spacing_deg)`` control-point intervals.  Control points
+    carry the apertures interpolated linearly (in leaf position) between the two nearest sector
+    centres, so the leaves move linearly through the optimised shapes; each sector's MU is spread
+    evenly over its intervals (:func:`sector_beams` inverts this).
+    """
+    n_sec = len(apertures)
+    if n_sec < 1 or np.size(mu) != n_sec:
+        raise GeometryError(f"arc '{name}': {n_sec} sector apertures and {np.size(mu)} sector MU values")
+    per = max(1, int(round(arc.span_deg / n_sec / arc.cp_spacing_deg)))
+    # CP k sits at k * width / per from the start; sector s spans CPs s*per .. (s+1)*per.
+    n_cp = n_sec * per + 1
+    gantry = arc.angle(np.arange(n_cp) * (arc.span_deg / (n_sec * per)))
+    aps = []
+    for k in range(n_cp):
+        u = k / per - 0.5   # position in sector units relative to the first sector centre
+        s0 = int(np.clip(np.floor(u), 0, n_sec - 1))
+        s1 = int(np.clip(s0 + 1, 0, n_sec - 1))
+        f = float(np.clip(u - s0, 0.0, 1.0)) if s1 != s0 else 0.0
+        if u < 0:
+            s0, s1, f = 0, 0, 0.0
+        aps.append(apertures[s0].interpolate(apertures[s1], f) if f > 0 else apertures[s0])
+    interval_mu = np.repeat(np.asarray(mu, float) / per, per)
+    return make_arc(name, gantry, aps, interval_mu, direction=arc.direction, couch_deg=arc.couch_deg,
+                    collimator_deg=arc.collimator_deg, isocenter_mm=tuple(isocenter_mm), mlc=mlc,
+                    patient_position=patient_position)
+
+
+def sector_beams(beam: Beam, per: int) -> list[Beam]:
+    """Each optimisation sector of an arc made by :func:`arc_beam` as a beam of its own, at 1 MU.
+
+    Sector ``s`` is delivered between control points ``s * per`` and ``(s + 1) * per`` (its MU
+    spread evenly over them), so the arc's dose is ``sum_s MU_s x dose(sector_beams[s])`` exactly:
+    linear in the sector MU for fixed apertures.
+    """
+    cps = beam.control_points
+    n_sec = (len(cps) - 1) // per
+    if n_sec * per + 1 != len(cps):
+        raise InputError(f"beam '{beam.name}': {len(cps)} control points is not {per} per sector plus one")
+    out = []
+    for s in range(n_sec):
+        seg = cps[s * per:(s + 1) * per + 1]
+        out.append(Beam(f"{beam.name} sector {s + 1}",
+                        [ControlPoint(cp.gantry_deg, cp.aperture, k / per) for k, cp in enumerate(seg)],
+                        1.0, beam.mlc, beam.isocenter_mm, beam.collimator_deg, beam.couch_deg,
+                        technique=Technique.VMAT, arc_direction=beam.arc_direction,
+                        patient_position=beam.patient_position))
+    return out

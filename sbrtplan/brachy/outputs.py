@@ -10,12 +10,12 @@ interrupted run leaves no half-filled output folder.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from .._json import write_json
 from .._log import atomic_output, get_logger
 from ..case import Case, Dose
 from ..io import write_ct_series, write_rtdose, write_rtstruct
@@ -27,19 +27,6 @@ from .registry import SeedRegistry
 
 log = get_logger(__name__)
 SCHEMA = "sbrtplan-seeds/1"
-
-
-def _json(path: Path, obj) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_default) + "\n")
-
-
-def _default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _seeds_csv(path: Path, positions: np.ndarray, directions: np.ndarray, needles: list[str] | None) -> None:
@@ -126,8 +113,8 @@ def write_preplan(out_dir, pp: PrePlan, registry: SeedRegistry | None, *, report
                    "implant": implant, "target": pp.metrics["target"], "organs": pp.metrics["organs"],
                    "goals": goals_dict(pp.goals), "all_goals_passed": all_passed(pp.goals),
                    "registry": registry.as_dict() if registry else None, "timings_s": timings}
-        _json(stage / "metrics.json", metrics)
-        _json(stage / "plan.json", {"schema_version": SCHEMA, "case": pp.case.name, "protocol": pp.protocol.name,
+        write_json(stage / "metrics.json", metrics)
+        write_json(stage / "plan.json", {"schema_version": SCHEMA, "case": pp.case.name, "protocol": pp.protocol.name,
                                     "source_model": pp.source.model, "strength_u": pp.strength_u,
                                     "positions_mm": pp.seeds.positions_mm, "directions": pp.seeds.directions,
                                     "needles": labels, "target": pp.metrics["target"]})
@@ -138,7 +125,7 @@ def write_preplan(out_dir, pp: PrePlan, registry: SeedRegistry | None, *, report
                 needle_of_seed=pp.needle_of_seed, needle_labels=pp.needle_labels, depth_mm=None,
                 strength_u=pp.strength_u, prescription_gy=rx, registry=registry),
                 write_ct=pp.case.source.startswith("phantom:"))
-            _json(stage / "metrics.json", metrics)
+            write_json(stage / "metrics.json", metrics)
         if report:
             rm = _report_metrics(pp.case, "seed-preplan", pp.protocol, pp.target.name, pp.goals, pp.metrics["target"],
                                  timings)
@@ -166,7 +153,7 @@ def write_verification(out_dir, case: Case, protocol, ver, registry: SeedRegistr
                    **ver.metrics, "goals": goals_dict(ver.goals), "all_goals_passed": all_passed(ver.goals),
                    "discrepancies": list(ver.discrepancies), "registry": registry.as_dict() if registry else None,
                    "post_implant_verified": True, "timings_s": timings}
-        _json(stage / "metrics.json", metrics)
+        write_json(stage / "metrics.json", metrics)
         _seeds_csv(stage / "seeds.csv", ver.seeds.positions_mm, ver.seeds.directions, None)
         if dicom:
             metrics["dicom"] = write_dicom(stage, case, ver.dose, dict(
@@ -174,7 +161,7 @@ def write_verification(out_dir, case: Case, protocol, ver, registry: SeedRegistr
                 needle_of_seed=np.zeros(len(ver.seeds), int), needle_labels=["post-implant"], depth_mm=None,
                 strength_u=float(ver.seeds.strength_u[0]), prescription_gy=rx, registry=registry,
                 plan_label="POSTIMPLANT"), write_ct=False)
-            _json(stage / "metrics.json", metrics)
+            write_json(stage / "metrics.json", metrics)
         if report:
             target = ver.metrics["target"]["structure"]
             rm = _report_metrics(case, "seed-verify", protocol, target, ver.goals, ver.metrics["target"], timings)

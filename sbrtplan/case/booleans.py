@@ -1,14 +1,28 @@
 """Boolean operations on structures, and the spine "PTV!" (PTV minus cord PRV).
 
-Masks combine exactly (or, and, and-not).  When an input carries a sub-voxel
-occupancy (``fraction``, e.g. after resampling to a dose grid) the result's
-occupancy uses the fuzzy-set rules: union = max, intersection = min,
-difference = min(a, 1 - b).  These are exact where one surface crosses a voxel
-(the usual case: one structure's edge inside the other's interior) and an
-approximation where both surfaces cross the same voxel.
+Masks combine exactly, voxel centre by voxel centre (or, and, and-not).  When an
+input carries a sub-voxel occupancy (``fraction``, e.g. after resampling to a
+dose grid) the result's occupancy follows one rule for all three operations:
+inside a voxel the smaller part lies within the larger one (nested partial
+volumes).  Union = max(a, b), intersection = min(a, b), difference =
+a - min(a, b) = max(a - b, 0); so volumes add up, vol(A - B) + vol(A and B) =
+vol(A), and a difference never counts a part of the voxel twice.  The rule is
+exact where one surface crosses a voxel (one structure's edge inside the
+other's interior) and where one structure's part of the voxel lies inside the
+other's (a target inside an organ or the body: External minus GTV, Liver minus
+GTV, PTV minus a PRV that reaches into it).  Where both surfaces cross the same
+voxel independently, the true difference lies between max(a - b, 0) and
+min(a, 1 - b); the rule takes the lower bound.
+
+:func:`subtract` is the one difference of the package: the planner's regions
+(PTV!, the hot-spot region "External minus GTV/ITV") and the evaluation's
+``minus`` goals (``evaluation.matching.goal_structures``) both use it, so the
+optimiser limits the voxels the evaluation measures.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -60,13 +74,27 @@ def intersect(a: Structure, b: Structure, name: str, role: StructureRole | None 
                      metadata={"operation": f"{a.name} and {b.name}"})
 
 
-def subtract(a: Structure, b: Structure, name: str, role: StructureRole | None = None) -> Structure:
-    """Voxels of ``a`` that are not in ``b`` (role CONTROL unless given)."""
-    _check_same_grid(f"subtract '{name}'", (a, b))
-    fr = _fractions((a, b))
-    return Structure(name=name, grid=a.grid, mask=a.mask & ~b.mask, role=role or StructureRole.CONTROL,
-                     fraction=None if fr is None else np.minimum(fr[0], 1.0 - fr[1]),
-                     metadata={"operation": f"{a.name} minus {b.name}"})
+def subtract(a: Structure, b: Structure | Sequence[Structure], name: str,
+             role: StructureRole | None = None) -> Structure:
+    """Voxels of ``a`` outside ``b`` (one structure, or the union of a sequence of them).
+
+    Mask: centres inside ``a`` and inside none of ``b``.  Occupancy (when any input has one):
+    ``max(w_a - max_i w_b_i, 0)`` (nested partial volumes, see the module docstring); ``None``
+    when every input is a plain mask (the mask is then exact).  An empty sequence gives a copy
+    of ``a``.  Role CONTROL unless given.
+    """
+    parts = [b] if isinstance(b, Structure) else list(b)
+    _check_same_grid(f"subtract '{name}'", (a, *parts))
+    cut_mask = np.logical_or.reduce([p.mask for p in parts]) if parts else np.zeros(a.grid.shape, bool)
+    fr = _fractions((a, *parts))
+    fraction = None
+    if fr is not None:
+        fraction = fr[0].astype(np.float32, copy=True)
+        if parts:
+            fraction = np.maximum(fraction - np.maximum.reduce(fr[1:]), 0.0, dtype=np.float32)
+    label = " + ".join(p.name for p in parts) if parts else "nothing"
+    return Structure(name=name, grid=a.grid, mask=a.mask & ~cut_mask, role=role or StructureRole.CONTROL,
+                     fraction=fraction, metadata={"operation": f"{a.name} minus {label}"})
 
 
 def ptv_minus(ptv: Structure, avoid: Structure, name: str = "PTV!", gap_mm: float = 0.0) -> Structure:

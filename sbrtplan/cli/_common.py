@@ -33,12 +33,21 @@ class StageBar:
         self.close(completed=exc_type is None)
 
 
-def add_plan_arguments(p, *, case_required: bool = True, technique: bool = True) -> None:
+def add_plan_arguments(p, *, case_required: bool = True, technique: bool = True,
+                       multi_target: bool = False) -> None:
     p.add_argument("--case", required=case_required,
                    help="DICOM folder (CT + RTSTRUCT), matRad .mat, OpenKBP patient folder or phantom:NAME")
     p.add_argument("--rtstruct", help="RTSTRUCT file when the folder holds several or none")
     p.add_argument("--protocol", default="bone_spine", help="protocol (see 'sbrtplan protocols'; default bone_spine)")
-    p.add_argument("--target", help="prescription target when several PTVs exist")
+    if multi_target:
+        p.add_argument("--target", action="append", default=None, metavar="NAME[:TOTAL/FRACTIONS]",
+                       help="prescription target when several PTVs exist; repeat as NAME:TOTAL/FRACTIONS to plan "
+                            "several targets in one plan, each at its own prescription (--target PTV1:27/3 "
+                            "--target PTV2:24/3)")
+        p.add_argument("--targets", metavar="FILE",
+                       help="YAML of the targets and their prescriptions ({PTV1: 27/3, PTV2: 24/3})")
+    else:
+        p.add_argument("--target", help="prescription target when several PTVs exist")
     if technique:
         p.add_argument("--technique", choices=["vmat", "imrt"], default="vmat", help="vmat (default) or imrt")
     p.add_argument("--beams", type=int, help="IMRT: number of beams, 5-9 (default 7, chosen automatically)")
@@ -79,13 +88,37 @@ def add_mat_format_argument(p) -> None:
                    help="matRad file format: auto (v5 when it fits, as matRad/pyRadPlan read; default), v5, v7.3")
 
 
+def target_kwargs(args) -> dict:
+    """``target`` or ``targets`` of a plan from ``--target`` (one name, or NAME:TOTAL/FRACTIONS, repeatable)
+    and ``--targets FILE``; checked here, before any planning."""
+    from ..errors import InputError
+    from ..workflow.targets import check_targets, load_targets_file, parse_target_arg
+
+    given = getattr(args, "target", None)
+    path = getattr(args, "targets", None)
+    if path is not None:
+        if given:
+            raise InputError("--targets and --target both name targets; give them in one place")
+        return {"targets": load_targets_file(path)}
+    if not given or isinstance(given, str):
+        return {"target": given or None}
+    with_rx = [":" in g for g in given]
+    if len(given) == 1 and not with_rx[0]:
+        return {"target": given[0]}
+    if not all(with_rx):
+        plain = next(g for g, w in zip(given, with_rx) if not w)
+        raise InputError(f"--target {plain!r}: several targets each need their prescription, expected "
+                         "NAME:TOTAL/FRACTIONS (e.g. --target PTV1:27/3 --target PTV2:24/3)")
+    return {"targets": check_targets([parse_target_arg(g) for g in given])}
+
+
 def plan_kwargs(args) -> dict:
     from ..dose_engine import load_beam_model
 
     model = load_beam_model(args.machine) if getattr(args, "machine", None) else None
-    return dict(target=args.target, grid_mm=args.grid_mm, allow_missing=args.allow_missing,
+    return dict(grid_mm=args.grid_mm, allow_missing=args.allow_missing,
                 conditions=tuple(args.condition), select_beams=not args.template_beams, model=model,
-                **recipe_kwargs(args))
+                **target_kwargs(args), **recipe_kwargs(args))
 
 
 def print_summary(p, out_dir=None) -> None:
@@ -103,6 +136,11 @@ def print_summary(p, out_dir=None) -> None:
 
     print(f"  {tgt}: V100% {f(s['ptv_V100_pct'], 1)}%  D95 {f(s['ptv_D95_gy'])} Gy  CI(Paddick) {f(s['CI_paddick'])}"
           f"  GI {f(s['GI'])}  R50% {f(s['R50'])}  D2cm {f(s['D2cm_pct'], 1)}%  RTOG: {s['rtog_class']}")
+    for t in ((m.get("prescription") or {}).get("targets") or [])[1:]:   # several targets: the others
+        x = m["targets"].get(t["name"], {})
+        print(f"  {t['name']} ({t['dose_gy']:g} Gy): V100% {f(x.get('V100_pct'), 1)}%  D95 {f(x.get('D95_gy'))} Gy  "
+              f"CI(Paddick) {f(x.get('CI_paddick'))}  GI {f(x.get('GI'))}  R50% {f(x.get('R50'))}  "
+              f"D2cm {f(x.get('D2cm_pct'), 1)}%  RTOG: {x.get('rtog_class')}")
     print(f"  goals: {s['goals_passed']} passed, {s['goals_failed']} failed "
           f"({s['hard_failures']} hard organ-limit failures); acceptable: {m['summary'].get('acceptable')}")
     for h in m["summary"].get("hard_failures", []):

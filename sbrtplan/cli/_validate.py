@@ -72,6 +72,14 @@ def check_workers(value, option: str = "--workers") -> int:
     return int(check_number(value, option, lo, hi, integer=True))
 
 
+def check_connect_timeout(value, option: str = "--connect-timeout") -> float | None:
+    """Seconds to wait for a Dask scheduler (None: the default)."""
+    if value is None:
+        return None
+    lo, hi = limit("options", "connect_timeout_s")
+    return check_number(value, option, lo, hi, unit="s")
+
+
 def check_scheduler(address: str | None) -> None:
     """A Dask scheduler address ``tcp://host:port`` (syntax only; the connection is tried later)."""
     if address is None:
@@ -176,26 +184,49 @@ def check_something_evaluable(report, source: str) -> None:
                          "missing or empty on the dose grid); check --target, --map and the structure names")
 
 
-def check_plan_memory(case, args) -> None:
-    """Refuse a plan whose dose grid (at ``--grid-mm`` over the body) would not fit in memory."""
-    from .._resources import PLAN_BYTES_PER_VOXEL, check_memory, grid_voxels
+def _target_names(args) -> list[str]:
+    """Target names the options give: ``--target`` (one name, or NAME:TOTAL/FRACTIONS repeated) or
+    ``--targets FILE`` (already checked by the command)."""
+    from ..errors import SbrtplanError
+
+    if getattr(args, "targets", None):
+        try:
+            from ..workflow.targets import load_targets_file
+
+            return [t.name for t in load_targets_file(args.targets)]
+        except (SbrtplanError, ImportError):
+            return []
+    given = getattr(args, "target", None)
+    if isinstance(given, str):
+        return [given]
+    return [str(g).rsplit(":", 1)[0] if "/" in str(g) else str(g) for g in (given or [])]
+
+
+def check_plan_memory(case, args, *, techniques=None) -> None:
+    """Refuse a job whose memory would exceed the available memory or ``--max-memory-gib``, before anything
+    is built: the dose grid (at ``--grid-mm`` over the body) and, for the planning commands (``techniques``,
+    default ``--technique`` where the command has it), the plan's influence matrix estimated from the
+    target's projection, the beamlet size, the beams or arc sectors and the voxels within reach
+    (:func:`sbrtplan._resources.estimate_plan_influences`)."""
+    from .._log import get_logger
+    from .._resources import check_plan_memory as check, plan_targets
 
     grid_mm = float(getattr(args, "grid_mm", None) or 2.0)
-    region = case.body if getattr(case, "body", None) is not None else None
-    lo, hi = case.grid.bounds_mm()
-    if region is not None and region.mask.any():
-        m = region.mask  # bounding box by axis projections (argwhere would copy every body voxel)
-        zs, ys, xs = (np.flatnonzero(m.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
-        pts = case.grid.patient_from_index(np.array([[zs[0], ys[0], xs[0]], [zs[-1], ys[-1], xs[-1]]]))
-        lo, hi = pts.min(0), pts.max(0)
-    extent = [float(h - l) + 10.0 for l, h in zip(lo, hi)]  # the dose grid's 5 mm margin on both sides
-    n = grid_voxels(extent, grid_mm)
-    check_memory(n * PLAN_BYTES_PER_VOXEL, f"a dose grid of {n:.3g} voxels at --grid-mm {grid_mm:g}",
-                 getattr(args, "max_memory_gib", None))
+    if techniques is None:
+        t = getattr(args, "technique", None)
+        techniques = (t,) if t in ("vmat", "imrt") else ()
+    targets = plan_targets(case, _target_names(args), getattr(args, "protocol", None)) if techniques else None
+    ests = check(case, targets, techniques=techniques, grid_mm=grid_mm,
+                 max_memory_gib=getattr(args, "max_memory_gib", None), n_beams=getattr(args, "beams", None),
+                 select_beams=not getattr(args, "template_beams", False))
+    for e in ests:
+        get_logger(__name__).info("memory estimate: %s, peak %.2f GiB", e.describe(), e.peak_bytes / 2 ** 30)
 
 
-def check_recompute_args(args) -> None:
-    """Options and files of ``sbrtplan recompute`` checked before any reading."""
+def check_recompute_args(args):
+    """Options and files of ``sbrtplan recompute`` checked before any computation; returns the
+    ``--reference-rtdose`` read (scaling and values checked), or None.  Its overlap with the case is
+    :func:`~sbrtplan.io.validate.check_reference_dose`, once the case is read."""
     check_grid_mm(args.grid_mm)
     check_max_memory(args)
     check_output_dir(args.out)
@@ -210,6 +241,11 @@ def check_recompute_args(args) -> None:
     check_same_patient([(f"{o} {v}", v) for o, v in (("--ct", args.ct), ("--rtstruct", args.rtstruct),
                                                        ("--rtplan", args.rtplan), ("--reference-rtdose", ref))
                         if v is not None])
+    if ref is not None:
+        from ..io import read_rtdose
+
+        return read_rtdose(ref)  # DoseGridScaling and the values refused here, not after the dose
+    return None
 
 
 def check_dij_args(args) -> None:

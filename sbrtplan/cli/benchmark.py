@@ -21,7 +21,7 @@ def run(args) -> int:
     from .._staging import staged_dir
     from ..case import resample_dose
     from ..io import load_case, read_rtdose
-    from ..io.validate import check_case_identity
+    from ..io.validate import check_case_identity, check_reference_dose
     from ..workflow import plan
     from ._common import StageBar, plan_kwargs, print_summary
     from ._validate import check_input_path, check_output_dir, check_plan_memory, check_plan_options
@@ -33,6 +33,7 @@ def run(args) -> int:
     case = load_case(args.case, rtstruct=args.rtstruct)
     check_case_identity(case, f"--case {args.case}", [(f"--clinical-rtdose {args.clinical_rtdose}",
                                                        args.clinical_rtdose)])
+    check_reference_dose(clinical_native, case, f"--clinical-rtdose {args.clinical_rtdose}")
     check_plan_memory(case, args)
     with StageBar("plan", 8) as bar:
         p = plan(case, args.protocol, args.scheme, args.technique, args.beams, progress=bar, **plan_kwargs(args))

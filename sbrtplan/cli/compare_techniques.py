@@ -36,7 +36,7 @@ def run(args) -> int:
     out = check_output_dir(args.out)
     load_protocol(args.protocol).scheme(args.scheme)
     case = load_case(args.case, rtstruct=args.rtstruct)
-    check_plan_memory(case, args)
+    check_plan_memory(case, args, techniques=("vmat", "imrt"))  # the larger of the two plans
     plans = {}
     for technique in ("vmat", "imrt"):
         with StageBar(f"plan {technique.upper()}", 8) as bar:

@@ -14,6 +14,8 @@ def register(sub) -> None:
     p.add_argument("--technique", choices=["vmat", "imrt"], default="vmat", help="vmat (default) or imrt")
     p.add_argument("--scheme", default="27/3", help="fractionation (default 27/3)")
     p.add_argument("--phantom", default="spine", help="built-in phantom (default spine)")
+    p.add_argument("--max-memory-gib", type=float, default=None,
+                   help="refuse the job when its estimated memory exceeds this (default: the available memory)")
     from ._common import add_recipe_argument
 
     add_recipe_argument(p)
@@ -26,12 +28,14 @@ def run(args) -> int:
     from ..workflow import plan, write_plan
     from ._common import StageBar, print_summary, recipe_kwargs
 
-    from ._validate import check_output_dir
+    from ._validate import check_max_memory, check_output_dir, check_plan_memory
 
+    check_max_memory(args)
     check_output_dir(args.out)
     recipe = recipe_kwargs(args)   # a bad recipe is refused before the phantom is built
     protocol = {"spine": "bone_spine", "liver": "liver_hcc"}.get(args.phantom, "bone_spine")
     case = make_phantom(args.phantom)
+    check_plan_memory(case, args)  # the dose grid and the influence matrix, before anything is built
     print(case.summary())
     with StageBar("plan", 8) as bar:
         # The phantom holds the organs near its target; far ones the protocol names (brainstem,

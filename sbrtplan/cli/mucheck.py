@@ -61,12 +61,11 @@ def _load_case(ct: str, rtstruct: str):
 
 
 def run(args) -> int:
-    import json
     from pathlib import Path
 
     import numpy as np
 
-    from .._log import atomic_output
+    from .._json import write_json
     from ..dose_engine import load_beam_model
     from ..dose_engine.mucheck import engine_point_dose, mu_check
     from ..errors import InputError
@@ -113,6 +112,5 @@ def run(args) -> int:
           else f"{len(report.failed())} beam(s) outside +-{report.tolerance_pct:g} %")
     if args.out:
         doc = {"rtplan": str(args.rtplan), **report.as_dict()}
-        with atomic_output(Path(args.out)) as tmp:
-            tmp.write_text(json.dumps(doc, indent=1))
+        write_json(Path(args.out), doc)
     return 0 if report.passed else 1

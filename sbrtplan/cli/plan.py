@@ -10,8 +10,9 @@ def register(sub) -> None:
                        description="Build the planning structures, place beams or arcs, compute the dose-influence "
                                    "matrix, optimise the protocol's goals by priority, make deliverable MLC "
                                    "apertures, recompute the dose from them and evaluate it.")
-    add_plan_arguments(p)
-    p.add_argument("--scheme", required=True, help="fractionation TOTAL/FRACTIONS, e.g. 27/3")
+    add_plan_arguments(p, multi_target=True)
+    p.add_argument("--scheme", help="fractionation TOTAL/FRACTIONS, e.g. 27/3 (required unless every --target "
+                                    "carries its prescription)")
     p.add_argument("--out", required=True, help="output folder")
     add_mat_format_argument(p)
     p.set_defaults(func=run)
@@ -25,12 +26,21 @@ def run(args) -> int:
 
     from ..protocols import load_protocol
 
+    from ..errors import InputError
+    from ..workflow.targets import course, target_structures
+
     check_plan_options(args)
     check_output_dir(args.out)
     protocol = load_protocol(args.protocol)
-    protocol.scheme(args.scheme)  # refuse a bad protocol, scheme or beam model before loading the case
     kwargs = plan_kwargs(args)
+    targets = kwargs.get("targets", ())
+    if args.scheme is None and not targets:
+        raise InputError("--scheme is required (or every --target as NAME:TOTAL/FRACTIONS)")
+    # refuse a bad protocol, scheme, target list or beam model before loading the case
+    course(protocol, args.scheme, kwargs.get("target"), targets)
     case = load_case(args.case, rtstruct=args.rtstruct)
+    if targets:
+        target_structures(case.structures, targets)   # every target contoured, a target role, once
     check_plan_memory(case, args)
     with StageBar("plan", 8) as bar:
         p = plan(case, protocol, args.scheme, args.technique, args.beams, progress=bar, **kwargs)

@@ -7,6 +7,8 @@ phantom's reference point (plus an optional manual shift); computes the gamma
 2 %/2 mm and 3 %/2 mm, global and local, 10 % threshold, and the point-dose
 difference; writes ``metrics.json`` and ``qa_report.html`` with the verdict
 against the standards (point < 3 %, gamma >= 95 % pass, >= 90 % review).
+With ``--report`` (the plan's ``report.html``) the same QA page is put into the
+plan report, replacing an earlier QA page.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def run(args) -> int:
         raise InputError("qa-compare: give --measured and/or --measured-point-gy")
     crit = load_criteria(args.criteria)
     shift = parse_vector(args.shift_mm, 2, "--shift-mm") or (0.0, 0.0)
+    report = Path(args.report) if args.report else None
+    if report is not None and not report.is_file():
+        raise InputError(f"--report {report}: no such plan report")
     summary, calculated = read_verification(args.qa_dir)
     ref = summary.get("reference_point_mm") or (0.0, 0.0, 0.0)
     measured = None
@@ -46,7 +51,8 @@ def run(args) -> int:
     comparison = compare_measurement(calculated, measured, calculated_point_gy=chamber_gy,
                                      measured_point_gy=args.measured_point_gy, shift_mm=shift, criteria=crit)
     out = Path(args.out or args.qa_dir)
-    write_comparison(comparison, out, verification=summary, measured=measured, calculated=calculated)
+    write_comparison(comparison, out, verification=summary, measured=measured, calculated=calculated,
+                     report=report)
     print(format_comparison(comparison))
-    print(f"metrics.json and qa_report.html written to {out}")
+    print(f"metrics.json and qa_report.html written to {out}" + (f"; QA page added to {report}" if report else ""))
     return 0

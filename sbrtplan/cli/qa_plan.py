@@ -11,7 +11,10 @@ the chamber's sensitive volume, and at its centre).  With ``--measured`` and /
 or ``--measured-point-gy`` the comparison of ``sbrtplan qa-compare`` follows.
 With ``--cohort LIST.csv`` every plan of the list is verified (and compared
 where the list names measurements) and ``qa_summary.csv`` / ``.json`` give the
-pass rates.
+pass rates.  With ``--plan-dir`` (a plan output folder of ``sbrtplan plan`` or
+``demo``) the plan is its ``RTPLAN.dcm``, the outputs go to ``PLAN_DIR/qa/``
+and the QA page (verdict, planes, gamma map, profiles) is added to its
+``report.html``; ``--report FILE`` adds it to another report.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def add_measurement_arguments(p) -> None:
     p.add_argument("--shift-mm", help="manual registration correction DU,DV (mm) added to the measured "
                                       "plane's coordinates (u, v: x, z for a coronal plane)")
     p.add_argument("--criteria", help="QA criteria YAML (default: the shipped qa_criteria.yaml)")
+    p.add_argument("--report", help="plan report.html to which the QA page is added (replacing an earlier one)")
 
 
 def register(sub) -> None:
@@ -51,8 +55,10 @@ def register(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--rtplan", help="the patient RTPLAN")
     src.add_argument("--cohort", help="CSV list: name,rtplan[,measured,measured_point_gy,shift_u_mm,shift_v_mm]")
+    src.add_argument("--plan-dir", help="a plan output folder: its RTPLAN.dcm is verified, the outputs go to "
+                                        "PLAN_DIR/qa (unless --out) and the QA page is added to its report.html")
     p.add_argument("--phantom", default="qa_slab", help="qa_slab (default), qa_cylinder, or a phantom CT folder")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", help="output folder (required, except with --plan-dir: PLAN_DIR/qa)")
     p.add_argument("--gantry", choices=["planned", "zero"], default="planned",
                    help="gantry as planned or collapsed to 0")
     p.add_argument("--couch", choices=["planned", "zero"], default="planned", help="couch as planned or collapsed to 0")
@@ -79,14 +85,27 @@ def run(args) -> int:
                       read_qa_list, run_qa_batch, verify_on_phantom, write_batch_summary, write_comparison,
                       write_verification)
     from ._common import StageBar
+    from ._validate import check_output_dir
 
     crit = load_criteria(args.criteria)
     ref = parse_vector(args.reference_point, 3, "--reference-point")
     shift = parse_vector(args.shift_mm, 2, "--shift-mm") or (0.0, 0.0)
     model = load_beam_model(args.machine) if args.machine else None
     gantry, couch = AxisMode(args.gantry), AxisMode(args.couch)
+    report = Path(args.report) if args.report else None
+    if args.plan_dir:
+        args.rtplan, report, default_out = plan_dir_inputs(args.plan_dir, report)
+        args.out = args.out or str(default_out)
+    if not args.out:
+        raise InputError("--out: required with --rtplan and --cohort (the output folder)")
+    check_output_dir(args.out)
     out = Path(args.out)
+    if report is not None and not report.is_file():
+        raise InputError(f"--report {report}: no such plan report")
     if args.cohort:
+        if report is not None:
+            raise InputError("--report applies to one plan; with --cohort each plan's QA page is its "
+                             "OUT/<name>/qa_report.html")
         if args.measured or args.measured_point_gy is not None or args.shift_mm:
             raise InputError("--measured, --measured-point-gy and --shift-mm apply to one plan; with --cohort give "
                              "them per plan in the list (columns measured, measured_point_gy, shift_u_mm, shift_v_mm)")
@@ -108,10 +127,13 @@ def run(args) -> int:
         print(f"{stats['n_plans']} plans: {counts}; {share}; summary in {out / 'qa_summary.csv'}")
         return 0
     # one plan: check everything the user gave before the dose is computed
-    beam_set = read_rtplan(args.rtplan)
+    beam_set = read_rtplan(args.rtplan)  # refuses wedges, blocks, electrons... naming the beam
+    from ..dose_engine import default_beam_model
+    from ..io.validate import check_beams_for_model
     from ..qa import check_plan_mu
 
     check_plan_mu(beam_set, args.rtplan)
+    check_beams_for_model(beam_set, model or default_beam_model(), f"--rtplan {args.rtplan}")  # its energy
     if args.measured and not Path(args.measured).is_file():
         raise InputError(f"--measured: no such file: {args.measured}")
     with StageBar("qa-plan", 4) as bar:
@@ -124,7 +146,7 @@ def run(args) -> int:
         bar("write", 2, 4)
         summary = write_verification(res, out, write_ct=not args.no_ct, source_rtplan=args.rtplan)
         comparison = None
-        if args.measured or args.measured_point_gy is not None:
+        if args.measured or args.measured_point_gy is not None or report is not None:
             bar("compare", 3, 4)
             measured = (read_measured_plane(args.measured, fmt=args.measured_format,
                                             reference_point_mm=res.reference_point_mm,
@@ -132,14 +154,34 @@ def run(args) -> int:
                         if args.measured else None)
             comparison = compare_measurement(res.plane, measured, calculated_point_gy=res.chamber_dose_gy,
                                              measured_point_gy=args.measured_point_gy, shift_mm=shift, criteria=crit)
-            write_comparison(comparison, out, verification=summary, measured=measured, calculated=res.plane)
+            write_comparison(comparison, out, verification=summary, measured=measured, calculated=res.plane,
+                             report=report)
     ch = summary["chamber"]
     print(f"verification of {args.rtplan} on {phantom.name}: {summary['n_beams']} beams, "
           f"{summary['mu_per_fraction']:.1f} MU; chamber ({res.chamber.label}) {ch['volume_averaged_dose_gy']:.4f} Gy "
           f"(centre {ch['centre_dose_gy']:.4f} Gy); written to {out}")
     if comparison is not None:
         print(format_comparison(comparison))
+    if report is not None:
+        print(f"QA page added to {report}")
     return 0
+
+
+def plan_dir_inputs(plan_dir: str, report):
+    """(RTPLAN, report, default output folder) of a plan output folder, with one-line errors."""
+    from pathlib import Path
+
+    d = Path(plan_dir)
+    if not d.is_dir():
+        raise InputError(f"--plan-dir {d}: no such folder")
+    rtplan = d / "RTPLAN.dcm"
+    if not rtplan.is_file():
+        raise InputError(f"--plan-dir {d}: no RTPLAN.dcm (expected the output folder of 'sbrtplan plan' or 'demo')")
+    if report is None:
+        report = d / "report.html"
+        if not report.is_file():
+            raise InputError(f"--plan-dir {d}: no report.html to add the QA page to (give --report FILE)")
+    return str(rtplan), report, d / "qa"
 
 
 def format_comparison(comparison) -> str:

@@ -133,12 +133,45 @@ def compare_with_reference(dose_gy: np.ndarray, case: Case, reference_gy: np.nda
     return out
 
 
+def read_course(args, beam_set: BeamSet):
+    """The prescription of the plan: ``(scheme text, target, dose levels, fractions)``.
+
+    Dose levels and fractions come from the RTPLAN's DoseReferenceSequence and FractionGroupSequence
+    (:func:`sbrtplan.io.prescription.read_prescription`, the reader ``evaluate --rtplan`` uses);
+    ``--scheme`` and ``--target`` replace the highest level's.  A prescription on no ROI of the
+    structure set (a SITE the RTSTRUCT does not name, as the thorax plan writes it) keeps the plan's
+    stated dose without a target; an RTPLAN that states none is recomputed without one (metrics only)
+    unless a protocol needs it.  Other faults of the prescription (an ROI the RTSTRUCT lacks, no
+    fractions) are refused unless ``--scheme`` states the prescription.
+    """
+    from ..errors import InputError
+    from ..io.prescription import read_prescription
+
+    rx = None
+    stated = None
+    try:
+        rx = read_prescription(args.rtplan, args.rtstruct)
+    except InputError as exc:
+        if args.scheme:
+            log.warning("recompute: --scheme %s replaces the RTPLAN's prescription (%s)", args.scheme, exc)
+        elif "no target dose reference" in str(exc):
+            stated = f"{beam_set.prescription_gy:g}/{beam_set.n_fractions}" if beam_set.prescription_gy else None
+        else:
+            raise
+    scheme = args.scheme or (rx.scheme_text() if rx is not None else stated)
+    target = args.target or (rx.primary.roi_name if rx is not None else None)
+    levels = [(lv.roi_name, lv.dose_gy) for lv in rx.levels] if rx is not None else []
+    if args.protocol and scheme is None:
+        raise InputError(f"--protocol {args.protocol}: the RTPLAN {args.rtplan} states no target prescription; "
+                         "give --scheme TOTAL/FRACTIONS")
+    return scheme, target, levels, (rx.fractions if rx is not None else beam_set.n_fractions)
+
+
 def run(args) -> int:
     import time
     from pathlib import Path
 
     from ..case import Dose, resample_case
-    from ..errors import InputError
     from ..evaluation import evaluate_plan, format_report
     from ..io import load_case, read_rtplan, write_rtdose
     from ..workflow.outputs import write_metrics_json
@@ -146,10 +179,11 @@ def run(args) -> int:
 
     from .._staging import staged_dir
     from ..dose_engine import default_beam_model
-    from ..io.validate import check_beams_for_model, check_isocentres_inside
+    from ..io.validate import check_beams_for_model, check_isocentres_inside, check_reference_dose
     from ._validate import check_plan_memory, check_recompute_args
 
-    check_recompute_args(args)  # options, paths, one patient and frame of reference: before any reading
+    # options, paths, one patient and frame of reference, the reference dose's values: before any computation
+    ref_native = check_recompute_args(args)
     model = default_beam_model()
     if getattr(args, "calibration", None):
         from ..dose_engine import parse_calibration
@@ -161,15 +195,18 @@ def run(args) -> int:
         bar("read", 0, n_steps)
         beam_set = read_rtplan(args.rtplan)  # before the CT: a bad plan is refused in a second
         check_beams_for_model(beam_set, default_beam_model(), f"--rtplan {args.rtplan}")
+        scheme, target, levels, n_fractions = read_course(args, beam_set)
         case = load_case(args.ct, rtstruct=args.rtstruct)
         check_isocentres_inside(beam_set, case.grid, f"--rtplan {args.rtplan}", f"the CT of --ct {args.ct}")
+        if ref_native is not None:  # a reference dose that misses the targets is refused before the dose
+            check_reference_dose(ref_native, case, f"--reference-rtdose {args.reference_rtdose}")
         check_plan_memory(case, args)
         if args.protocol:
             # the target must be clear before the dose (minutes on a large grid) is computed
             from ..evaluation.matching import match_roles, rename_structures
             from ..protocols import load_protocol
 
-            match_roles(load_protocol(args.protocol), rename_structures(case.structures), args.target)
+            match_roles(load_protocol(args.protocol), rename_structures(case.structures), target)
         bar("dose grid", 1, n_steps)
         cg = resample_case(case, args.grid_mm, region=case.body, margin_mm=5.0)
         bar("dose", 2, n_steps)
@@ -177,23 +214,25 @@ def run(args) -> int:
                                             progress=stage_progress(bar, "dose", 2, n_steps)),
                     description="sbrtplan recompute")
         bar("evaluate", 3, n_steps)
-        scheme = args.scheme or (f"{beam_set.prescription_gy:g}/{beam_set.n_fractions}"
-                                 if beam_set.prescription_gy else None)
+        from ..protocols import Scheme
+
+        rx_gy = Scheme.parse(scheme).total_gy if scheme else None
         report = evaluate_plan(dose, cg.structures, args.protocol, scheme if args.protocol else None,
-                               target=args.target, rx_gy=None if args.protocol else beam_set.prescription_gy or None)
+                               target=target, rx_gy=None if args.protocol else rx_gy)
+        if len(levels) > 1:  # several dose levels: each target's indices at its own prescription
+            from .evaluate import _lesion_indices
+
+            report.lesions = _lesion_indices(dose, cg.structures, levels, report)
         comparison = None
         if args.reference_rtdose:
-            from ..io import read_rtdose
+            from ..case import resample_dose
 
             bar("reference", 4, n_steps)
-            if not Path(args.reference_rtdose).is_file():
-                raise InputError(f"--reference-rtdose: no such file: {args.reference_rtdose}")
-            ref = read_rtdose(args.reference_rtdose, grid=cg.grid)
+            ref = resample_dose(ref_native, cg.grid)  # read and checked before the dose
             if ref.per_fraction:  # a FRACTION dose: compare course totals
-                ref = Dose(cg.grid, ref.dose_gy * beam_set.n_fractions, description=ref.description)
+                ref = Dose(cg.grid, ref.dose_gy * n_fractions, description=ref.description)
             ref_report = evaluate_plan(ref, cg.structures, args.protocol, scheme if args.protocol else None,
-                                       target=args.target,
-                                       rx_gy=None if args.protocol else beam_set.prescription_gy or None)
+                                       target=target, rx_gy=None if args.protocol else rx_gy)
             comparison = {"reference_rtdose": str(args.reference_rtdose),
                           "gamma": compare_with_reference(dose.dose_gy, cg, ref.dose_gy),
                           "reference_metrics": ref_report.as_dict()}
@@ -205,7 +244,8 @@ def run(args) -> int:
             metrics = report.as_dict()
             metrics["plan"] = {"source_rtplan": str(args.rtplan), "n_beams": len(beam_set.beams),
                                "total_mu_per_fraction": round(beam_set.total_mu_per_fraction, 1),
-                               "n_fractions": beam_set.n_fractions, "seconds": round(time.perf_counter() - t0, 1),
+                               "n_fractions": n_fractions, "seconds": round(time.perf_counter() - t0, 1),
+                               "dose_levels": [{"target": n, "dose_gy": gy} for n, gy in levels],
                                "calibration": model.calibration.describe(),
                                "calibration_convention": {"name": model.calibration.convention or "custom",
                                                           "dose_cgy_per_mu": model.calibration.dose_cgy_per_mu,
@@ -219,12 +259,18 @@ def run(args) -> int:
                                               for b in beam_set.beams for m in [model.mlc_for(b.mlc)]}}
             if comparison is not None:
                 metrics["comparison"] = comparison
+            if getattr(report, "lesions", None) is not None:
+                metrics["lesions"] = report.lesions.as_dict()
             write_metrics_json(stage / "metrics.json", metrics)
     print(format_report(report))
+    if getattr(report, "lesions", None) is not None:
+        from ..evaluation import format_lesion_table
+
+        print(format_lesion_table(report.lesions))
     if comparison is not None:
         g = comparison["gamma"]
         print(f"gamma {g['criteria']} against {args.reference_rtdose}: {g['pass_rate_pct']:.1f} % pass"
               + "".join(f"; {k} {v:.1f} %" for k, v in g["per_structure"].items()))
-    print(f"{len(beam_set.beams)} beams, {beam_set.total_mu_per_fraction:.0f} MU per fraction x {beam_set.n_fractions};"
+    print(f"{len(beam_set.beams)} beams, {beam_set.total_mu_per_fraction:.0f} MU per fraction x {n_fractions};"
           f" dose written to {out / 'RTDOSE.dcm'} ({time.perf_counter() - t0:.0f} s)")
     return 0

@@ -124,9 +124,7 @@ def run_verify(args) -> int:
 
 
 def run_cohort(args) -> int:
-    import json
-
-    from .._log import atomic_output
+    from .._json import write_json
     from ..brachy import cohort_summary
 
     s = cohort_summary(args.metrics)
@@ -136,6 +134,5 @@ def run_cohort(args) -> int:
     for case, n in s["unaccounted_seeds"].items():
         print(f"UNACCOUNTED: {case}: {n} seeds", file=sys.stderr)
     if args.json:
-        with atomic_output(args.json) as tmp:
-            tmp.write_text(json.dumps(s, indent=2) + "\n")
+        write_json(args.json, s)
     return 0 if s["rate_met"] and not s["unaccounted_seeds"] else 1

@@ -5,20 +5,30 @@ fluence ``F`` (:mod:`sbrtplan.dose_engine.fluence`) blurred by each kernel term'
 Gaussian ``G_t`` at the point's isocentre-plane position, times the off-axis factor and the
 inverse square (:mod:`sbrtplan.dose_engine.pencil`).  A fluence map is piecewise constant on
 rectangles, and the Gaussian blur of a rectangle is a product of two error-function profiles, so
-the blurred map on a raster is ``FY^T @ F @ FX`` (exact, two matrix products) for each width of a
-geometric ladder; each point reads its terms' values by bilinear interpolation on the raster and
-linear interpolation in log(width).  Two rasters:
+the blurred map on a raster is ``FY^T @ F @ FX`` (exact) for each width of a geometric ladder
+(ratio 1.2); each point reads its terms' values by bilinear interpolation on the raster and
+linear interpolation in log(width).  Two ladders:
 
 * *fine*: terms narrower than ``COARSE_SIGMA_MIN_MM`` (8 mm: primary and near scatter, the
-  penumbra), steps of a third of the narrowest width (0.5 mm along x, 0.25 mm along y for the
-  shipped model, whose focal spot is 2.0 x 0.76 mm), within 32 mm (4 x 8 mm) of the map;
-* *coarse*: broader terms (far scatter, head scatter, contamination) on 2.5 mm steps within
-  300 mm of the map, from the map averaged onto 2.5 mm cells.
+  penumbra), within 32 mm (4 x 8 mm) of the map;
+* *coarse*: broader terms (far scatter, head scatter, contamination) within 300 mm of the map,
+  from the map averaged onto 2.5 mm cells.
 
-The linear-interpolation error of an error-function edge of width sigma on steps h is at most
-``0.03 h^2 / sigma^2`` of the edge height (0.3 % on the fine raster, 0.3 % on the coarse one at
-8 mm).  Maps sharing the source position (two arcs, sectors of an arc at the same angle) are
-evaluated together: each point's depth, densities and kernel terms are computed once.
+Each level has its own raster, with steps proportional to its widths: a third of the x and y widths
+on the fine ladder (0.68 x 0.25 mm at the narrowest level of the shipped model, whose focal spot is
+2.0 x 0.76 mm; 2.9 mm at the widest), 2.5 mm x width / 8 mm on the coarse one (2.5 mm at 8 mm,
+56 mm at 180 mm).  The linear-interpolation error of an error-function edge of width sigma on steps
+h is at most ``0.03 h^2 / sigma^2`` of the edge height, so 0.33 % along each axis on every fine level
+and 0.3 % on every coarse one -- the bound of the narrowest level of a single raster per ladder, at
+a fraction of its points (the broad levels need few), which is what the tables cost to build and
+what the point loop reads.  Only the band of the profile matrices within ``_ERF_SAT`` widths of each
+raster point is summed (the rest is zero to double precision).
+
+Maps sharing the source position (two arcs, sectors of an arc at the same angle) are evaluated
+together: the fan is traced and each point's depth, densities and kernel terms are computed once.
+An arc's maps are binned in ascending gantry angle (:func:`map_jobs`), so that opposed arcs over the
+same control-point angles -- the VMAT plan's two arcs and their sectors -- have their maps at the
+same angles.
 """
 
 from __future__ import annotations
@@ -27,9 +37,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
-from scipy.special import erf
 
-from .fluence import FluenceMap
+from .fluence import FluenceMap, beam_jobs, unwrapped_gantry
 from .geometry_kernels import voxel_frame
 from .pencil import gaussian_terms
 from .raytrace import fan_lookup
@@ -37,10 +46,14 @@ from .raytrace import fan_lookup
 COARSE_SIGMA_MIN_MM = 8.0
 SIGMA_RATIO = 1.2
 COARSE_N_SIGMA = 18          # 8 ... 180 mm
+#: raster step of the coarse level of width 8 mm (level k: ``COARSE_STEP_MM x SIGMA_RATIO^k``)
 COARSE_STEP_MM = 2.5
 COARSE_REACH_MM = 300.0
 FINE_REACH_MM = 4.0 * COARSE_SIGMA_MIN_MM
-FINE_STEP_MAX_MM = 0.5
+#: raster steps of a fine level as a fraction of its (x, y) widths
+FINE_STEP_PER_SIGMA = 1.0 / 3.0
+#: |erf argument| from which erf is +-1 to double precision (erfc(6) = 2e-17)
+_ERF_SAT = 6.0
 #: Largest number of maps evaluated together (their tables are held in memory at once).
 MAX_GROUP = 8
 _LOG_RATIO = math.log(SIGMA_RATIO)
@@ -48,122 +61,204 @@ _LOG_RATIO = math.log(SIGMA_RATIO)
 
 # ------------------------------------------------------------------ numba: lookups and the point loop
 @njit(cache=True)
-def _fd_table(tab, f, tp, u, v, sig, s0, ns):
-    """Bilinear (u, v) and log-linear (sigma) interpolation in ``tab[f]`` (n_sigma, nv, nu)."""
-    u0, du, nu, v0, dv, nv = tp[0], tp[1], int(tp[2]), tp[3], tp[4], int(tp[5])
-    fu = (u - u0) / du
-    fv = (v - v0) / dv
+def _fd_level(data, lv, u, v):
+    """Bilinear value at (u, v) of one blurred level ``lv`` = [offset, u0, du, nu, v0, dv, nv] of ``data``
+    (0 outside its raster)."""
+    fu = (u - lv[1]) / lv[2]
+    fv = (v - lv[4]) / lv[5]
+    nu = int(lv[3])
+    nv = int(lv[6])
     if fu < 0.0 or fv < 0.0 or fu > nu - 1 or fv > nv - 1:
         return 0.0
+    iu = min(int(fu), nu - 2)
+    iv = min(int(fv), nv - 2)
+    wu = fu - iu
+    wv = fv - iv
+    o = int(lv[0]) + iv * nu + iu
+    return ((1.0 - wv) * ((1.0 - wu) * data[o] + wu * data[o + 1])
+            + wv * ((1.0 - wu) * data[o + nu] + wu * data[o + nu + 1]))
+
+
+@njit(cache=True)
+def _fd_ladder_pos(sig, s0, n):
+    """Level and weight of width ``sig`` on the ladder ``s0 x SIGMA_RATIO^k``, k < n (log-linear, clamped)."""
+    if n <= 1:
+        return 0, 0.0
     fs = math.log(sig / s0) / _LOG_RATIO
     if fs < 0.0:
         fs = 0.0
-    if fs > ns - 1:
-        fs = ns - 1.0
-    iu = min(int(fu), nu - 2)
-    iv = min(int(fv), nv - 2)
-    ks = min(int(fs), max(ns - 2, 0))
-    wu = fu - iu
-    wv = fv - iv
-    ws = fs - ks
-    r = 0.0
-    for dk in range(2 if ns > 1 else 1):
-        t = tab[f, ks + dk]
-        val = ((1 - wv) * ((1 - wu) * t[iv, iu] + wu * t[iv, iu + 1])
-               + wv * ((1 - wu) * t[iv + 1, iu] + wu * t[iv + 1, iu + 1]))
-        r += (ws if dk else 1.0 - ws) * val if ns > 1 else val
-    return r
+    if fs > n - 1:
+        fs = n - 1.0
+    k = min(int(fs), n - 2)
+    return k, fs - k
 
 
 @njit(cache=True, parallel=True)
-def _fd_kernel(pts, bps, gp, mode, fp, table, entry, lengths, fine, tpf, coarse, tpc, rows, out):
+def _fd_kernel(pts, bps, gp, mode, fp, table, entry, lengths, linv, data, lvs, rect, lad, rows, out):
     """``out[rows[m], i] +=`` dose per fraction of map ``m`` at point ``i`` (maps share the source).
 
-    ``tpf[m]`` = [u0, du, nu, v0, dv, nv, sigma0 family 0, n family 0, sigma0 family 1, n family 1];
-    ``tpc[m]`` = [u0, du, nu, v0, dv, nv, sigma0, n].  Family 0: photon components, indexed by their
-    x width (y follows through the source size); family 1: isotropic terms (contamination, head scatter).
+    ``lvs[m, l]``: level ``l`` of map ``m`` (see :func:`_fd_level`), in the order of :func:`ladders`: fine
+    family 0 (``lad[0]`` levels from width ``lad[2]``), fine family 1 (``lad[1]`` from ``lad[3]``), coarse
+    family 0 and family 1 (``lad[4]`` levels each from ``COARSE_SIGMA_MIN_MM``); ``rect[m]``: the fine
+    rasters' rectangle.  Family 0: photon components, indexed by their x width (y follows through the
+    source size); family 1: isotropic terms (contamination, head scatter).  The ladders are the same
+    for every map, so each term's levels and weights are found once per point.  ``lengths`` are the
+    model's distinct scaling lengths, ``linv[k]`` the one of component ``k`` (the shipped model's four
+    components use two lengths: two fewer depth lookups per point).
     """
     n = pts.shape[0]
     n_len = lengths.size
+    n_comp = linv.size
     n_map = bps.shape[0]
     nk = int(gp[3])
     sad = gp[0]
+    nf0 = int(lad[0])
+    nf1 = int(lad[1])
+    nc = int(lad[4])
     nblk = (n + 255) // 256
     for b in prange(nblk):
         amp = np.empty(8)
         sx = np.empty(8)
         sy = np.empty(8)
+        rho_u = np.ones(8)
         rho = np.ones(8)
+        kf = np.empty(8, np.int64)
+        wf = np.empty(8)
+        kc = np.empty(8, np.int64)
+        wc = np.empty(8)
         for i in range(b * 256, min(n, (b + 1) * 256)):
             u, v, dist, s = voxel_frame(pts[i, 0], pts[i, 1], pts[i, 2], bps[0])
-            rad, ent = fan_lookup(fp, table, entry, u, v, s, lengths, n_len, rho)
+            rad, ent = fan_lookup(fp, table, entry, u, v, s, lengths, n_len, rho_u)
+            for k in range(n_comp):
+                rho[k] = rho_u[linv[k]] if mode == 0 else 1.0
             if mode == 2:
                 rad = s - ent if s > ent else 0.0
-                for k in range(n_len):
-                    rho[k] = 1.0
-            elif mode == 1:
-                for k in range(n_len):
-                    rho[k] = 1.0
             nt = gaussian_terms(gp, rad, dist, rho, amp, sx, sy)
             isq = sad * sad / (s * s)
+            for t in range(nt):
+                fam = 0 if t < nk else 1
+                sig = sx[t]
+                nf = nf0 if fam == 0 else nf1
+                kf[t] = -1
+                if sig < COARSE_SIGMA_MIN_MM and nf > 0:
+                    k, w = _fd_ladder_pos(sig, lad[2 + fam], nf)
+                    kf[t] = k + (0 if fam == 0 else nf0)
+                    wf[t] = w
+                k, w = _fd_ladder_pos(sig, COARSE_SIGMA_MIN_MM, nc)
+                kc[t] = k + nf0 + nf1 + fam * nc
+                wc[t] = w
             for m in range(n_map):
                 if m > 0:
                     u, v, _, _ = voxel_frame(pts[i, 0], pts[i, 1], pts[i, 2], bps[m])
+                inside = rect[m, 0] <= u <= rect[m, 1] and rect[m, 2] <= v <= rect[m, 3]
                 tot = 0.0
                 for t in range(nt):
                     a = amp[t]
                     if a == 0.0:
                         continue
-                    fam = 0 if t < nk else 1
-                    sig = sx[t]
-                    val = -1.0
-                    if sig < tpc[m, 6]:
-                        s0 = tpf[m, 6 + 2 * fam]
-                        ns = int(tpf[m, 7 + 2 * fam])
-                        if ns > 0:
-                            fu = (u - tpf[m, 0]) / tpf[m, 1]
-                            fv = (v - tpf[m, 3]) / tpf[m, 4]
-                            if 0.0 <= fu <= tpf[m, 2] - 1 and 0.0 <= fv <= tpf[m, 5] - 1:
-                                val = _fd_table(fine[m], fam, tpf[m], u, v, sig, s0, ns)
-                    if val < 0.0:
-                        val = _fd_table(coarse[m], fam, tpc[m], u, v, sig, tpc[m, 6], int(tpc[m, 7]))
+                    if inside and kf[t] >= 0:
+                        k = kf[t]
+                        w = wf[t]
+                    else:
+                        k = kc[t]
+                        w = wc[t]
+                    val = _fd_level(data, lvs[m, k], u, v)
+                    if w > 0.0:
+                        val += w * (_fd_level(data, lvs[m, k + 1], u, v) - val)
                     tot += a * val
                 r2 = (u * u + v * v) * 1e-4
                 out[rows[m], i] += tot * (1.0 + gp[9] * r2 + gp[10] * r2 * r2) * isq
 
 
 # ------------------------------------------------------------------ tables
+@njit(cache=True)
+def _fd_count_le(a, x):
+    """Number of entries of the sorted array ``a`` that are <= x."""
+    lo, hi = 0, a.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def _fd_row_level(starts, q):
+    """Level ``l`` with ``starts[l] <= q < starts[l + 1]`` (a few dozen levels: a linear scan)."""
+    l = 0
+    while starts[l + 1] <= q:
+        l += 1
+    return l
+
+
 @njit(cache=True, parallel=True)
-def _fd_products(fy, fl, fx, out):
-    """``out[k] = fy[k]^T @ fl @ fx[k]`` for every width ``k``, skipping the zeros of the Gaussian
-    profiles (most of each row: a profile is non-zero within a few widths of its cell).  Written out
-    rather than left to BLAS: the matrices are small, and BLAS threads contend with the kernels'."""
-    ns, nr, nv = fy.shape
-    nc, nu = fx.shape[1], fx.shape[2]
-    for k in prange(ns):
-        g = np.zeros((nr, nu))
-        for r in range(nr):
-            for c in range(nc):
-                a = fl[r, c]
-                if a == 0.0:
-                    continue
-                for j in range(nu):
-                    g[r, j] += a * fx[k, c, j]
-        for iv in range(nv):
+def _fd_blur(fl_t, xe, ye, lv, sig, full_mu, full, data):
+    """Blurred map on the raster of every level: ``data[lv[l]]`` = ``P_y^T F P_x`` + the full field.
+
+    ``fl_t`` (n_x cells, n_y rows) is the map transposed, ``xe``/``ye`` its cell edges, ``sig[l]`` the
+    level's (x, y) Gaussian widths.  ``P_x[c, j]`` is the fraction of the Gaussian at raster point ``u_j``
+    inside cell ``c``: zero (to double precision) beyond ``_ERF_SAT`` widths, so each raster point only
+    sums over the cells within that reach (a band of the matrices).  All raster rows of all levels
+    form one parallel loop per pass.
+    """
+    nc, nr = fl_t.shape
+    n_lv = lv.shape[0]
+    xs = np.zeros(n_lv + 1, np.int64)     # first x raster row of each level
+    ys = np.zeros(n_lv + 1, np.int64)
+    for l in range(n_lv):
+        xs[l + 1] = xs[l] + int(lv[l, 3])
+        ys[l + 1] = ys[l] + int(lv[l, 6])
+    g = np.zeros((xs[n_lv], nr))
+    gxf = np.zeros(xs[n_lv])
+    r2 = 1.0 / math.sqrt(2.0)
+    for q in prange(xs[n_lv]):
+        l = _fd_row_level(xs, q)
+        j = q - xs[l]
+        u = lv[l, 1] + j * lv[l, 2]
+        c = r2 / max(sig[l, 0], 1e-6)
+        reach = _ERF_SAT / c
+        gxf[q] = 0.5 * (math.erf((full[1] - u) * c) - math.erf((full[0] - u) * c))
+        ca = max(_fd_count_le(xe, u - reach) - 1, 0)
+        cb = min(_fd_count_le(xe, u + reach), nc)
+        if ca >= cb:
+            continue
+        e0 = math.erf((xe[ca] - u) * c)
+        for k in range(ca, cb):
+            e1 = math.erf((xe[k + 1] - u) * c)
+            p = 0.5 * (e1 - e0)
+            e0 = e1
+            # far tails would be subnormal numbers, which make the sums tens of times slower
+            if abs(p) < 1e-12:
+                continue
             for r in range(nr):
-                a = fy[k, r, iv]
-                if a == 0.0:
-                    continue
-                for j in range(nu):
-                    out[k, iv, j] += a * g[r, j]
-def _profiles(edges: np.ndarray, grid: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """(n_sigma, n_cells, n_grid): fraction of a Gaussian at each grid point inside each cell."""
-    c = (1.0 / (math.sqrt(2.0) * np.maximum(sigma, 1e-6)))[:, None]
-    e = erf((edges[None, :, None] - grid[None, None, :]) * c[:, :, None])
-    p = 0.5 * (e[:, 1:, :] - e[:, :-1, :])
-    # far tails are subnormal numbers, which make the matrix products tens of times slower
-    p[np.abs(p) < 1e-12] = 0.0
-    return p
+                g[q, r] += p * fl_t[k, r]
+    for q in prange(ys[n_lv]):
+        l = _fd_row_level(ys, q)
+        i = q - ys[l]
+        v = lv[l, 4] + i * lv[l, 5]
+        c = r2 / max(sig[l, 1], 1e-6)
+        reach = _ERF_SAT / c
+        gy = full_mu * 0.5 * (math.erf((full[3] - v) * c) - math.erf((full[2] - v) * c))
+        ra = max(_fd_count_le(ye, v - reach) - 1, 0)
+        rb = min(_fd_count_le(ye, v + reach), nr)
+        py = np.zeros(max(rb - ra, 1))
+        if ra < rb:
+            e0 = math.erf((ye[ra] - v) * c)
+            for k in range(ra, rb):
+                e1 = math.erf((ye[k + 1] - v) * c)
+                p = 0.5 * (e1 - e0)
+                e0 = e1
+                py[k - ra] = p if abs(p) >= 1e-12 else 0.0
+        nu = int(lv[l, 3])
+        off = int(lv[l, 0]) + i * nu
+        x0 = xs[l]
+        for j in range(nu):
+            acc = gy * gxf[x0 + j]
+            for k in range(ra, rb):
+                acc += py[k - ra] * g[x0 + j, k]
+            data[off + j] = acc
 
 
 def _ladder(s0: float, s_max: float) -> np.ndarray:
@@ -177,18 +272,34 @@ def _family_sigmas(gp: np.ndarray, sig_x: np.ndarray, fam: int) -> tuple[np.ndar
     return sig_x, sig_x
 
 
-def _blur(fl: np.ndarray, xe, ye, u, v, sx: np.ndarray, sy: np.ndarray, full, full_mu) -> np.ndarray:
-    """(n_sigma, nv, nu) float32: the map (plus the full-field jaw transmission) blurred on the raster."""
-    fx = _profiles(xe, u, sx)                        # (ns, C, nu)
-    fy = _profiles(ye, v, sy)                        # (ns, R, nv)
-    out = np.zeros((sx.size, v.size, u.size))
-    _fd_products(np.ascontiguousarray(fy), np.ascontiguousarray(fl, dtype=np.float64), np.ascontiguousarray(fx),
-                 out)
-    if full_mu != 0.0:
-        gx = _profiles(np.array([full[0], full[1]]), u, sx)[:, 0, :]
-        gy = _profiles(np.array([full[2], full[3]]), v, sy)[:, 0, :]
-        out += full_mu * gy[:, :, None] * gx[:, None, :]
-    return out.astype(np.float32)
+def ladders(gp: np.ndarray):
+    """The blurred levels of every map for the packed model ``gp``: ``(sig, steps, lad)``.
+
+    ``sig[l]`` = (x, y) widths of level ``l``, ``steps[l]`` its raster steps (mm), ``lad`` the ladder
+    description of :func:`_fd_kernel`.  Order: fine family 0, fine family 1 (each only when the family
+    has terms narrower than ``COARSE_SIGMA_MIN_MM``), coarse family 0, coarse family 1.
+    """
+    s0 = (math.sqrt(max(gp[1], 1e-6)), min(gp[6], gp[8]))      # narrowest x width of each family
+    sig, steps, n_f = [], [], [0, 0]
+    for fam in (0, 1):
+        if s0[fam] >= COARSE_SIGMA_MIN_MM:
+            continue
+        sx, sy = _family_sigmas(gp, _ladder(s0[fam], COARSE_SIGMA_MIN_MM), fam)
+        sig.append(np.stack([sx, sy], 1))
+        steps.append(np.stack([sx, sy], 1) * FINE_STEP_PER_SIGMA)
+        n_f[fam] = sx.size
+    ks = SIGMA_RATIO ** np.arange(COARSE_N_SIGMA)
+    for fam in (0, 1):
+        sx, sy = _family_sigmas(gp, COARSE_SIGMA_MIN_MM * ks, fam)
+        sig.append(np.stack([sx, sy], 1))
+        steps.append(np.repeat((COARSE_STEP_MM * ks)[:, None], 2, axis=1))
+    lad = np.array([n_f[0], n_f[1], s0[0], s0[1], COARSE_N_SIGMA], np.float64)
+    return np.vstack(sig), np.vstack(steps), lad
+
+
+def _raster(lo: float, hi: float, step: float) -> tuple[float, int]:
+    """First point and number of points (>= 2) of a raster of ``step`` from ``lo`` covering ``hi``."""
+    return lo, max(2, int(math.ceil((hi - lo) / step - 1e-9)) + 1)
 
 
 def _coarsen(fm: FluenceMap, step: float):
@@ -205,72 +316,119 @@ def _coarsen(fm: FluenceMap, step: float):
     return cx, cy, overlap(ye, cy) @ fm.fluence_mu @ overlap(xe, cx).T
 
 
-def map_tables(gp: np.ndarray, fm: FluenceMap):
-    """Fine and coarse tables of one map and their lattice parameters (see :func:`_fd_kernel`)."""
-    xe, ye = fm.x_edges_mm, fm.y_edges_mm
-    s0x = math.sqrt(max(gp[1], 1e-6))
-    s0y = math.sqrt(max(gp[2], 1e-6))
-    s1 = min(gp[6], gp[8])                             # narrowest isotropic term
-    du = min(FINE_STEP_MAX_MM, s0x / 3.0)
-    dv = min(FINE_STEP_MAX_MM, s0y / 3.0)
-    r = FINE_REACH_MM
-    u = np.arange(xe[0] - r, xe[-1] + r + du, du)
-    v = np.arange(ye[0] - r, ye[-1] + r + dv, dv)
-    fams = []
-    tpf = np.zeros(10)
-    tpf[:6] = [u[0], du, u.size, v[0], dv, v.size]
-    for fam, s_lo in ((0, s0x), (1, s1)):
-        if s_lo >= COARSE_SIGMA_MIN_MM:
-            fams.append(None)
-            continue
-        sig = _ladder(s_lo, COARSE_SIGMA_MIN_MM)
-        sx, sy = _family_sigmas(gp, sig, fam)
-        fams.append(_blur(fm.fluence_mu, xe, ye, u, v, sx, sy, fm.full_rect_mm, fm.full_mu))
-        tpf[6 + 2 * fam] = s_lo
-        tpf[7 + 2 * fam] = sig.size
-    n_f = max([0] + [f.shape[0] for f in fams if f is not None])
-    fine = np.zeros((2, max(n_f, 1), v.size, u.size), np.float32)
-    for fam, f in enumerate(fams):
-        if f is not None:
-            fine[fam, :f.shape[0]] = f
-    h = COARSE_STEP_MM
-    cx, cy, cf = _coarsen(fm, h)
-    rc = COARSE_REACH_MM
-    uc = np.arange(cx[0] - rc, cx[-1] + rc + h, h)
-    vc = np.arange(cy[0] - rc, cy[-1] + rc + h, h)
-    sig = COARSE_SIGMA_MIN_MM * SIGMA_RATIO ** np.arange(COARSE_N_SIGMA)
-    coarse = np.empty((2, sig.size, vc.size, uc.size), np.float32)
-    for fam in range(2):
-        sx, sy = _family_sigmas(gp, sig, fam)
-        coarse[fam] = _blur(cf, cx, cy, uc, vc, sx, sy, fm.full_rect_mm, fm.full_mu)
-    tpc = np.array([uc[0], h, uc.size, vc[0], h, vc.size, COARSE_SIGMA_MIN_MM, sig.size], np.float64)
-    return fine, tpf, coarse, tpc
+def group_tables(gp: np.ndarray, maps: list[FluenceMap]):
+    """Blurred levels of ``maps``: ``(data, lvs, rect, lad)`` for :func:`_fd_kernel`.
+
+    Fine levels cover each map plus ``FINE_REACH_MM``, coarse ones plus ``COARSE_REACH_MM``; the raster
+    step of a level is ``FINE_STEP_PER_SIGMA`` of its width (fine) or ``COARSE_STEP_MM`` x its width / 8 mm
+    (coarse), so the interpolation error of every level is bounded alike (module docstring).
+    """
+    sig, steps, lad = ladders(gp)
+    n_fine = int(lad[0] + lad[1])
+    n_lv = sig.shape[0]
+    lvs = np.zeros((len(maps), n_lv, 7))
+    rect = np.zeros((len(maps), 4))
+    coarse = []
+    off = 0
+    for m, fm in enumerate(maps):
+        xe, ye = fm.x_edges_mm, fm.y_edges_mm
+        r = FINE_REACH_MM
+        rect[m] = [xe[0] - r, xe[-1] + r, ye[0] - r, ye[-1] + r]
+        cx, cy, cf = _coarsen(fm, COARSE_STEP_MM)
+        coarse.append((cx, cy, cf))
+        rc = COARSE_REACH_MM
+        for l in range(n_lv):
+            if l < n_fine:
+                lo_u, hi_u, lo_v, hi_v = rect[m]
+            else:
+                lo_u, hi_u, lo_v, hi_v = cx[0] - rc, cx[-1] + rc, cy[0] - rc, cy[-1] + rc
+            u0, nu = _raster(lo_u, hi_u, steps[l, 0])
+            v0, nv = _raster(lo_v, hi_v, steps[l, 1])
+            lvs[m, l] = [off, u0, steps[l, 0], nu, v0, steps[l, 1], nv]
+            off += nu * nv
+    data = np.empty(off, np.float32)
+    for m, fm in enumerate(maps):
+        full = np.asarray(fm.full_rect_mm, np.float64)
+        cx, cy, cf = coarse[m]
+        for sel, (xe, ye, fl) in ((slice(0, n_fine), (fm.x_edges_mm, fm.y_edges_mm, fm.fluence_mu)),
+                                  (slice(n_fine, n_lv), (cx, cy, cf))):
+            if sel.stop > sel.start:
+                _fd_blur(np.ascontiguousarray(np.asarray(fl, np.float64).T), np.ascontiguousarray(xe, np.float64),
+                         np.ascontiguousarray(ye, np.float64), np.ascontiguousarray(lvs[m, sel]),
+                         np.ascontiguousarray(sig[sel]), float(fm.full_mu), full, data)
+    return data, lvs, rect, lad
 
 
 def maps_dose(pts: np.ndarray, bps: np.ndarray, gp: np.ndarray, mode: int, fan, lengths: np.ndarray,
               maps: list[FluenceMap], rows: np.ndarray, out: np.ndarray) -> None:
     """Add the dose per fraction (Gy) of ``maps`` (sharing the source; frames ``bps``) to ``out[rows]``."""
-    tabs = [map_tables(gp, fm) for fm in maps]
-    nf = max(t[0].shape[1] for t in tabs)
-    nvf = max(t[0].shape[2] for t in tabs)
-    nuf = max(t[0].shape[3] for t in tabs)
-    nvc = max(t[2].shape[2] for t in tabs)
-    nuc = max(t[2].shape[3] for t in tabs)
-    fine = np.zeros((len(maps), 2, nf, nvf, nuf), np.float32)
-    coarse = np.zeros((len(maps), 2, COARSE_N_SIGMA, nvc, nuc), np.float32)
-    tpf = np.zeros((len(maps), 10))
-    tpc = np.zeros((len(maps), 8))
-    for m, (f, tf, c, tc) in enumerate(tabs):
-        fine[m, :, :f.shape[1], :f.shape[2], :f.shape[3]] = f
-        coarse[m, :, :, :c.shape[2], :c.shape[3]] = c
-        tpf[m] = tf
-        tpc[m] = tc
-    del tabs
-    _fd_kernel(pts, np.ascontiguousarray(bps), gp, int(mode), fan.params, fan.table, fan.entry_mm, lengths,
-               fine, tpf, coarse, tpc, np.ascontiguousarray(rows, dtype=np.int64), out)
+    data, lvs, rect, lad = group_tables(gp, maps)
+    ulen, linv = np.unique(np.asarray(lengths, np.float64), return_inverse=True)
+    _fd_kernel(pts, np.ascontiguousarray(bps), gp, int(mode), fan.params, fan.table, fan.entry_mm, ulen,
+               linv.astype(np.int64), data, lvs, rect, lad, np.ascontiguousarray(rows, dtype=np.int64), out)
+
+
+def map_jobs(beam, bin_deg: float) -> list[tuple[float, list[tuple[int, float, float, float]]]]:
+    """The fluence maps of a beam, as :func:`~sbrtplan.dose_engine.fluence.beam_jobs`, but an arc's bins
+    are formed in ascending gantry angle whatever its direction.
+
+    Two arcs (or arc sectors) over the same control-point angles in opposite directions then get
+    their maps at the same angles, and the maps of one angle share the ray tracing, each point's depth
+    and its kernel terms (:func:`maps_dose`): with ``beam_jobs`` the bins of a clockwise and a
+    counter-clockwise sector of three control-point intervals start at opposite ends and no map of one
+    shares the other's source position.  The maps themselves are the same kind (whole intervals, or
+    equal parts of an interval longer than ``bin_deg``, at most ``bin_deg`` per map).
+    """
+    theta = unwrapped_gantry(beam) if beam.is_arc and len(beam.control_points) > 1 else None
+    if theta is None:
+        return beam_jobs(beam, bin_deg)
+    mu_int = beam.segment_mu()
+    b = float(bin_deg)
+    pieces = []
+    for k in range(theta.size - 1):
+        a0, a1 = theta[k], theta[k + 1]
+        n = max(1, int(math.ceil(abs(a1 - a0) / b - 1e-9)))
+        for q in range(n):
+            ta, tb = q / n, (q + 1) / n
+            x0, x1 = a0 + (a1 - a0) * ta, a0 + (a1 - a0) * tb
+            pieces.append((min(x0, x1), max(x0, x1), k, ta, tb))
+    if theta[-1] < theta[0]:
+        pieces.reverse()
+    out = []
+    cur: list = []
+    lo = hi = 0.0
+    for x0, x1, k, ta, tb in pieces:
+        if mu_int[k] <= 0:
+            if cur:
+                out.append(((0.5 * (lo + hi)) % 360.0, cur))
+                cur = []
+            continue
+        if cur and x1 - lo > b + 1e-9:
+            out.append(((0.5 * (lo + hi)) % 360.0, cur))
+            cur = []
+        if not cur:
+            lo, hi = x0, x1
+        lo, hi = min(lo, x0), max(hi, x1)
+        cur.append((k, ta, tb, float(mu_int[k])))
+    if cur:
+        out.append(((0.5 * (lo + hi)) % 360.0, cur))
+    return out
 
 
 # ------------------------------------------------------------------ driver
+def _source_key(groups: dict, gantry_deg: float, beam) -> tuple:
+    """Key of the source position (gantry, couch, isocentre, patient position) of a map: an existing
+    group's key when its gantry angle is within 1e-6 degrees (two arcs reach the same angle by
+    different sums of steps)."""
+    g = float(gantry_deg) % 360.0
+    rest = (round(float(beam.couch_deg) % 360.0, 6), tuple(np.round(np.asarray(beam.isocenter_mm, float), 6)),
+            str(beam.patient_position))
+    for key in groups:
+        if key[1:] == rest and abs((key[0] - g + 180.0) % 360.0 - 180.0) < 1e-6:
+            return key
+    return (g,) + rest
+
+
 def forward_fluence(density, grid, beam_set, model, voxel_indices, *, arc_bin_deg: float, correction,
                     progress=None, per_beam: bool = False):
     """Voxel indices and dose per fraction (summed, or ``(n_beams, n)`` with ``per_beam``) of a beam
@@ -281,7 +439,7 @@ def forward_fluence(density, grid, beam_set, model, voxel_indices, *, arc_bin_de
     """
     from .._log import get_logger, timed
     from ..errors import GeometryError, InputError
-    from .fluence import accumulate_fluence, beam_jobs, control_point_states
+    from .fluence import accumulate_fluence, control_point_states
     from .geometry_kernels import beam_params
     from .influence import Correction, _check_inputs, _fan_for, _voxel_set
     from .pencil import pack_gaussian, scaling_lengths
@@ -304,15 +462,13 @@ def forward_fluence(density, grid, beam_set, model, voxel_indices, *, arc_bin_de
                 continue
             mlc = model.mlc_for(beam.mlc)
             states = control_point_states(beam)
-            for g, jobs in beam_jobs(beam, arc_bin_deg):
+            for g, jobs in map_jobs(beam, arc_bin_deg):
                 fm = accumulate_fluence(states, jobs, mlc.leaf_boundaries_mm, transmission=mlc.transmission,
                                         dlg_mm=mlc.dlg_mm, tongue_groove_mm=mlc.tongue_groove_mm,
                                         jaw_transmission=model.jaw_transmission, gantry_deg=g)
                 if fm is None:
                     continue
-                key = (round(float(g) % 360.0, 6), round(float(beam.couch_deg) % 360.0, 6),
-                       tuple(np.round(np.asarray(beam.isocenter_mm, float), 6)), str(beam.patient_position))
-                groups.setdefault(key, []).append((beam, fm, b))
+                groups.setdefault(_source_key(groups, g, beam), []).append((beam, fm, b))
                 n_maps += 1
     batches = [v[i:i + MAX_GROUP] for v in groups.values() for i in range(0, len(v), MAX_GROUP)]
     acc = np.zeros((len(beam_set.beams) if per_beam else 1, vi.size), dtype=np.float64)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..case import Structure, StructureRole
+from ..case import Grid, Structure, StructureRole, subtract
 from ..case.names import infer_role, normalize_name
 from ..errors import InputError, StructureError
-from ..protocols.model import Protocol, RoleSpec
+from ..protocols.model import ApplyTo, Goal, Protocol, RoleSpec
 
 
 def parse_name_map(pairs) -> dict[str, str]:
@@ -83,19 +83,6 @@ def combine(structures: list[Structure], name: str | None = None) -> Structure:
                      original_name=name or "+".join(s.original_name or s.name for s in structures))
 
 
-def subtract(base: Structure, parts: list[Structure], name: str) -> Structure:
-    """``base`` minus the union of ``parts`` (occupancy ``max(w_base - max(w_parts), 0)``)."""
-    w = base.weights.astype(np.float32, copy=True)
-    if parts:
-        cut = np.zeros_like(w)
-        for p in parts:
-            if not p.grid.same_as(base.grid):
-                raise StructureError(f"cannot subtract '{p.name}' from '{base.name}': different grids")
-            np.maximum(cut, p.weights, out=cut)
-        w = np.clip(w - cut, 0.0, 1.0)
-    return Structure(name, base.grid, w >= 0.5, base.role, fraction=w, original_name=name)
-
-
 def _matches(spec: RoleSpec, name: str) -> bool:
     low = name.lower()
     if any(low == n.lower() for n in spec.names):
@@ -116,6 +103,44 @@ def find_prv(organ: Structure, structures: dict[str, Structure]) -> Structure | 
                 or low.startswith("prv_" + base)):
             return s
     return None
+
+
+def goal_structures(goal: Goal, protocol: Protocol, match: "RoleMatch",
+                    grid: Grid | None = None) -> tuple[list[Structure], list[str]]:
+    """The structures a goal applies to, its PRV and ``minus`` applied, and notes on what was missing.
+
+    The one resolution of a goal's structure: the evaluation scores the goal on these structures
+    and the planner (``workflow.goals``) optimises it on the same ones.  ``minus`` removes the union
+    of the named roles' structures with :func:`sbrtplan.case.subtract` (e.g. External minus GTV/ITV,
+    the region of the hot-spot limit).  A ``body`` role without a structure is the whole ``grid``
+    when one is given (none: no structure).
+    """
+    spec = protocol.roles[goal.structure]
+    found = list(match.get(goal.structure))
+    notes: list[str] = []
+    if not found and spec.kind == "body" and grid is not None:
+        found = [Structure("dose grid", grid, np.ones(grid.shape, bool), StructureRole.EXTERNAL)]
+        notes.append("no External contour: the whole dose grid is used")
+    if not found:
+        return [], notes
+    if goal.apply_to is ApplyTo.PRV:
+        resolved = []
+        for s in found:
+            p = find_prv(s, match.structures)
+            resolved.append(p if p is not None else s)
+            if p is None:
+                margin = f" (the standard asks for a {spec.prv_margin_mm:g} mm PRV)" if spec.prv_margin_mm else ""
+                notes.append(f"no PRV structure for {s.name}: evaluated on the organ{margin}")
+        found = resolved
+    if goal.minus:
+        parts = [p for key in goal.minus for p in match.get(key)]
+        missing = [k for k in goal.minus if not match.get(k)]
+        if missing and len(missing) == len(goal.minus):
+            notes.append(f"no {'/'.join(missing)} structure: nothing subtracted")
+        if parts:
+            found = [subtract(s, parts, f"{s.name}-" + "-".join(p.name for p in parts), role=s.role)
+                     for s in found]
+    return found, notes
 
 
 @dataclass

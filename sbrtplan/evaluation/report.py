@@ -7,26 +7,13 @@ added, MAJOR when a key changes meaning or disappears).  See ``docs/metrics.md``
 
 from __future__ import annotations
 
-import json
 import math
 
+from .._json import json_safe, write_json
 from .._log import atomic_output
 from .compliance import GoalResult, PlanReport, Status
 
 SCHEMA_VERSION = "1.1"
-
-
-def _clean(obj):
-    """JSON-safe copy: NaN and infinities become null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
-        return _clean(obj.item())
-    return obj
 
 
 def metrics_dict(report: PlanReport) -> dict:
@@ -35,16 +22,12 @@ def metrics_dict(report: PlanReport) -> dict:
     lesions = getattr(report, "lesions", None)
     if lesions is not None:
         data["lesions"] = lesions.as_dict()
-    return _clean(data)
+    return json_safe(data)
 
 
 def write_metrics(path, report: PlanReport) -> None:
     """Write ``report`` as metrics.json to ``path`` atomically (temporary file, then rename)."""
-    data = metrics_dict(report)
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, allow_nan=False)
-            f.write("\n")
+    write_json(path, metrics_dict(report))
 
 
 def dvh_table(report: PlanReport, step_gy: float = 0.1) -> tuple[list[float], dict[str, list[float]]]:

@@ -408,8 +408,8 @@ def _read_beam(b: Dataset, mu: float, setups: dict, where: str) -> Beam:
                                                   if str(c.get("MaterialID", "") or "").strip())
     present = [f"{v} {k[8:].lower()}" for k, v in accessories.items() if v > 0]
     if present:
-        # the dose engine models open MLC fields only: say so rather than silently ignore them
-        log.warning("%s: %s in the beam are not modelled; its dose will be computed without them",
+        # read with allow_unmodelled: the dose engine models open MLC fields only, say so
+        log.warning("%s: %s in the beam are not modelled; a dose computed from it would be without them",
                     label, ", ".join(present))
     fluence = "STANDARD"
     for fm in b.get("PrimaryFluenceModeSequence", []):
@@ -452,7 +452,7 @@ def _prescription_gy(ds: Dataset, fg: Dataset, n_fractions: int) -> float:
 
 
 @refuse_malformed("RTPLAN")
-def read_rtplan(path, *, fraction_group: int | None = None) -> BeamSet:
+def read_rtplan(path, *, fraction_group: int | None = None, allow_unmodelled: bool = False) -> BeamSet:
     """Read the treatment beams of a photon RTPLAN.
 
     Parameters
@@ -461,6 +461,12 @@ def read_rtplan(path, *, fraction_group: int | None = None) -> BeamSet:
         RTPLAN file.
     fraction_group : int, optional
         ``FractionGroupNumber`` to read (default: the first fraction group).
+    allow_unmodelled : bool
+        Read beams that carry what the dose engine does not model (wedges, physical
+        compensators, blocks, applicators, boli; :func:`~sbrtplan.io.validate.unmodelled_devices`),
+        listing them in ``metadata["accessories"]``.  By default such a plan is refused, naming
+        the beam: every reader of an RTPLAN in sbrtplan computes its dose (recompute, mucheck,
+        qa-plan), which would be wrong without the device.
 
     Returns
     -------
@@ -485,7 +491,8 @@ def read_rtplan(path, *, fraction_group: int | None = None) -> BeamSet:
                              f"SOP class {ds.get('SOPClassUID')!r})")
         if "BeamSequence" not in ds:
             raise InputError(f"RTPLAN '{path}': no BeamSequence (ion and brachytherapy plans are not supported)")
-        check_rtplan_dataset(ds, path, fraction_group)  # fractions, MU, angles, leaves, jaws, radiation type
+        # fractions, MU, angles, leaves, jaws, radiation type; wedges, blocks and other devices not modelled
+        check_rtplan_dataset(ds, path, fraction_group, allow_unmodelled=allow_unmodelled)
         groups = list(ds.get("FractionGroupSequence", []))
         if not groups:
             raise InputError(f"RTPLAN '{path}': no FractionGroupSequence, so no MU per beam")

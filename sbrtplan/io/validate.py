@@ -161,16 +161,20 @@ def _beam_label(path, b) -> str:
     return f"RTPLAN '{path}': beam {b.get('BeamNumber', '?')} '{b.get('BeamName', '') or ''}'"
 
 
-def check_rtplan_dataset(ds, path, fraction_group=None) -> None:
+def check_rtplan_dataset(ds, path, fraction_group=None, *, allow_unmodelled: bool = False) -> None:
     """Values of an RTPLAN that the reader would otherwise take on trust.
 
     Fractions planned (present, 1..max), MU per beam (finite, > 0, below the
     absurd bound), photons only, only modelled beam limiting
     devices, finite angles, energies and isocentres, leaf and jaw positions
-    finite, within the travel range and not crossed.
+    finite, within the travel range and not crossed.  Every treatment beam is
+    also checked for what the dose engine cannot compute (:func:`unmodelled_devices`:
+    wedges, physical compensators, blocks, applicators, boli, a dosimeter unit other
+    than MU): refused, naming the beam, unless ``allow_unmodelled`` (reading a plan
+    without computing its dose).
     """
     try:
-        _check_rtplan(ds, path, fraction_group)
+        _check_rtplan(ds, path, fraction_group, allow_unmodelled)
     except InputError:
         raise
     except (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
@@ -179,7 +183,7 @@ def check_rtplan_dataset(ds, path, fraction_group=None) -> None:
                          "truncated") from None
 
 
-def _check_rtplan(ds, path, fraction_group) -> None:
+def _check_rtplan(ds, path, fraction_group, allow_unmodelled: bool = False) -> None:
     for _ in ds.iterall():  # decode every nested element now, so that a truncated file fails here
         pass
     modality = str(ds.get("Modality", "") or "").upper()
@@ -224,6 +228,63 @@ def _check_rtplan(ds, path, fraction_group) -> None:
         if kind != "TREATMENT" or number not in metersets:
             continue  # setup and portal beams are skipped by the reader
         _check_beam(b, path)
+        if not allow_unmodelled:
+            found = unmodelled_devices(b)
+            if found:
+                raise InputError(f"{_beam_label(path, b)}: {'; '.join(found)}: not modelled by the dose engine "
+                                 "(refused rather than computed without it)")
+
+
+def _count(b, keyword: str) -> int:
+    v = b.get(keyword, 0)
+    try:
+        return int(float(v)) if v not in (None, "") else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def unmodelled_devices(b) -> list[str]:
+    """What a photon beam of an RTPLAN carries that the dose engine does not model (it computes open
+    MLC / jaw fields): physical and enhanced dynamic (or motorized) wedges, physical compensators,
+    shielding or aperture blocks, applicators (cones), boli, and a dosimeter unit other than MU.
+
+    Eclipse stores the optimal and actual fluence of an IMRT field as "compensators" without a
+    material (``MaterialID`` empty): those are fluence descriptions, not devices, and pass.
+    """
+    out = []
+    wedges = list(b.get("WedgeSequence", []) or [])
+    for w in wedges:
+        kind = str(w.get("WedgeType", "") or "").upper()
+        name = {"DYNAMIC": "enhanced dynamic wedge", "MOTORIZED": "motorized wedge"}.get(kind, "physical wedge")
+        angle = str(w.get("WedgeAngle", "") or "").strip()
+        wid = str(w.get("WedgeID", "") or "").strip()
+        out.append(f"{name}{f' {wid}' if wid else ''}{f' ({angle} deg)' if angle else ''}")
+    if not wedges and _count(b, "NumberOfWedges") > 0:
+        out.append(f"{_count(b, 'NumberOfWedges')} wedge(s)")
+    comps = list(b.get("CompensatorSequence", []) or [])
+    physical = [c for c in comps if str(c.get("MaterialID", "") or "").strip()]
+    if physical:
+        out.append(f"{len(physical)} physical compensator(s) ({', '.join(str(c.get('MaterialID')) for c in physical)})")
+    elif not comps and _count(b, "NumberOfCompensators") > 0:
+        out.append(f"{_count(b, 'NumberOfCompensators')} compensator(s)")
+    blocks = list(b.get("BlockSequence", []) or [])
+    for bl in blocks:
+        kind = str(bl.get("BlockType", "") or "").lower() or "physical"
+        name = str(bl.get("BlockName", "") or "").strip()
+        out.append(f"{kind} block{f' {name}' if name else ''}")
+    if not blocks and _count(b, "NumberOfBlocks") > 0:
+        out.append(f"{_count(b, 'NumberOfBlocks')} block(s)")
+    for a in b.get("ApplicatorSequence", []) or []:
+        aid = str(a.get("ApplicatorID", "") or "").strip()
+        kind = str(a.get("ApplicatorType", "") or "").strip()
+        out.append(f"applicator{f' {aid}' if aid else ''}{f' ({kind})' if kind else ''}")
+    boli = len(list(b.get("ReferencedBolusSequence", []) or [])) or _count(b, "NumberOfBoli")
+    if boli:
+        out.append(f"{boli} bolus(es)")
+    unit = str(b.get("PrimaryDosimeterUnit", "") or "").strip().upper()
+    if unit and unit != "MU":
+        out.append(f"dosimeter unit {unit} (expected MU)")
+    return out
 
 
 def _check_beam(b, path) -> None:
@@ -231,9 +292,10 @@ def _check_beam(b, path) -> None:
     rt = str(b.get("RadiationType", "PHOTON") or "PHOTON").upper()
     if rt != "PHOTON":
         raise InputError(f"{label}: radiation type {rt!r} is not supported (photons only)")
-    nw = b.get("NumberOfWedges", 0)
-    if nw not in (None, ""):  # a wedge is read (and listed in the beam's accessories); dose commands refuse it
-        _float(nw, f"{label}: NumberOfWedges")
+    for tag in ("NumberOfWedges", "NumberOfCompensators", "NumberOfBlocks", "NumberOfBoli"):
+        n = b.get(tag, 0)
+        if n not in (None, "") and _float(n, f"{label}: {tag}") < 0:
+            raise InputError(f"{label}: {tag} {n}; expected a count >= 0")
     sad = b.get("SourceAxisDistance")
     if sad not in (None, ""):
         lo, hi = limit("rtplan", "sad_mm")
@@ -303,14 +365,11 @@ def _check_beam(b, path) -> None:
 
 def check_beams_for_model(beam_set, model, source) -> None:
     """Every beam can be computed with ``model``: its nominal energy is the model's (an 18 MV beam is not
-    computed with a 6 MV model) and it carries no wedge."""
+    computed with a 6 MV model).  Wedges, blocks and the other devices the engine does not model are
+    refused by the RTPLAN reader itself (:func:`unmodelled_devices`)."""
     tol = float(limit("rtplan", "energy_tolerance_mv"))
     e_model = float(getattr(model, "energy_mv", 6.0))
     for b in beam_set.beams:
-        wedges = [a for a in (b.metadata.get("accessories") or []) if "wedge" in str(a)]
-        if wedges:
-            raise InputError(f"{source}: beam '{b.name}' has {', '.join(wedges)}; wedged fields are not modelled "
-                             "by the dose engine (refused rather than computed without the wedge)")
         if abs(float(b.energy_mv) - e_model) > tol:
             raise InputError(f"{source}: beam '{b.name}' is {b.energy_mv:g} MV but the beam model "
                              f"'{getattr(model, 'name', '?')}' is {e_model:g} MV; give --model/--machine of that "
@@ -440,3 +499,28 @@ def check_dose_overlaps(dose_grid, structures, source) -> None:
         raise InputError(f"{source}: the dose grid (x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}..{hi[1]:.0f}, "
                          f"z {lo[2]:.0f}..{hi[2]:.0f} mm) does not overlap any structure; expected a dose of "
                          "these structures")
+
+
+def check_reference_dose(dose, case, source) -> None:
+    """A dose read to be compared with a computed one (``--reference-rtdose``, ``--clinical-rtdose``), checked
+    before any dose is computed: it holds some dose, and its grid covers the case's targets (without
+    targets: at least one structure).  Its scaling and values were checked by the reader."""
+    hi_gy = float(np.max(dose.dose_gy)) if dose.dose_gy.size else 0.0
+    if not hi_gy > 0.0:
+        raise InputError(f"{source}: the dose is zero everywhere; expected the dose of this plan")
+    lo, hi = dose.grid.bounds_mm()
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    idx = case.grid.index_from_patient(corners)  # (k, j, i)
+    a = np.maximum(np.floor(idx.min(axis=0) + 0.5).astype(int), 0)
+    b = np.minimum(np.floor(idx.max(axis=0) + 0.5).astype(int) + 1, np.asarray(case.grid.shape))
+    box = tuple(slice(int(x), int(y)) for x, y in zip(a, b))
+    structures = [st for st in case.structures.values() if st.grid.same_as(case.grid) and st.mask.any()]
+    targets = [st for st in structures if getattr(st.role, "is_target", False)]
+    wanted = targets or [st for st in structures if str(getattr(st.role, "value", "")) != "EXTERNAL"] or structures
+    if not wanted:
+        return
+    if np.any(b <= a) or not any(st.mask[box].any() for st in wanted):
+        names = ", ".join(st.name for st in wanted[:6]) + (", ..." if len(wanted) > 6 else "")
+        raise InputError(f"{source}: the dose grid (x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}..{hi[1]:.0f}, "
+                         f"z {lo[2]:.0f}..{hi[2]:.0f} mm) does not overlap {'the targets' if targets else 'any structure'}"
+                         f" ({names}); expected the dose of this plan on this CT")

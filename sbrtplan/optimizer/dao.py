@@ -64,28 +64,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from numba import njit
-
 from .._log import get_logger, timed
 from ..beams import BeamletGrid
-from ..errors import InputError, OptimizationError
-from .dao_pricing import price_aperture
+from ..errors import InputError
+from .dao_master import (DoseObjective, _as_objective, _dao_range_matvec, _dao_range_rmatvec,  # noqa: F401
+                         _prioritized_master, _solve_master, stage_objective)
+from .dao_pricing import _neighbour_windows, _park_positions, _price_sector
 from .first_order import single_thread_blas
 
 log = get_logger(__name__)
-
-
-class DoseObjective(Protocol):
-    """Anything that gives the plan objective and its dose gradient."""
-
-    def value_and_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        """Objective value and gradient with respect to the (total) dose at the matrix rows."""
-        ...
 
 
 @dataclass
@@ -214,276 +206,7 @@ def aperture_fractions(grid: BeamletGrid, left_mm: np.ndarray, right_mm: np.ndar
     return frac[grid.active]
 
 
-def _edge_window(edges: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """(n_rows, 2) inclusive range of edge indices inside ``[lo, hi]``; nearest edge when none is."""
-    tol = 1e-6
-    i_lo = np.searchsorted(edges, lo - tol, side="left")
-    i_hi = np.searchsorted(edges, hi + tol, side="right") - 1
-    empty = i_lo > i_hi
-    if np.any(empty):
-        mid = 0.5 * (lo[empty] + hi[empty])
-        near = np.abs(edges[None, :] - mid[:, None]).argmin(axis=1)
-        i_lo[empty] = near
-        i_hi[empty] = near
-    n = edges.size - 1
-    return np.stack([np.clip(i_lo, 0, n), np.clip(i_hi, 0, n)], 1).astype(np.int64)
-
-
-# ----------------------------------------------------------------------------- objective adapters
-
-class _StageObjective:
-    """All stages' penalties as one smooth function of the dose (``value_and_grad``).
-
-    Uses :attr:`OptimizationStage.terms`: the objectives with their weights and
-    every hard constraint as a heavily weighted quadratic penalty.  A term that
-    appears in several stages counts once, with its largest weight.
-    Fluence-smoothness terms contribute nothing (apertures are smooth by
-    construction).
-    """
-
-    def __init__(self, stages: Sequence[Any]):
-        by_term: dict[int, Any] = {}
-        for st in stages:
-            terms = getattr(st, "terms", None)
-            if terms is None:
-                raise InputError(f"vmat_dao: stage {st!r} has no 'terms'; expected OptimizationStage "
-                                 "objects or an object with value_and_grad(dose_gy)")
-            for t in terms:
-                key = id(getattr(t, "term", t))
-                if key not in by_term or getattr(t, "weight", 1.0) > getattr(by_term[key], "weight", 1.0):
-                    by_term[key] = t
-        self.terms = list(by_term.values())
-        if not self.terms:
-            raise InputError("vmat_dao: the stages have no objective or constraint terms")
-        self._order: list[int] | None = None
-
-    def value_and_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
-        # The terms are independent (each reads the dose, none writes it) and their sorts, sparse
-        # products and element-wise work release the GIL: on two cores, evaluating them on two
-        # threads (the most expensive first) nearly halves the DAO's dominant cost.  The sum is
-        # taken in the terms' own order, so the result does not depend on the scheduling.
-        pool = _term_pool()
-        if pool is None or len(self.terms) < 2:
-            results = [t.value_and_grad(dose_gy) for t in self.terms]
-        elif self._order is None:
-            cost = []
-            results = []
-            for t in self.terms:
-                t0 = time.perf_counter()
-                results.append(t.value_and_grad(dose_gy))
-                cost.append(time.perf_counter() - t0)
-            self._order = [int(i) for i in np.argsort(-np.asarray(cost), kind="stable")]
-        else:
-            futures = {i: pool.submit(self.terms[i].value_and_grad, dose_gy) for i in self._order}
-            results = [futures[i].result() for i in range(len(self.terms))]
-        val = 0.0
-        grad = np.zeros(len(dose_gy))
-        for v, g in results:
-            val += float(v)
-            grad += g
-        return val, grad
-
-
-_POOL: list = []
-
-
-def _term_pool():
-    """Two worker threads for the objective's terms (None on a single core)."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not _POOL:
-        n = min(2, os.cpu_count() or 1)
-        _POOL.append(ThreadPoolExecutor(n, thread_name_prefix="dao-terms") if n > 1 else None)
-    return _POOL[0]
-
-
-def stage_objective(stages: Any) -> DoseObjective:
-    """The stages' terms summed into one smooth dose objective (hard limits as heavy penalties)."""
-    return _as_objective(stages)
-
-
-def _as_objective(stages: Any) -> DoseObjective:
-    if hasattr(stages, "value_and_grad"):
-        return stages
-    if isinstance(stages, (list, tuple)) and stages and all(hasattr(s, "value_and_grad") for s in stages):
-        class _Sum:
-            def value_and_grad(self, d):
-                vals = [s.value_and_grad(d) for s in stages]
-                return sum(float(v) for v, _ in vals), sum(g for _, g in vals)
-        return _Sum()
-    if not isinstance(stages, (list, tuple)) or not stages:
-        raise InputError("vmat_dao: 'stages' must be a non-empty list of OptimizationStage or an "
-                         "object with value_and_grad(dose_gy)")
-    return _StageObjective(list(stages))
-
-
-def _prioritized_master(A: np.ndarray, stages: Sequence[Any], w0: np.ndarray, lb: np.ndarray,
-                        ub: np.ndarray):
-    """Re-solve the aperture weights with the prioritised optimiser (hard limits, stage order)."""
-    from dataclasses import replace
-
-    from .prioritized import prioritized_solve
-    from .terms import Smoothness
-
-    # Smoothness terms index beamlets, not apertures: drop them from the master.
-    clean = [replace(st, objectives=[(t, wt) for t, wt in st.objectives if not isinstance(t, Smoothness)],
-                     constraints=[c for c in st.constraints if not isinstance(c, Smoothness)])
-             for st in stages]
-    clean = [st for st in clean if st.objectives or st.constraints]
-    if not clean:
-        return None
-    return prioritized_solve(sp.csr_matrix(A.astype(np.float32)), clean, x_lb=lb, x_ub=ub, x0=w0)
-
-
-# ----------------------------------------------------------------------------- master problem
-
-def _solve_master(A: np.ndarray, objective: DoseObjective, w0: np.ndarray, lb: np.ndarray,
-                  ub: np.ndarray, max_iter: int = 1000, rtol: float = 1e-8) -> tuple[np.ndarray, float]:
-    """Minimise ``F(A w)`` over ``lb <= w <= ub``.
-
-    Spectral projected gradient (Birgin, Martinez, Raydan, SIAM J. Optim. 10 (2000) 1196) with
-    a non-monotone Armijo line search: the master has a few hundred variables at most, and this
-    needs no LAPACK (whose threads oversubscribe a small shared machine) and no factorisation.
-    """
-    if A.shape[1] == 0:
-        v, _ = objective.value_and_grad(np.zeros(A.shape[0]))
-        return w0, float(v)
-    A = np.asarray(A, dtype=np.float64)   # mixed float32/float64 products bypass BLAS
-    w = np.clip(np.asarray(w0, float), lb, ub)
-    Aw = A @ w
-    f, gd = objective.value_and_grad(Aw)
-    g = A.T @ gd
-    recent = [f]
-    best = (f, w.copy())
-    best_hist = [f]
-    # Initial step: a projected-gradient step that changes w by about 1 % of the box size.
-    gn = np.abs(np.clip(w - g, lb, ub) - w).max()
-    box = np.where(np.isfinite(ub - lb), ub - lb, np.abs(w) + 1.0)
-    step = 0.01 * float(np.max(box)) / gn if gn > 0 else 1.0
-    for _ in range(max_iter):
-        d = np.clip(w - step * g, lb, ub) - w
-        if np.abs(d).max() <= 1e-12 * max(1.0, np.abs(w).max()):
-            break
-        gtd = float(g @ d)
-        f_ref = max(recent[-10:])
-        lam = 1.0
-        Ad = A @ d
-        while True:
-            f_new, gd_new = objective.value_and_grad(Aw + lam * Ad)
-            if f_new <= f_ref + 1e-4 * lam * gtd or lam < 1e-10:
-                break
-            lam *= 0.5
-        w_new = w + lam * d
-        Aw = Aw + lam * Ad
-        g_new = A.T @ gd_new
-        s_vec, y_vec = w_new - w, g_new - g
-        sy = float(s_vec @ y_vec)
-        step = float(s_vec @ s_vec) / sy if sy > 0 else 10.0 * step
-        step = min(max(step, 1e-12), 1e12)
-        w, f, g = w_new, f_new, g_new
-        recent.append(f)
-        if f < best[0]:
-            best = (f, w.copy())
-        best_hist.append(best[0])
-        # Converged when the best value gained less than rtol (relative) over 20 iterations.
-        if len(best_hist) > 20 and best_hist[-21] - best[0] <= rtol * max(abs(best[0]), 1e-30):
-            break
-    w = np.clip(best[1], lb, ub)
-    if not np.all(np.isfinite(w)):
-        raise OptimizationError("vmat_dao: master problem diverged (non-finite aperture weights)")
-    f, _ = objective.value_and_grad(A @ w)
-    return w, float(f)
-
-
 # ----------------------------------------------------------------------------- main loop
-
-@njit(cache=True)
-def _csc_range_rmatvec(indptr, indices, data, start, n_cols, y):  # pragma: no cover - compiled
-    """``D[:, start:start + n_cols].T @ y`` for a CSC matrix."""
-    out = np.zeros(n_cols)
-    for j in range(n_cols):
-        acc = 0.0
-        for k in range(indptr[start + j], indptr[start + j + 1]):
-            acc += data[k] * y[indices[k]]
-        out[j] = acc
-    return out
-
-
-@njit(cache=True)
-def _csc_range_matvec(indptr, indices, data, start, x, n_rows):  # pragma: no cover - compiled
-    """``D[:, start:start + x.size] @ x`` for a CSC matrix, without copying the column block."""
-    out = np.zeros(n_rows)
-    for j in range(x.size):
-        xj = x[j]
-        if xj == 0.0:
-            continue
-        for k in range(indptr[start + j], indptr[start + j + 1]):
-            out[indices[k]] += data[k] * xj
-    return out
-
-
-def _park_positions(grid: BeamletGrid) -> np.ndarray:
-    """Per row, the centre of its optimised beamlets (of all active ones for an empty row)."""
-    x = np.asarray(grid.x_edges_mm, float)
-    xc = 0.5 * (x[1:] + x[:-1])
-    act = np.asarray(grid.active, bool)
-    any_act = act.any(axis=1)
-    all_c = xc[act.any(axis=0)].mean() if act.any() else 0.5 * (x[0] + x[-1])
-    cnt = np.maximum(act.sum(axis=1), 1)
-    return np.where(any_act, (act * xc[None, :]).sum(axis=1) / cnt, all_c)
-
-
-def _neighbour_windows(s: int, has: np.ndarray, left: list, right: list, travel_mm: float,
-                       n_rows: int, arc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Continuous windows ``[lo, hi]`` (mm) of the x1 and x2 leaves of sector ``s``."""
-    a_lo = np.full(n_rows, -np.inf)
-    a_hi = np.full(n_rows, np.inf)
-    b_lo = np.full(n_rows, -np.inf)
-    b_hi = np.full(n_rows, np.inf)
-    n = has.size
-    for step in (-1, 1):
-        k = s + step
-        while 0 <= k < n and arc[k] == arc[s] and not has[k]:
-            k += step
-        if 0 <= k < n and arc[k] == arc[s]:
-            reach = abs(k - s) * travel_mm
-            a_lo = np.maximum(a_lo, left[k] - reach)
-            a_hi = np.minimum(a_hi, left[k] + reach)
-            b_lo = np.maximum(b_lo, right[k] - reach)
-            b_hi = np.minimum(b_hi, right[k] + reach)
-    return a_lo, a_hi, b_lo, b_hi
-
-
-def _price_sector(g_map: np.ndarray, edges: np.ndarray, windows,
-                  park_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    a_lo, a_hi, b_lo, b_hi = windows
-    big = 1e6
-    aw = _edge_window(edges, np.maximum(a_lo, edges[0] - big), np.minimum(a_hi, edges[-1] + big))
-    bw = _edge_window(edges, np.maximum(b_lo, edges[0] - big), np.minimum(b_hi, edges[-1] + big))
-    ia, ib, cost = price_aperture(g_map, aw, bw)
-    left = np.clip(edges[ia], a_lo, a_hi)
-    right = np.clip(edges[ib], b_lo, b_hi)
-    # Park closed pairs as near the row's park position as the windows allow: a pair closed at
-    # the field edge could not reach the target at the next sectors within the travel limit.
-    closed = ia == ib
-    if np.any(closed):
-        lo = np.maximum(a_lo[closed], b_lo[closed])
-        hi = np.minimum(a_hi[closed], b_hi[closed])
-        pos = np.clip(park_mm[closed], lo, hi)
-        ok = lo <= hi
-        left[closed] = np.where(ok, pos, left[closed])
-        right[closed] = np.where(ok, pos, right[closed])
-    # A closed pair placed where the windows forced the edges apart: close it inside both windows.
-    bad = right < left
-    if np.any(bad):
-        lo = np.maximum(a_lo[bad], b_lo[bad])
-        hi = np.minimum(a_hi[bad], b_hi[bad])
-        mid = np.clip(0.5 * (left[bad] + right[bad]), lo, hi)
-        left[bad] = mid
-        right[bad] = mid
-    return left, right, cost
-
 
 def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
              mu_per_deg_range: tuple[float, float] = (0.5, 10.0), sector_width_deg: float,
@@ -538,6 +261,9 @@ def vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         column generation itself works on the summed penalty of
         :attr:`OptimizationStage.terms`, hard limits as heavy quadratic penalties).
     progress : callable(done, total), optional
+        Called after each column-generation iteration (``total``: ``max_iterations +
+        refine_passes``) and each refinement pass (``total``: the iterations run +
+        ``refine_passes``).
 
     Returns
     -------
@@ -593,17 +319,19 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
     # fraction count multiplies the vectors instead.
     fx = float(n_fractions)
     Dt = D.tocsc() if sp.issparse(D) else sp.csc_matrix(np.asarray(D))
-    # Products take the matrix's dtype (float32): a float64 vector would make scipy copy the
-    # whole matrix to float64 on every product.
-    vec_t = Dt.dtype if Dt.dtype in (np.float32, np.float64) else np.float64
-    Dt = Dt.astype(vec_t, copy=False)
+    # float32 as the project's matrices (one compiled signature of the products, which accumulate in
+    # float64); a VMAT plan's matrix is float32 already and is not copied
+    Dt = Dt.astype(np.float32, copy=False)
     mu_min = mu_lo_deg * sector_width_deg
     mu_max = mu_hi_deg * sector_width_deg
 
     has = np.zeros(n_sec, bool)
     left: list = [None] * n_sec
     right: list = [None] * n_sec
-    cols_dose = np.zeros((n_vox, n_sec))      # dose per MU (total) of each sector's aperture
+    # dose per MU (total) of each sector's aperture; column-major: the refinement reads and writes
+    # whole columns, the master's products stream them
+    cols_dose = np.zeros((n_vox, n_sec), order="F")
+    frac_now: list = [None] * n_sec          # the delivered fractions behind each column
     w = np.zeros(n_sec)
     history: list[dict] = []
     t0 = time.perf_counter()
@@ -642,11 +370,23 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             acc += aperture_fractions(grid, (1 - t) * l0 + t * lk, (1 - t) * r0 + t * rk, leaf_transmission)
         return acc / m_blend
 
+    def product(s, frac):
+        """Dose (total) of fractions ``frac`` through sector ``s``'s columns."""
+        start = sectors[s].columns.indices(n_bl)[0]
+        return _dao_range_matvec(Dt.indptr, Dt.indices, Dt.data, start,
+                                 fx * np.ascontiguousarray(frac, dtype=np.float64), n_vox)
+
     def column(s, override=None):
-        sec = sectors[s]
-        start = sec.columns.indices(n_bl)[0]
-        return _csc_range_matvec(Dt.indptr, Dt.indices, Dt.data, start,
-                                 fx * np.ascontiguousarray(sector_fraction(s, override), dtype=np.float64), n_vox)
+        return product(s, sector_fraction(s, override))
+
+    def recompute(k):
+        frac_now[k] = sector_fraction(k)
+        cols_dose[:, k] = product(k, frac_now[k])
+
+    def moved_column(k, frac):
+        """Column ``k`` for the fractions ``frac``: the current column plus the product of the change
+        (non-zero only where a leaf moved; the products skip zero fractions)."""
+        return cols_dose[:, k] + product(k, frac - frac_now[k])
 
     def affected(s):
         """Sectors whose delivered column depends on sector s's aperture."""
@@ -659,7 +399,7 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         left[s], right[s] = lft, rgt
         has[s] = True
         for k in affected(s):
-            cols_dose[:, k] = column(k)
+            recompute(k)
 
     park = [_park_positions(sec.beamlet_grid) for sec in sectors]
 
@@ -673,7 +413,8 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         if out_of_time():
             log.info("DAO: processor-time limit of %.0f s reached after %d iterations", time_limit_s, it)
             break
-        g_beam = (Dt.T @ gdose.astype(vec_t)).astype(np.float64) * fx
+        g_beam = _dao_range_rmatvec(Dt.indptr, Dt.indices, Dt.data, 0, n_bl,
+                                    np.ascontiguousarray(gdose, dtype=np.float64)) * fx
         best_cost = 0.0
         added = 0
         priced: dict[int, tuple] = {}
@@ -723,15 +464,16 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
         log.info("DAO iteration %d: objective %.6g, %d/%d apertures, best reduced cost %.3g, %.1f s",
                  it, fval, rec["n_apertures"], n_sec, best_cost, rec["time_s"])
         if progress is not None:
-            progress(it + 1, max_iterations)
+            progress(it + 1, max_iterations + refine_passes)
 
+    n_cg = len(history)
     priced = has.copy()
     _fill_empty_sectors(has, left, right, sectors, n_rows, arc_id)
     for s in np.nonzero(~priced)[0]:
         has[s] = True
         w[s] = mu_min
     for s in range(n_sec):
-        cols_dose[:, s] = column(s)
+        recompute(s)
     lb_all, ub_all = np.full(n_sec, mu_min), np.full(n_sec, mu_max)
     w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all,
                             max_iter=master_iterations * (4 if refine_passes == 0 else 1))
@@ -752,7 +494,7 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             sec = sectors[s]
             grid = sec.beamlet_grid
             g_map = np.zeros(grid.shape)
-            g_s = _csc_range_rmatvec(Dt.indptr, Dt.indices, Dt.data, sec.columns.indices(n_bl)[0],
+            g_s = _dao_range_rmatvec(Dt.indptr, Dt.indices, Dt.data, sec.columns.indices(n_bl)[0],
                                      sec.beamlet_grid.n_beamlets, fx * np.ascontiguousarray(gdose, dtype=np.float64))
             g_map[~grid.active] = np.abs(g_s).max(initial=0.0) + 1e-12
             g_map[grid.active] = g_s
@@ -763,9 +505,11 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
             for alpha in (1.0, 0.5, 0.25):
                 l_c = left[s] + alpha * (lft - left[s])
                 r_c = right[s] + alpha * (rgt - right[s])
-                col = column(s, (s, l_c, r_c))
+                f_s = sector_fraction(s, (s, l_c, r_c))
+                col = moved_column(s, f_s)
                 # the adjacent sectors' delivered fluence blends towards this aperture
-                nb_cols = [column(k, (s, l_c, r_c)) for k in nbs]
+                f_nb = [sector_fraction(k, (s, l_c, r_c)) for k in nbs]
+                nb_cols = [moved_column(k, f) for k, f in zip(nbs, f_nb)]
                 d_nb = dose.copy()
                 for k, ck in zip(nbs, nb_cols):
                     d_nb += w[k] * (ck - cols_dose[:, k])
@@ -779,8 +523,10 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
                     if f_c < fval * (1 - 1e-9):
                         left[s], right[s] = l_c, r_c
                         cols_dose[:, s] = col
-                        for k, ck in zip(nbs, nb_cols):
+                        frac_now[s] = f_s
+                        for k, ck, f in zip(nbs, nb_cols, f_nb):
                             cols_dose[:, k] = ck
+                            frac_now[k] = f
                         w[s] = w_c
                         dose, fval, gdose = d_c, f_c, g_c
                         moved += 1
@@ -796,6 +542,8 @@ def _vmat_dao(D, sectors: list[ArcSector], stages, *, n_fractions: int,
                         "n_apertures": n_sec, "best_reduced_cost": 0.0,
                         "time_s": time.perf_counter() - t0, "apertures_moved": moved})
         log.info("DAO refinement pass %d: objective %.6g, %d apertures moved", p, fval, moved)
+        if progress is not None:
+            progress(n_cg + p + 1, n_cg + refine_passes)
         if moved == 0 or fval > f_start * (1 - 1e-4) or out_of_time():
             if p < refine_passes - 1:   # converged early: polish the weights once more
                 w, fval = _solve_master(cols_dose, objective, w, lb_all, ub_all, max_iter=4 * master_iterations)

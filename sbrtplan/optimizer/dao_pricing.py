@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..beams import BeamletGrid
+
 
 @njit(cache=True)
 def _price_rows(grad, a_lo, a_hi, b_lo, b_hi, left, right):  # pragma: no cover - compiled
@@ -144,3 +146,82 @@ def aperture_mask(left: np.ndarray, right: np.ndarray, n_cols: int) -> np.ndarra
     """Boolean (n_rows, n_cols) map of the open beamlets of ``[left, right)`` per row."""
     cols = np.arange(n_cols)
     return (cols[None, :] >= left[:, None]) & (cols[None, :] < right[:, None])
+
+
+# ----------------------------------------------------------------------------- travel windows (vmat_dao)
+
+def _edge_window(edges: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(n_rows, 2) inclusive range of edge indices inside ``[lo, hi]``; nearest edge when none is."""
+    tol = 1e-6
+    i_lo = np.searchsorted(edges, lo - tol, side="left")
+    i_hi = np.searchsorted(edges, hi + tol, side="right") - 1
+    empty = i_lo > i_hi
+    if np.any(empty):
+        mid = 0.5 * (lo[empty] + hi[empty])
+        near = np.abs(edges[None, :] - mid[:, None]).argmin(axis=1)
+        i_lo[empty] = near
+        i_hi[empty] = near
+    n = edges.size - 1
+    return np.stack([np.clip(i_lo, 0, n), np.clip(i_hi, 0, n)], 1).astype(np.int64)
+
+
+def _park_positions(grid: BeamletGrid) -> np.ndarray:
+    """Per row, the centre of its optimised beamlets (of all active ones for an empty row)."""
+    x = np.asarray(grid.x_edges_mm, float)
+    xc = 0.5 * (x[1:] + x[:-1])
+    act = np.asarray(grid.active, bool)
+    any_act = act.any(axis=1)
+    all_c = xc[act.any(axis=0)].mean() if act.any() else 0.5 * (x[0] + x[-1])
+    cnt = np.maximum(act.sum(axis=1), 1)
+    return np.where(any_act, (act * xc[None, :]).sum(axis=1) / cnt, all_c)
+
+
+def _neighbour_windows(s: int, has: np.ndarray, left: list, right: list, travel_mm: float,
+                       n_rows: int, arc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Continuous windows ``[lo, hi]`` (mm) of the x1 and x2 leaves of sector ``s``."""
+    a_lo = np.full(n_rows, -np.inf)
+    a_hi = np.full(n_rows, np.inf)
+    b_lo = np.full(n_rows, -np.inf)
+    b_hi = np.full(n_rows, np.inf)
+    n = has.size
+    for step in (-1, 1):
+        k = s + step
+        while 0 <= k < n and arc[k] == arc[s] and not has[k]:
+            k += step
+        if 0 <= k < n and arc[k] == arc[s]:
+            reach = abs(k - s) * travel_mm
+            a_lo = np.maximum(a_lo, left[k] - reach)
+            a_hi = np.minimum(a_hi, left[k] + reach)
+            b_lo = np.maximum(b_lo, right[k] - reach)
+            b_hi = np.minimum(b_hi, right[k] + reach)
+    return a_lo, a_hi, b_lo, b_hi
+
+
+def _price_sector(g_map: np.ndarray, edges: np.ndarray, windows,
+                  park_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    a_lo, a_hi, b_lo, b_hi = windows
+    big = 1e6
+    aw = _edge_window(edges, np.maximum(a_lo, edges[0] - big), np.minimum(a_hi, edges[-1] + big))
+    bw = _edge_window(edges, np.maximum(b_lo, edges[0] - big), np.minimum(b_hi, edges[-1] + big))
+    ia, ib, cost = price_aperture(g_map, aw, bw)
+    left = np.clip(edges[ia], a_lo, a_hi)
+    right = np.clip(edges[ib], b_lo, b_hi)
+    # Park closed pairs as near the row's park position as the windows allow: a pair closed at
+    # the field edge could not reach the target at the next sectors within the travel limit.
+    closed = ia == ib
+    if np.any(closed):
+        lo = np.maximum(a_lo[closed], b_lo[closed])
+        hi = np.minimum(a_hi[closed], b_hi[closed])
+        pos = np.clip(park_mm[closed], lo, hi)
+        ok = lo <= hi
+        left[closed] = np.where(ok, pos, left[closed])
+        right[closed] = np.where(ok, pos, right[closed])
+    # A closed pair placed where the windows forced the edges apart: close it inside both windows.
+    bad = right < left
+    if np.any(bad):
+        lo = np.maximum(a_lo[bad], b_lo[bad])
+        hi = np.minimum(a_hi[bad], b_hi[bad])
+        mid = np.clip(0.5 * (left[bad] + right[bad]), lo, hi)
+        left[bad] = mid
+        right[bad] = mid
+    return left, right, cost

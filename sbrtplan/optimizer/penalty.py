@@ -326,6 +326,14 @@ def _lbfgs(ops: MatrixOps, obj: PenaltyObjective, x0: np.ndarray, lb, ub, max_it
     return res.x, float(res.fun), int(res.nit)
 
 
+def normalisation_caps(limits, norm: Limit) -> list[Limit]:
+    """The upper limits the plan's normalisation never scales past: every upper limit of a higher
+    priority than the normalising coverage goal (hard organ limits, the PTV maximum), as the
+    protocols' priority order has it (coverage yields to them).  Limits measured on the normalised
+    dose (``Limit.normalized_by``) are capped by them (``Limit.scale_caps``)."""
+    return [lim for lim in limits if lim is not norm and not lim.lower and lim.priority < norm.priority]
+
+
 def _normalized(ops, lim: Limit, x: np.ndarray, dose: np.ndarray, lb: np.ndarray):
     """``x`` scaled so that the normalising limit (the coverage goal) holds exactly."""
     v = lim.value(dose)

@@ -21,6 +21,13 @@ thorax at the level of the treated vertebra; HFS):
   CTV + 2 mm (spine), cord and oesophagus PRV = organ + 2 mm (the CTV->PTV
   margin).  The PTV overlaps the cord PRV in front of and beside the canal, so
   the optimisation target PTV! = PTV - SpinalCord_PRV02 differs from the PTV.
+
+``spine_two_levels`` (:func:`build_two_levels`) is the same anatomy with two
+metastases, one vertebra apart (oligometastatic spine, one plan): GTV1/CTV1/PTV1
+in the posterior body of the vertebra at z = +32 mm (the shape above) and
+GTV2/CTV2/PTV2 at z = -32 mm (ellipsoid 32 x 20 x 21 mm, 7.0 cc, 4 mm from the
+cord), with the untreated vertebra at z = 0 between them (PTVs 34 mm apart),
+both built by the same bone-standard rules; the cord PRV runs past both.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from ._build import (Canvas, box, cylinder, elliptic_cylinder, ellipsoid, half_s
 
 DESCRIPTION = ("thoracic spine: vertebral-body metastasis 3 mm from the cord, CTV/PTV by the spine rules, "
                "cord/oesophagus PRVs, lungs, heart, aorta (2 mm)")
+DESCRIPTION_TWO_LEVELS = ("thoracic spine, two metastases one vertebra apart (PTV1 at z +32 mm, PTV2 at z -32 mm), "
+                          "3-4 mm from the cord, for one plan of two targets (2 mm)")
 DEFAULT_SPACING_MM = 2.0
 
 # Materials as relative electron densities (the HU follow from the default table).
@@ -47,6 +56,8 @@ CANAL_CENTER, CANAL_RADIUS = (0.0, 66.0), 8.0
 # and the cord PRV (2 mm around the cord) overlap over about 2.5 mm.
 CORD_CENTER, CORD_RADIUS = (0.0, 64.5), 5.0
 GTV_CENTER, GTV_SEMI = (0.0, 45.5, 0.0), (18.5, 11.0, 12.0)
+# two-level variant: (suffix, level index in LEVELS_Z, GTV centre, GTV semi-axes)
+TWO_LEVEL_LESIONS = (("1", 3, (0.0, 45.5, 32.0), GTV_SEMI), ("2", 1, (0.0, 45.0, -32.0), (16.0, 10.0, 10.5)))
 CTV_MARGIN_MM, PTV_MARGIN_MM = 5.0, 2.0
 PRV_MARGIN_MM = PTV_MARGIN_MM  # bone standard: PRV margin = CTV->PTV margin
 ESO_CENTER, ESO_RADIUS = (6.0, 8.0), 9.0
@@ -73,6 +84,16 @@ def _vertebral_body(zc: float, inset_mm: float = 0.0):
 
 def build(spacing_mm: float = DEFAULT_SPACING_MM) -> Case:
     """The spine phantom on an isotropic grid of ``spacing_mm``."""
+    return _build(spacing_mm, "spine", DESCRIPTION, (("", 2, GTV_CENTER, GTV_SEMI),))
+
+
+def build_two_levels(spacing_mm: float = DEFAULT_SPACING_MM) -> Case:
+    """The two-level spine phantom (``spine_two_levels``) on an isotropic grid of ``spacing_mm``."""
+    return _build(spacing_mm, "spine_two_levels", DESCRIPTION_TWO_LEVELS, TWO_LEVEL_LESIONS)
+
+
+def _build(spacing_mm: float, name: str, description: str, lesions) -> Case:
+    """The anatomy with one lesion per ``(suffix, level index, GTV centre, GTV semi-axes)`` of ``lesions``."""
     cv = Canvas((380.0, 260.0, 140.0), spacing_mm)
     R = StructureRole
 
@@ -114,17 +135,21 @@ def build(spacing_mm: float = DEFAULT_SPACING_MM) -> Case:
     cv.paint(cord, RED_CORD)
 
     # Targets on a local grid twice as fine, where the margins are accurate.
-    treated_bone = bodies[2] | posterior[2]
-    reach = CTV_MARGIN_MM + PTV_MARGIN_MM + 4.0
-    lo = np.subtract(GTV_CENTER, GTV_SEMI) - reach
-    hi = np.add(GTV_CENTER, GTV_SEMI) + reach
-    fgrid, sl = cv.fine_grid(lo, hi)
-    gtv_f = cv.fine_structure("GTV", ellipsoid(GTV_CENTER, GTV_SEMI), fgrid, R.GTV)
-    bone_f = cv.fine_structure("Bone", treated_bone, fgrid, R.OTHER)
-    ctv_f = intersect(expand(gtv_f, CTV_MARGIN_MM), bone_f, name="CTV", role=R.CTV)
-    ptv_f = expand(ctv_f, PTV_MARGIN_MM, name="PTV", role=R.PTV)
-    gtv, ctv, ptv = (cv.coarsen(s, sl) for s in (gtv_f, ctv_f, ptv_f))
-    cv.paint(gtv.mask, RED_LESION)
+    targets = []
+    for suffix, level, centre, semi in lesions:
+        treated_bone = bodies[level] | posterior[level]
+        reach = CTV_MARGIN_MM + PTV_MARGIN_MM + 4.0
+        lo = np.subtract(centre, semi) - reach
+        hi = np.add(centre, semi) + reach
+        fgrid, sl = cv.fine_grid(lo, hi)
+        gtv_f = cv.fine_structure(f"GTV{suffix}", ellipsoid(centre, semi), fgrid, R.GTV)
+        bone_f = cv.fine_structure("Bone", treated_bone, fgrid, R.OTHER)
+        ctv_f = intersect(expand(gtv_f, CTV_MARGIN_MM), bone_f, name=f"CTV{suffix}", role=R.CTV)
+        ptv_f = expand(ctv_f, PTV_MARGIN_MM, name=f"PTV{suffix}", role=R.PTV)
+        gtv, ctv, ptv = (cv.coarsen(s, sl) for s in (gtv_f, ctv_f, ptv_f))
+        cv.paint(gtv.mask, RED_LESION)
+        targets += [gtv, ctv, ptv]
+    ptv = targets[2]
 
     cord_s = cv.structure("SpinalCord", cord, R.OAR)
     cord_prv = cv.structure(prv_name("SpinalCord", PRV_MARGIN_MM), cylinder(CORD_CENTER, CORD_RADIUS + PRV_MARGIN_MM),
@@ -144,23 +169,36 @@ def build(spacing_mm: float = DEFAULT_SPACING_MM) -> Case:
         cv.structure("SpinalCanal", canal, R.OAR),
         cord_s,
         cord_prv,
-        gtv, ctv, ptv,
+        *targets,
     ]
     metadata = {
-        "phantom": "spine",
-        "description": DESCRIPTION,
-        "target": "PTV",
+        "phantom": name,
+        "description": description,
+        "target": ptv.name,
         "suggested_isocenter_mm": tuple(float(v) for v in ptv.centroid_mm()),
         "ctv_rule": f"GTV + {CTV_MARGIN_MM:g} mm within the bone of the treated vertebra",
         "ptv_margin_mm": PTV_MARGIN_MM,
         "prv_margin_mm": PRV_MARGIN_MM,
-        "gtv_semi_axes_mm": GTV_SEMI,
+        "gtv_semi_axes_mm": lesions[0][3],
         "cord_radius_mm": CORD_RADIUS,
         "canal_radius_mm": CANAL_RADIUS,
         "densities": {"soft": RED_SOFT, "fat": RED_FAT, "lung": RED_LUNG, "cancellous": RED_CANCELLOUS,
                       "cortical": RED_CORTICAL, "posterior_elements": RED_POSTERIOR, "lesion": RED_LESION},
     }
-    return Case(name="spine", grid=cv.grid, hu=cv.hu, structures={s.name: s for s in structures},
+    if len(lesions) > 1:
+        metadata["targets"] = [t.name for t in targets[2::3]]
+    return Case(name=name, grid=cv.grid, hu=cv.hu, structures={s.name: s for s in structures},
                 calibration=cv.calibration, patient_position="HFS",
-                patient=phantom_patient("spine", spacing_mm, cv.grid.nz), source="phantom:spine",
+                patient=phantom_patient(name, spacing_mm, cv.grid.nz), source=f"phantom:{name}",
                 metadata=metadata)
+
+
+class _TwoLevels:
+    """The ``spine_two_levels`` entry of the phantom registry."""
+
+    DESCRIPTION = DESCRIPTION_TWO_LEVELS
+    DEFAULT_SPACING_MM = DEFAULT_SPACING_MM
+    build = staticmethod(build_two_levels)
+
+
+two_levels = _TwoLevels()

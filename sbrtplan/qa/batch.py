@@ -41,6 +41,7 @@ class QAEntry:
     measured: Path | None = None
     measured_point_gy: float | None = None
     shift_mm: tuple[float, float] = (0.0, 0.0)
+    report: Path | None = None      # the plan's report.html that gets the QA page
 
 
 def _opt_float(value: str | None, where: str) -> float | None:
@@ -116,7 +117,7 @@ def run_qa_batch(entries: list[QAEntry], phantom: Case, out_dir, *, gantry: Axis
             cmp_ = compare_measurement(res.plane, measured, calculated_point_gy=res.chamber_dose_gy,
                                        measured_point_gy=e.measured_point_gy, shift_mm=e.shift_mm, criteria=crit)
             write_comparison(cmp_, out / e.name, verification=summary, measured=measured, calculated=res.plane,
-                             title=f"Patient-specific QA: {e.name}")
+                             title=f"Patient-specific QA: {e.name}", report=e.report)
             row.update(verdict=cmp_.verdict.value, chamber_dose_gy=round(res.chamber_dose_gy, 5),
                        measured_point_gy=e.measured_point_gy,
                        point_diff_pct=None if cmp_.point is None else round(cmp_.point.diff_pct, 3),
@@ -161,3 +162,74 @@ def write_batch_summary(rows: list[dict], out_dir) -> dict:
     stats = batch_statistics(rows)
     write_json(out / "qa_summary.json", {"statistics": stats, "plans": rows})
     return stats
+
+
+# ------------------------------------------------------------- QA inside `sbrtplan batch`
+#: keys of a cohort file's ``qa`` mapping (top level or per case; the measurement keys per case)
+COHORT_QA_KEYS = {"phantom": str, "grid_mm": float, "gantry": str, "couch": str, "chamber": str, "criteria": str,
+                  "measured": str, "measured_point_gy": float, "shift_mm": list}
+
+
+def cohort_qa_options(value, where: str, base: Path) -> tuple:
+    """Validate a cohort file's ``qa`` value (``true``, ``false`` or a mapping of COHORT_QA_KEYS).
+
+    Returns the options as sorted ``(key, value)`` pairs (hashable, for the frozen cohort task);
+    ``()`` for no QA.  Relative paths (``criteria``, ``measured``) are resolved against ``base``.
+    """
+    if value is None or value is False:
+        return ()
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: qa {value!r}; expected true, false or a mapping of {sorted(COHORT_QA_KEYS)}")
+    bad = set(value) - set(COHORT_QA_KEYS)
+    if bad:
+        raise InputError(f"{where}: unknown qa key(s) {sorted(bad)}; allowed: {sorted(COHORT_QA_KEYS)}")
+    out = {"phantom": "qa_slab"}
+    for k, v in value.items():
+        kind = COHORT_QA_KEYS[k]
+        if kind is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                raise InputError(f"{where}: qa.{k} {v!r}; expected a number")
+            v = float(v)
+        elif kind is list:
+            if (not isinstance(v, (list, tuple)) or len(v) != 2
+                    or not all(isinstance(x, (int, float)) and math.isfinite(float(x)) for x in v)):
+                raise InputError(f"{where}: qa.{k} {v!r}; expected [DU, DV] in mm")
+            v = (float(v[0]), float(v[1]))
+        else:
+            v = str(v)
+        out[k] = v
+    for k in ("gantry", "couch"):
+        if k in out and out[k] not in ("planned", "zero"):
+            raise InputError(f"{where}: qa.{k} {out[k]!r}; expected planned or zero")
+    for k in ("criteria", "measured"):
+        if k in out:
+            p = Path(out[k])
+            out[k] = str(p if p.is_absolute() else (base / p).resolve())
+    return tuple(sorted(out.items()))
+
+
+def qa_plan_folder(plan_dir, options: tuple | dict, *, model=None) -> dict:
+    """Patient-specific QA of a written plan: its ``RTPLAN.dcm`` verified on the phantom into
+    ``PLAN_DIR/qa/``, compared with the measurement where the options name one, and the QA page put
+    into ``PLAN_DIR/report.html``.  Returns the summary row (:data:`SUMMARY_COLUMNS`), never raises
+    an input error (it is recorded in the row's ``error``)."""
+    opts = dict(options)
+    d = Path(plan_dir)
+    try:
+        crit = load_criteria(opts.get("criteria"))
+        from .phantom import load_qa_phantom
+
+        phantom = load_qa_phantom(opts.get("phantom", "qa_slab"), grid_mm=opts.get("grid_mm"), criteria=crit)
+    except SbrtplanError as exc:
+        row = {c: None for c in SUMMARY_COLUMNS}
+        row.update(name="qa", verdict="ERROR", error=str(exc))
+        return row
+    report = d / "report.html"
+    entry = QAEntry("qa", d / "RTPLAN.dcm", Path(opts["measured"]) if opts.get("measured") else None,
+                    opts.get("measured_point_gy"), tuple(opts.get("shift_mm", (0.0, 0.0))),
+                    report if report.is_file() else None)
+    return run_qa_batch([entry], phantom, d, gantry=AxisMode(opts.get("gantry", "planned")),
+                        couch=AxisMode(opts.get("couch", "planned")), chamber=opts.get("chamber"), criteria=crit,
+                        model=model)[0]

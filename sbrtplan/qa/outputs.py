@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
-from .._log import atomic_output, get_logger
+from .._json import write_json
+from .._log import get_logger
 from .compare import QAComparison
 from .plane import DosePlane, write_plane_csv
 from .verification import VerificationResult
@@ -16,24 +15,6 @@ log = get_logger(__name__)
 
 VERIFICATION_JSON = "verification.json"
 CALCULATED_PLANE_CSV = "calculated_plane.csv"
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def write_json(path, data: dict) -> Path:
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=True) + "\n",
-                             encoding="utf-8")
-    return path
 
 
 def write_verification(result: VerificationResult, out_dir, *, write_ct: bool = True,
@@ -80,9 +61,13 @@ def read_verification(qa_dir) -> tuple[dict, DosePlane]:
 
 def write_comparison(comparison: QAComparison, out_dir, *, verification: dict | None = None,
                      measured: DosePlane | None = None, calculated: DosePlane | None = None,
-                     title: str = "Patient-specific QA") -> dict:
-    """metrics.json (``qa`` section: verification and comparison) and qa_report.html."""
-    from .page import render_qa_page
+                     title: str = "Patient-specific QA", report=None) -> dict:
+    """metrics.json (``qa`` section: verification and comparison) and qa_report.html.
+
+    With ``report`` (the plan's ``report.html``) the same QA page is also put into that report
+    (replacing an earlier QA page of it).
+    """
+    from .page import add_qa_page_to_report, render_qa_page
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,4 +75,8 @@ def write_comparison(comparison: QAComparison, out_dir, *, verification: dict | 
     write_json(out / "metrics.json", metrics)
     render_qa_page(out / "qa_report.html", comparison, measured=measured, calculated=calculated,
                    verification=verification, title=title)
+    if report is not None:
+        add_qa_page_to_report(report, comparison, measured=measured, calculated=calculated,
+                              verification=verification, title=title)
+        log.info("QA page added to %s", report)
     return metrics

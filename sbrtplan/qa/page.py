@@ -1,5 +1,6 @@
-"""The QA page: a self-contained HTML file with the verdict, the point dose, the gamma table, the
-measured and calculated planes, the gamma map and two profiles (figures as inline PNG)."""
+"""The QA page: the verdict, the point dose, the gamma table, the measured and calculated planes, the
+gamma map and two profiles (figures as inline PNG), as a self-contained ``qa_report.html`` and as a
+page of the plan's ``report.html`` (:func:`add_qa_page_to_report`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ _CSS = ("body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-
         "table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px}"
         "th{background:#f0f0f0}.PASS{background:#d8f3dc}.FAIL{background:#fbd5d5}.REVIEW{background:#fdebd0}"
         ".INCOMPLETE{background:#eee}img{max-width:100%;border:1px solid #ddd}.note{color:#555;font-size:12px}")
+# the verdict colours inside the plan report (whose own CSS does not know them)
+_SCOPED_CSS = (".qa-page .PASS{background:#d8f3dc}.qa-page .FAIL{background:#fbd5d5}"
+               ".qa-page .REVIEW{background:#fdebd0}.qa-page .INCOMPLETE{background:#eee}")
 
 
 def _e(v) -> str:
@@ -88,26 +92,51 @@ def _figures(comparison: QAComparison, measured: DosePlane, calculated: DosePlan
     return out + _png(fig2)
 
 
-def render_qa_page(path, comparison: QAComparison, *, measured: DosePlane | None = None,
-                   calculated: DosePlane | None = None, verification: dict | None = None,
-                   title: str = "Patient-specific QA") -> Path:
-    """Write the QA page (atomically) and return its path."""
+def _calculated_figure(calculated: DosePlane) -> str:
+    """The calculated plane alone (a verification without a measurement yet)."""
+    from matplotlib.figure import Figure
+
+    ext = (calculated.u_mm[0], calculated.u_mm[-1], calculated.v_mm[0], calculated.v_mm[-1])
+    fig = Figure(figsize=(6, 4.6))
+    ax = fig.subplots(1, 1)
+    im = ax.imshow(calculated.dose_gy, origin="lower", extent=ext, vmin=0, vmax=calculated.max_gy, cmap="jet")
+    au, av, _ = calculated.orientation.axes
+    ax.set_title(f"calculated plane ({calculated.orientation.value}, Gy)")
+    ax.set_xlabel(f"{'xyz'[au]} (mm)")
+    ax.set_ylabel(f"{'xyz'[av]} (mm)")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _png(fig)
+
+
+def qa_page_fragment(comparison: QAComparison, *, measured: DosePlane | None = None,
+                     calculated: DosePlane | None = None, verification: dict | None = None,
+                     title: str = "Patient-specific QA", heading: str = "h2") -> str:
+    """The QA page as an HTML fragment (its own heading, styles scoped to ``.qa-page``).
+
+    The same content serves the stand-alone ``qa_report.html`` and the QA page of the plan's
+    ``report.html`` (:func:`add_qa_page_to_report`).  Without a measurement the verdict is
+    ``INCOMPLETE`` and the calculated plane is shown alone.
+    """
+    sub = "h3" if heading == "h2" else "h2"
     v = comparison.verdict.value
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{_CSS}</style>"
-             f"</head><body><h1>{_e(title)}</h1><p>Verdict: <span class='{v}'><b>{v}</b></span> "
+    parts = [f"<div class='qa-page'><style>{_SCOPED_CSS}</style>",
+             f"<{heading}>{_e(title)}</{heading}><p>Verdict: <span class='{v}'><b>{v}</b></span> "
              f"<span class='note'>(point dose &lt; {comparison.point.tolerance_pct if comparison.point else 3:g} %; "
              f"gamma {_e(comparison.decisive.label)} &ge; {comparison.pass_rate_pct:g} % pass, "
              f"&ge; {comparison.action_rate_pct:g} % review; {comparison.threshold_pct:g} % low-dose threshold)"
              "</span></p>"]
     if verification:
         ch = verification.get("chamber", {})
-        parts.append("<h2>Verification plan</h2><table>"
+        parts.append(f"<{sub}>Verification plan</{sub}><table>"
                      f"<tr><th>phantom</th><td>{_e(verification.get('phantom'))}</td></tr>"
+                     f"<tr><th>source plan</th><td>{_e(verification.get('source_rtplan'))}</td></tr>"
                      f"<tr><th>gantry / couch</th><td>{_e(verification.get('gantry'))} / "
                      f"{_e(verification.get('couch'))}</td></tr>"
                      f"<tr><th>MU (one fraction)</th><td>{_f(verification.get('mu_per_fraction'), 1)}</td></tr>"
-                     f"<tr><th>chamber</th><td>{_e(ch.get('label'))}</td></tr></table>")
-    parts.append("<h2>Point dose</h2>")
+                     f"<tr><th>chamber</th><td>{_e(ch.get('label'))}</td></tr>"
+                     f"<tr><th>calculated chamber dose (Gy)</th><td>{_f(ch.get('volume_averaged_dose_gy'), 4)} "
+                     f"(centre {_f(ch.get('centre_dose_gy'), 4)})</td></tr></table>")
+    parts.append(f"<{sub}>Point dose</{sub}>")
     if comparison.point is None:
         parts.append("<p class='note'>no measured point dose given</p>")
     else:
@@ -116,9 +145,11 @@ def render_qa_page(path, comparison: QAComparison, *, measured: DosePlane | None
         parts.append(f"<table><tr><th>measured (Gy)</th><th>calculated (Gy)</th><th>difference (%)</th></tr>"
                      f"<tr><td>{_f(p.measured_gy, 4)}</td><td>{_f(p.calculated_gy, 4)}</td>"
                      f"<td class='{cls}'>{_f(p.diff_pct, 2)}</td></tr></table>")
-    parts.append("<h2>Gamma</h2>")
+    parts.append(f"<{sub}>Gamma</{sub}>")
     if not comparison.gammas:
         parts.append("<p class='note'>no measured plane given</p>")
+        if calculated is not None:
+            parts.append(_calculated_figure(calculated))
     else:
         def level(rate: float) -> str:
             return ("PASS" if rate >= comparison.pass_rate_pct else
@@ -134,8 +165,34 @@ def render_qa_page(path, comparison: QAComparison, *, measured: DosePlane | None
                      f"{_f(comparison.normalisation_gy, 4)} Gy; registration shift {comparison.shift_mm} mm</p>")
         if measured is not None and calculated is not None:
             parts.append(_figures(comparison, measured, calculated))
-    parts.append("</body></html>\n")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def render_qa_page(path, comparison: QAComparison, *, measured: DosePlane | None = None,
+                   calculated: DosePlane | None = None, verification: dict | None = None,
+                   title: str = "Patient-specific QA") -> Path:
+    """Write the stand-alone QA page (atomically) and return its path."""
+    body = qa_page_fragment(comparison, measured=measured, calculated=calculated, verification=verification,
+                            title=title, heading="h1")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{_CSS}</style>"
+            f"</head><body>{body}</body></html>\n")
     path = Path(path)
     with atomic_output(path) as tmp:
-        Path(tmp).write_text("".join(parts), encoding="utf-8")
+        Path(tmp).write_text(page, encoding="utf-8")
     return path
+
+
+#: id of the QA page in the plan's report.html (replaced, not duplicated, when the QA is re-run)
+REPORT_SECTION_ID = "patient-specific-qa"
+
+
+def add_qa_page_to_report(report_path, comparison: QAComparison, *, measured: DosePlane | None = None,
+                          calculated: DosePlane | None = None, verification: dict | None = None,
+                          title: str = "Patient-specific QA") -> Path:
+    """Put the QA page into the plan's ``report.html`` (replacing an earlier QA page)."""
+    from ..report import set_report_section
+
+    frag = qa_page_fragment(comparison, measured=measured, calculated=calculated, verification=verification,
+                            title=title, heading="h2")
+    return set_report_section(report_path, REPORT_SECTION_ID, frag)

@@ -77,7 +77,8 @@ def dvh_figure(dvhs: dict[str, DVH], colours: dict[str, str], prescription_gy: f
     ax.grid(alpha=0.3)
     title = "Cumulative DVH" + (f" (solid: plan, dashed: {reference_label})" if reference else "")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if dvhs:   # no curve, no legend (a report without DVH structures)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.subplots_adjust(left=0.08, right=0.78, bottom=0.11, top=0.92)
     return _png(fig)
 

@@ -347,3 +347,49 @@ def render_report(path, *, case: Case, dose: Dose, metrics: dict, prescription_g
         with atomic_output(out_path) as tmp:
             tmp.write_text(page, encoding="utf-8")
     return out_path
+
+
+# ------------------------------------------------------- sections added later
+def _section_markers(section_id: str) -> tuple[str, str]:
+    return f"<!-- sbrtplan-section:{section_id}:begin -->", f"<!-- sbrtplan-section:{section_id}:end -->"
+
+
+def set_report_section(path, section_id: str, fragment: str) -> Path:
+    """Put a page into a report already written (e.g. the patient-specific QA page, after the plan).
+
+    The fragment (HTML that starts with its own ``<h2>`` heading) is placed between two
+    comment markers carrying ``section_id``: a later call with the same id replaces it, so
+    re-running the QA updates the page instead of appending a second one.  A new section goes
+    before the report's timings (the last section), or before ``</body>``.  Written atomically.
+
+    Raises
+    ------
+    InputError
+        When ``path`` is not a readable HTML report.
+    """
+    import re
+
+    path = Path(path)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", section_id or ""):
+        raise InputError(f"report section id {section_id!r}: expected lower-case letters, digits and '-'")
+    try:
+        page = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--report {path}: cannot read the plan report ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--report {path}: not a UTF-8 HTML report") from None
+    if "</body>" not in page:
+        raise InputError(f"--report {path}: not an HTML report (no </body>)")
+    begin, end = _section_markers(section_id)
+    block = f'{begin}\n<section id="{section_id}">\n{fragment}\n</section>\n{end}'
+    i, j = page.find(begin), page.find(end)
+    if i >= 0 and j > i:
+        page = page[:i] + block + page[j + len(end):]
+    else:
+        anchor = page.rfind("<h2>Timings</h2>")
+        if anchor < 0:
+            anchor = page.rfind("</body>")
+        page = page[:anchor] + block + "\n" + page[anchor:]
+    with atomic_output(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path

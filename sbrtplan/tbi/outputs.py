@@ -9,12 +9,12 @@ rule with pass/fail, and the two quality indicators of the standard for this pat
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from .._json import write_json
 from .._log import atomic_output, get_logger
 from ..errors import InputError
 from .plan import TbiPlan, region_summary
@@ -174,7 +174,5 @@ def write_outputs(plan: TbiPlan, out_dir, *, rtplan: bool = True, report: bool =
     if report:
         from .html import render_tbi_report
         paths["report"] = render_tbi_report(out / "report.html", plan, metrics)
-    with atomic_output(out / "metrics.json") as tmp:
-        Path(tmp).write_text(json.dumps(metrics, indent=2))
-    paths["metrics"] = out / "metrics.json"
+    paths["metrics"] = write_json(out / "metrics.json", metrics)
     return paths

@@ -53,8 +53,9 @@ from ..optimizer import (KeepMode, LinearMean, LowerDVH, MaxDose, MeanDose, Opti
 
 log = get_logger(__name__)
 
-# The relaxation costs (organ limits 1000, target bounds 1) and the hot-spot reference (105 % Rx)
-# are the planning recipe's ``stages`` section (``workflow.recipe``, ``recipes/default.yaml``).
+# The relaxation costs (organ limits 1000, target bounds 1), the hot-spot reference (105 % Rx), the
+# allowance with which a stage is kept, the fluence-smoothness and body ALARA weights are the planning
+# recipe's ``stages`` section (``workflow.recipe``, ``recipes/default.yaml``).
 
 
 def ring_dose_fraction(inner_mm: float, *, ptv_volume_cc: float, r50: float | None = None,
@@ -217,7 +218,7 @@ def stages_from_goals(goals: list[tuple[Goal, VoxelRegion | None]], *, prescript
 
     s1_obj: list[tuple[Term, float]] = [(QuadUnderdose(target, rx), 1.0)] + coverage
     stage1 = OptimizationStage("coverage", s1_obj, list(hard), keep=KeepMode.OBJECTIVE,
-                               keep_abs=(0.005 * rx) ** 2)
+                               keep_abs=(costs.keep_rms_underdose * rx) ** 2)
 
     s2_obj: list[tuple[Term, float]] = []
     for region, inner_mm, _outer_mm in rings:
@@ -229,21 +230,21 @@ def stages_from_goals(goals: list[tuple[Goal, VoxelRegion | None]], *, prescript
     smooth = None
     if smoothness_pairs is not None and len(smoothness_pairs):
         smooth = Smoothness(np.asarray(smoothness_pairs, dtype=np.int64))
-        s2_obj.append((smooth, 0.01))
+        s2_obj.append((smooth, costs.smoothness_weight))
     if not s2_obj and body is not None:
-        s2_obj.append((QuadOverdose(body, 0.5 * rx), 1.0))
+        s2_obj.append((QuadOverdose(body, costs.body_fallback_fraction * rx), 1.0))
     stages = [stage1]
     if s2_obj:
         stages.append(OptimizationStage("conformity", s2_obj, list(hard), keep=KeepMode.OBJECTIVE,
-                                        keep_abs=(0.005 * rx) ** 2))
+                                        keep_abs=(costs.keep_rms_underdose * rx) ** 2))
     s3_obj: list[tuple[Term, float]] = []
     n_org = max(len(organs), 1)
     for region in organs.values():
         s3_obj.append((LinearMean(region), 1.0 / n_org))
     if body is not None:
-        s3_obj.append((LinearMean(body), 0.2))
+        s3_obj.append((LinearMean(body), costs.body_alara_weight))
     if smooth is not None:
-        s3_obj.append((smooth, 0.01))
+        s3_obj.append((smooth, costs.smoothness_weight))
     if s3_obj:
         stages.append(OptimizationStage("alara", s3_obj, list(hard), keep=KeepMode.NONE))
     if boost is not None:

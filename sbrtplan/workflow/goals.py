@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..case import Structure
-from ..evaluation.matching import RoleMatch, find_prv, subtract
+from ..evaluation import goal_structures
+from ..evaluation.matching import RoleMatch
 from ..protocols import Protocol
-from ..protocols.model import ApplyTo, Goal, Stage
+from ..protocols.model import Goal, Stage
 
 
 @dataclass
@@ -47,17 +48,11 @@ def resolve_goals(goals: list[Goal], protocol: Protocol, match: RoleMatch) -> Re
         if goal.structure not in protocol.roles:
             missing.append(goal)
             continue
-        found = list(match.get(goal.structure))
+        found, _ = goal_structures(goal, protocol, match)   # the evaluation's structures (PRV, minus)
         if not found:
             if protocol.roles[goal.structure].kind != "body":
                 missing.append(goal)
             continue
-        if goal.apply_to is ApplyTo.PRV:
-            found = [find_prv(s, match.structures) or s for s in found]
-        if goal.minus:
-            parts = [p for key in goal.minus for p in match.get(key)]
-            if parts:
-                found = [subtract(s, parts, f"{s.name}-" + "-".join(p.name for p in parts)) for s in found]
         for s in found:
             if s.mask.any():
                 pairs.append((goal, s))

@@ -19,11 +19,11 @@ previous outputs only once complete (:func:`sbrtplan._staging.staged_dir`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
-from .._log import atomic_output, get_logger
+from .._json import write_json
+from .._log import get_logger
 from .._staging import staged_dir
 from .plan import Plan
 
@@ -33,21 +33,8 @@ OUTPUT_FILES = ("CT", "RTSTRUCT.dcm", "RTPLAN.dcm", "RTDOSE.dcm", "plan.mat", "r
 
 
 def write_metrics_json(path, metrics: dict) -> Path:
-    """metrics.json, atomically."""
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2, default=_json_default))
-    return path
-
-
-def _json_default(obj):
-    import numpy as np
-
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+    """metrics.json, atomically, as strict JSON (:func:`sbrtplan._json.write_json`: NaN as null)."""
+    return write_json(path, metrics)
 
 
 def write_plan(plan: Plan, out_dir, *, title: str | None = None, mat_format: str = "auto",

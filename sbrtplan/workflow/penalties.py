@@ -6,9 +6,10 @@ hot spots only in the GTV/ITV, fall-off rings.  Priorities become weights and
 round, the violated limits of the most important violated priority only:
 
 0. hard organ limits (``Priority.HARD_OAR``, mandatory) and the PTV maximum
-   (``Dmax <= 140 %``): over-dose penalty at 95 % of the limit on the goal's
+   (``Dmax <= 140 %``): over-dose penalty at ``penalties.hard_ref`` of the limit on the goal's
    structure, leaving free the hottest volume the limit allows (``D_xcc < L``:
-   80 % of x cc), weight x4 and reference lowered while violated;
+   ``penalties.allowed_volume_factor`` of x cc), weight x ``penalties.hard_growth`` and reference
+   lowered (never under ``penalties.hard_ref_floor`` of the limit) while violated;
 1. coverage (the protocol's ``V100%Rx >= v``, aimed 0.5 % higher): under-dose
    penalty at ``penalties.target_under_ref`` x Rx on the optimisation target (PTV! for
    the spine), graded down to ``penalties.band_low_ref`` x Rx over the ``penalties.band_mm`` next
@@ -22,7 +23,7 @@ round, the violated limits of the most important violated priority only:
    weight cannot push the gradient out of the "none" band;
 2. hot spots outside the GTV/ITV: over-dose above ``penalties.target_hot_ref`` x Rx in
    the PTV outside the GTV/ITV, with the protocol's D0.035cc < 110 % as a
-   limit (aimed at ``penalties.hotspot_limit``, measured on the dose normalised to the
+   limit (aimed at ``penalties.hotspot_aim`` of it, measured on the dose normalised to the
    coverage goal as the final normalisation will scale it, unless a hard
    organ limit stops that scaling) whose reference never drops below the
    coverage reference; re-weighted once the coverage weight is capped; inside the
@@ -89,7 +90,7 @@ from .structures import PlanningStructures
 # Aimed 2 % under the protocols' 110 %: the limit is measured on the optimiser's dose normalised to
 # the coverage goal, the evaluation on the final dose (measured on the liver phantom: 1.10 gave
 # External-GTV-ITV D0.035cc 109.6-110.4 %, 1.08 gives 108.5 %).
-#   -> penalties.hotspot_limit
+#   -> penalties.hotspot_aim
 # Weight factor of the hot-spot limit per violated round: the hot spot acts once the coverage
 # weight is capped; x4 cost the spine phantom its conformity (CI_rtog 1.00 -> 1.20), x2 keeps it
 # (1.19) with V100 92.2 -> 93.8 % and External-GTV D0.035cc 123 -> 116 %.
@@ -184,10 +185,15 @@ def falloff_profile(ps: PlanningStructures, problem: PlanProblem) -> FalloffProf
     ``penalties.d2cm_ref_factor`` lower from 2 cm on: D2cm is the maximum there, so the bulk must stay
     clearly below it.
     """
+    if ps.parts:  # several targets: each one's profile on its own share (workflow.targets)
+        from .targets import multi_target_falloff
+        return multi_target_falloff(ps, problem)
     r = problem.recipe.penalties
     vox = problem.voxels
     dist = distance_map_mm(ps.target, max_distance_mm=250.0).ravel()[vox.indices]
     outside = np.flatnonzero(~ps.target.mask.ravel()[vox.indices])
+    if ps.falloff_mask is not None:  # one of several targets: its share only (workflow.targets)
+        outside = outside[ps.falloff_mask.ravel()[vox.indices[outside]]]
     grid_mm = np.round(np.minimum(dist[outside], 250.0)).astype(int)
     table = np.array([ring_dose_fraction(float(m) if m >= 20 else max(float(m) - r.falloff_shift_mm, 0.0),
                                          ptv_volume_cc=ps.target.volume_cc)
@@ -207,6 +213,9 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
     a penalty of weight ``penalties.w_d2cm_limit`` (0: none).  The tuning values are
     ``problem.recipe.penalties``.
     """
+    if ps.parts:  # several targets: each one's penalties at its prescription, merged (workflow.targets)
+        from .targets import multi_target_penalties
+        return multi_target_penalties(ps, problem, d2cm_rows=d2cm_rows)
     r = problem.recipe.penalties
     rx = problem.prescription_gy
     vox = problem.voxels
@@ -270,7 +279,7 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
             continue  # target bounds and hot spots are shaped above
         L = goal.limit_in_gy(rx)
         hard = goal.mandatory and goal.priority is Priority.HARD_OAR
-        p = Penalty(f"{region.name} {goal.metric_label}", region.rows, 0.95 * L if hard else L,
+        p = Penalty(f"{region.name} {goal.metric_label}", region.rows, r.hard_ref * L if hard else L,
                     r.w_hard if hard else r.w_optional, over=True, row_weights=region.weights)
         pens.append(p)
         if not hard:
@@ -283,11 +292,13 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
         elif goal.metric is Metric.D_PCT:
             frac = goal.parameter.value / 100.0
         else:
-            limits.append(Limit(p, r.hard_limit_margin * L, mean=True, label=p.name))
+            limits.append(Limit(p, r.hard_limit_margin * L, mean=True, label=p.name, growth=r.hard_growth,
+                                floor_gy=r.hard_ref_floor * L))
             continue
         # the volume the limit allows above L stays free (less a margin, so the limit holds exactly)
-        p.allowed_fraction = 0.8 * frac
-        limits.append(Limit(p, r.hard_limit_margin * L, frac, label=p.name))
+        p.allowed_fraction = r.allowed_volume_factor * frac
+        limits.append(Limit(p, r.hard_limit_margin * L, frac, label=p.name, growth=r.hard_growth,
+                            floor_gy=r.hard_ref_floor * L))
     # coverage goal of the protocol (V100%Rx >= v % of the PTV) on the optimisation target: the
     # cold volume it allows, less the part of the PTV that the optimisation target leaves out
     level = _coverage_goal_pct(problem)
@@ -301,11 +312,11 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
     # like an organ limit, so that the normalisation is never capped by it
     dmax = _target_dmax_pct(problem)
     if dmax is not None and ptv_rows.size:
-        top = Penalty(f"target above {dmax - 5:g}% Rx", ptv_rows, (dmax - 5.0) / 100.0 * rx, r.w_boost_hot, over=True,
-                      row_weights=vox.weights[ptv_rows])
+        top = Penalty(f"target above {r.target_max_ref * dmax:.4g}% Rx", ptv_rows, r.target_max_ref * dmax / 100.0 * rx,
+                      r.w_boost_hot, over=True, row_weights=vox.weights[ptv_rows])
         pens.append(top)
-        limits.append(Limit(top, (dmax - 1.0) / 100.0 * rx, 0.0, label=f"PTV Dmax <= {dmax:g}% Rx",
-                            floor_gy=(r.target_under_ref + 0.05) * rx))
+        limits.append(Limit(top, r.target_max_aim * dmax / 100.0 * rx, 0.0, label=f"PTV Dmax <= {dmax:g}% Rx",
+                            floor_gy=(r.target_under_ref + r.target_max_floor) * rx, growth=r.hard_growth))
     # dose-volume upper limits of the protocol on the target (TG-119: PTV D10 <= 110 % Rx): an
     # over-dose penalty on the target outside the GTV that leaves the allowed hottest volume free,
     # measured and re-weighted with the coverage (same priority: the normalisation to the coverage
@@ -321,23 +332,39 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
             hot_cc = float(vox.weights[hot].sum()) * float(np.prod(ps.target.grid.spacing_mm)) / 1000.0
             frac = min(goal.parameter.value / max(hot_cc, 1e-6), 1.0)
         p = Penalty(f"target {goal.metric_label} <= {100 * L / rx:g}% Rx", hot, r.target_dv_ref * L, r.w_target_hot,
-                    over=True, row_weights=vox.weights[hot], allowed_fraction=0.8 * frac)
+                    over=True, row_weights=vox.weights[hot], allowed_fraction=r.allowed_volume_factor * frac)
         pens.append(p)
         limits.append(Limit(p, r.target_dv_margin * L, frac, label=f"target {goal.metric_label}", priority=1,
-                            growth=r.coverage_growth, floor_gy=(r.target_under_ref + 0.01) * rx))
-    if hot.size:
-        # hot spots outside the GTV/ITV: near-maximum (D0.035cc) of the target outside the GTV
+                            growth=r.coverage_growth, floor_gy=(r.target_under_ref + r.hot_floor_margin) * rx))
+    hs = _hotspot_goal(problem)
+    if hot.size and hs is not None:
+        # hot spots outside the GTV/ITV: the protocol's near-maximum limit (External-GTV D0.035cc <
+        # 110 % Rx, conformity: below coverage), aimed under it, on the target outside the GTV
+        L, hs_cc = hs
         hot_cc = float(vox.weights[hot].sum()) * float(np.prod(ps.target.grid.spacing_mm)) / 1000.0
-        limits.append(Limit(hot_pen, r.hotspot_limit * rx, min(0.035 / max(hot_cc, 1e-6), 1.0),
-                            label="hot spot outside GTV D0.035cc", floor_gy=(r.target_under_ref + 0.01) * rx,
-                            priority=2, growth=r.hotspot_growth))
+        limits.append(Limit(hot_pen, r.hotspot_aim * L, min(hs_cc / max(hot_cc, 1e-6), 1.0),
+                            label=f"hot spot outside GTV D{hs_cc:g}cc",
+                            floor_gy=(r.target_under_ref + r.hot_floor_margin) * rx, priority=2,
+                            growth=r.hotspot_growth))
     # target hot spots and dose-volume upper limits are measured on the dose normalised to the
     # coverage goal: the final normalisation scales them with it
     cover_lim = next((lim for lim in limits if lim.lower), None)
     if cover_lim is not None:
-        organ_caps = [lim for lim in limits if lim.priority == 0 and not lim.lower and not lim.mean]
+        from ..optimizer.penalty import normalisation_caps
+
+        organ_caps = normalisation_caps(limits, cover_lim)
         for lim in limits:
             if lim is not cover_lim and lim.priority >= 1 and not lim.mean:
                 lim.normalized_by = cover_lim
                 lim.scale_caps = organ_caps
     return pens, limits
+
+
+def _hotspot_goal(problem: PlanProblem) -> tuple[float, float] | None:
+    """The protocol's hot-spot limit outside the GTV/ITV: (limit Gy, volume cc), None when it has none."""
+    for goal, region in problem.goal_regions or []:
+        if (goal.structure == "body" and goal.comparator.is_upper_bound and goal.limit is not None
+                and goal.metric in (Metric.D_CC, Metric.DMAX)):
+            cc = goal.parameter.value if goal.metric is Metric.D_CC else 0.035
+            return goal.limit_in_gy(problem.prescription_gy), float(cc)
+    return None

@@ -67,6 +67,9 @@ class PlanOptions:
         IMRT: smallest deliverable segment (MU per fraction).
     target : str or None
         Prescription target when several PTVs exist.
+    targets : tuple of TargetPrescription
+        Several targets in one plan, each with its prescription (``workflow.targets``; strings
+        ``"PTV1:27/3"`` are accepted by :func:`~sbrtplan.workflow.plan`); empty: one target.
     conditions : tuple of str
         Protocol conditions (e.g. ``renal_cell``).
     allow_missing : bool
@@ -95,6 +98,7 @@ class PlanOptions:
     max_segments: int = 10
     min_segment_mu: float = 2.0
     target: str | None = None
+    targets: tuple = ()
     conditions: tuple[str, ...] = ()
     allow_missing: bool = False
     seed: int = 0

@@ -36,6 +36,9 @@ class PlanProblem:
     goal_regions: list = None  # (Goal, VoxelRegion | None) pairs
     #: the tuning values every optimisation of this problem uses (``workflow.recipe``)
     recipe: PlanningRecipe = None
+    #: a plan of several targets: one problem per target (its region, prescription and goals) on the
+    #: same voxels and regions, in the order of ``PlanningStructures.parts`` (``workflow.targets``)
+    parts: list = None
 
     def __post_init__(self) -> None:
         if self.recipe is None:
@@ -61,17 +64,34 @@ def build_problem(case: Case, ps: PlanningStructures, resolved: ResolvedGoals, p
             regions[structure.name] = r
         return regions[structure.name]
 
-    pairs = [(g, reg(s)) for g, s in resolved.pairs]
+    def stages_of(part, pairs, rx, body):
+        rings = []
+        for r in part.rings:
+            rr = reg(r)
+            if rr is not None:
+                inner, outer = r.metadata["band_mm"]
+                rings.append((rr, float(inner), float(outer)))
+        return stages_from_goals(pairs, prescription_gy=rx, n_fractions=n_fractions,
+                                 target=reg(part.optimization_target), boost=reg(part.boost),
+                                 hotspot_free=reg(part.hotspot_free), rings=rings, body=body, recipe=recipe)
+
     target = reg(ps.optimization_target)
-    rings = []
-    for r in ps.rings:
-        rr = reg(r)
-        if rr is not None:
-            inner, outer = r.metadata["band_mm"]
-            rings.append((rr, float(inner), float(outer)))
-    stages = stages_from_goals(pairs, prescription_gy=prescription_gy, n_fractions=n_fractions, target=target,
-                               boost=reg(ps.boost), hotspot_free=reg(ps.hotspot_free), rings=rings,
-                               body=reg(case.body), recipe=recipe)
+    if ps.parts:
+        # several targets: each its own goals, prescription and stages on the shared voxels
+        from .targets import merge_stages, part_goal_pairs
+
+        subs, stage_lists = [], []
+        for i, part in enumerate(ps.parts):
+            sp = part_goal_pairs(resolved.pairs, ps.protocol, part, primary=i == 0)
+            pairs_i = [(g, reg(s)) for g, s in sp]
+            stage_lists.append(stages_of(part, pairs_i, part.rx_gy, reg(case.body) if i == 0 else None))
+            subs.append(PlanProblem(voxels, stage_lists[-1], reg(part.optimization_target), regions, part.rx_gy,
+                                    n_fractions, pairs_i, recipe))
+        pairs = [pr for sub in subs for pr in sub.goal_regions]
+        return PlanProblem(voxels, merge_stages(stage_lists), target, regions, prescription_gy, n_fractions, pairs,
+                           recipe, parts=subs)
+    pairs = [(g, reg(s)) for g, s in resolved.pairs]
+    stages = stages_of(ps, pairs, prescription_gy, reg(case.body))
     return PlanProblem(voxels, stages, target, regions, prescription_gy, n_fractions, pairs, recipe)
 
 

@@ -12,7 +12,7 @@ A recipe file::
     name: my-recipe          # free text, recorded in metrics.json
     version: 3               # integer >= 1, recorded in metrics.json
     penalties:
-      hotspot_limit: 1.07    # any subset of the fields; the rest keep the shipped values
+      hotspot_aim: 0.97      # any subset of the fields; the rest keep the shipped values
 
 is checked when it is loaded (known sections and keys, types, finite values inside
 each field's range); a bad file raises :class:`~sbrtplan.errors.InputError` naming
@@ -50,6 +50,14 @@ class StageRecipe:
     target_relax_cost: float = _v("relaxation cost of target minimums / maxima (relaxed first)", 0.0, 1e9)
     hotspot_fraction: float = _v("x Rx above which the dose outside the GTV/ITV is penalised (mean squared) "
                                  "in the conformity stage", 0.5, 2.0)
+    keep_rms_underdose: float = _v("x Rx: RMS allowance with which a stage's optimum is kept in the later stages",
+                                   0.0, 0.1)
+    smoothness_weight: float = _v("weight of the fluence-smoothness term in the conformity and ALARA stages",
+                                  0.0, 1e6)
+    body_alara_weight: float = _v("weight of the body's mean dose in the ALARA stage (each organ's: 1 / their "
+                                  "number)", 0.0, 1e6)
+    body_fallback_fraction: float = _v("x Rx: body over-dose reference of the conformity stage when no ring, hot-spot "
+                                       "or soft goal exists", 0.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -66,16 +74,27 @@ class PenaltyRecipe:
     w_optional: float = _v("weight of an optional organ limit's over-dose penalty", 0.0, 1e9)
     hard_limit_margin: float = _v("hard organ limits are met on the optimiser's dose at this fraction of the "
                                   "limit", 0.5, 1.0)
+    hard_ref: float = _v("x limit: reference of a hard organ limit's over-dose penalty", 0.5, 1.0)
+    hard_ref_floor: float = _v("x limit: lowest the reference of a violated hard organ limit moves", 0.0, 1.0)
+    hard_growth: float = _v("weight factor of a violated hard limit (organ, PTV maximum) per round", 1.0, 100.0)
+    allowed_volume_factor: float = _v("factor of the hottest volume a dose-volume limit allows that its penalty "
+                                      "leaves free (the rest is the margin that makes the limit hold)", 0.0, 1.0)
     target_under_ref: float = _v("x Rx: reference of the target under-dose penalty", 0.8, 1.2)
-    band_mm: float = _v("mm: width of the PTV! band next to the removed organ PRV where the coverage "
-                        "reference is graded down (0: no band)", 0.0, 20.0)
+    band_mm: float = _v("mm: width of the PTV! band next to the removed organ PRV where the coverage reference is "
+                        "graded down (0: no band)", 0.0, 20.0)
     band_low_ref: float = _v("x Rx: coverage reference at the removed PRV (inner band edge: Rx)", 0.5, 1.2)
     band_weight: float = _v("factor of the coverage weight inside that band", 0.0, 10.0)
     target_hot_ref: float = _v("x Rx: over-dose reference in the target outside the GTV/ITV", 0.8, 2.0)
-    hotspot_limit: float = _v("x Rx: aimed hot-spot limit (D0.035cc) outside the GTV/ITV, on the normalised "
-                              "dose", 0.8, 2.0)
+    hot_floor_margin: float = _v("x Rx above the under-dose reference: lowest the hot-spot and target "
+                                 "dose-volume references move", 0.0, 0.5)
+    hotspot_aim: float = _v("x the protocol's limit: aimed hot-spot limit (External-GTV D0.035cc), on the "
+                            "normalised dose", 0.5, 1.0)
     hotspot_growth: float = _v("weight factor of the hot-spot limit per violated round", 1.0, 100.0)
     boost_hot_ref: float = _v("x Rx: over-dose reference inside the GTV/ITV", 0.8, 3.0)
+    target_max_ref: float = _v("x the protocol's PTV maximum: reference of the PTV-maximum penalty", 0.5, 1.0)
+    target_max_aim: float = _v("x the protocol's PTV maximum: the measured limit (normalisation margin)", 0.5, 1.0)
+    target_max_floor: float = _v("x Rx above the under-dose reference: lowest the PTV-maximum reference moves",
+                                 0.0, 1.0)
     falloff_shift_mm: float = _v("mm: the fall-off profile starts this far outside the PTV surface "
                                  "(penumbra)", 0.0, 20.0)
     falloff_max: float = _v("x Rx: highest dose the fall-off profile allows", 0.1, 2.0)
@@ -85,8 +104,11 @@ class PenaltyRecipe:
                                0.1, 1.5)
     d2cm_limit_factor: float = _v("x RTOG 'none' D2cm: the measured D2cm limit (VMAT MU re-solve)", 0.1, 1.5)
     w_d2cm_limit: float = _v("weight of the D2cm limit's penalty (0: no D2cm limit)", 0.0, 1e9)
-    coverage_margin_pct: float = _v("% of volume: the coverage goal is aimed this much above the protocol's "
-                                    "level", 0.0, 5.0)
+    coverage_margin_pct: float = _v("% of volume: a coverage goal is aimed (optimised and normalised to) this much "
+                                    "above the protocol's level", 0.0, 5.0)
+    coverage_aim_max_pct: float = _v("% of volume: a coverage goal is never aimed higher than this", 90.0, 100.0)
+    normalisation_cap: float = _v("x limit: the plan's normalisation stops this far under a higher-priority limit "
+                                  "it would break (hard organ limit, PTV maximum)", 0.9, 1.0)
     coverage_growth: float = _v("weight factor of the coverage limit (and limits of its priority) per "
                                 "violated round", 1.0, 100.0)
     coverage_max_factor: float = _v("largest total growth factor of the coverage weight", 1.0, 1e6)

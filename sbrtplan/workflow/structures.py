@@ -54,6 +54,15 @@ class PlanningStructures:
         Protocol role -> structures (PRVs included in ``match.structures``).
     derived : list of str
         Names of the structures this step added to the case.
+    parts : list of PlanningStructures
+        A plan of several targets (:mod:`~sbrtplan.workflow.targets`): each target's structures
+        (``target`` is then the union of the targets); empty for one target.
+    rx_gy : float or None
+        A part's prescription (total Gy); None for a single-target plan (the scheme's).
+    share : bool array or None
+        A part's voxels (nearest-target rule); None: every voxel.
+    falloff_mask : bool array or None
+        Where a part's fall-off goals apply: its share outside every target; None: outside the target.
     """
 
     target: Structure
@@ -63,9 +72,16 @@ class PlanningStructures:
     rings: list[Structure]
     match: RoleMatch
     derived: list[str] = field(default_factory=list)
+    parts: list["PlanningStructures"] = field(default_factory=list)
+    rx_gy: float | None = None
+    share: np.ndarray | None = field(default=None, repr=False)
+    falloff_mask: np.ndarray | None = field(default=None, repr=False)
+    #: the protocol of a plan of several targets (which goals are per target)
+    protocol: Protocol | None = field(default=None, repr=False)
 
 
-def build_planning_structures(case: Case, protocol: Protocol, target: str | None = None) -> PlanningStructures:
+def build_planning_structures(case: Case, protocol: Protocol, target: str | None = None,
+                              targets=None) -> PlanningStructures:
     """Add the protocol's planning structures to ``case`` (in place) and return them.
 
     Parameters
@@ -75,11 +91,18 @@ def build_planning_structures(case: Case, protocol: Protocol, target: str | None
     protocol : Protocol
     target : str, optional
         Name of the prescription target when several PTVs exist.
+    targets : sequence of TargetPrescription, optional
+        Several targets with their prescriptions, highest dose first (``workflow.targets``):
+        each target's structures restricted to its share, in ``parts``.
 
     Returns
     -------
     PlanningStructures
     """
+    if targets is not None and len(targets) > 1:
+        from .targets import build_target_structures
+
+        return build_target_structures(case, protocol, targets)
     derived: list[str] = []
     match = match_roles(protocol, case.structures, target=target)
     if match.target is None:

@@ -29,9 +29,15 @@
    within the machine's MU-per-degree range; the DAO keeps MU per degree 20 %
    inside that range, so the range always contains [0.83, 1.25].
 
-Arcs: arc 1 clockwise 181 -> 179 deg with collimator 30 deg, arc 2 counter-
-clockwise with collimator 330 deg (the usual pair, which spreads interleaf
-leakage); jaws fixed per arc to the union of its openings plus 5 mm.
+Arcs: the arc model of ``beams.arcs`` (:func:`~sbrtplan.beams.vmat_arcs`):
+arc 1 clockwise 181 -> 179 deg with collimator 30 deg, arc 2 counter-clockwise
+with collimator 330 deg (the usual pair, which spreads interleaf leakage), each
+checked against the collision model with the case's body and cut to its
+collision-free run when the gantry would hit the couch or the patient; sectors
+of one common width (:func:`~sbrtplan.beams.arc_sectors`), sector apertures
+and control points from ``beams`` (:func:`~sbrtplan.beams.sector_aperture`,
+:func:`~sbrtplan.beams.arc_beam`); jaws fixed per arc to the union of its
+openings plus 5 mm.
 """
 
 from __future__ import annotations
@@ -42,11 +48,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._log import Timings, get_logger, timed
-from ..beams import (Aperture, Beam, BeamGeometry, BeamletGrid, BeamSet, ControlPoint, DeliveryLimits, MLCModel,
-                     Technique, beamlet_grid_for_target, isocenter_for, max_leaf_travel_mm)
+from ..beams import (Aperture, Beam, BeamGeometry, BeamletGrid, BeamSet, DeliveryLimits, MLCModel, arc_beam,
+                     arc_sectors, beamlet_grid_for_target, isocenter_for, max_leaf_travel_mm, sector_aperture,
+                     sector_beams, vmat_arcs)
 from ..case import Case, distance_map_mm
 from ..dose_engine import forward_dose_by_beam, influence_matrix
-from ..errors import InputError
 from ..optimizer import ArcSector, ProfileOverdose, VoxelRegion, penalty_solve, vmat_dao
 from .final_dose import FINAL_GANTRY_STEP_DEG, FINAL_LEAF_STEP_MM, final_dose_voxels
 from .penalties import falloff_profile, plan_penalties
@@ -55,33 +61,6 @@ from .recipe import VmatRecipe
 from .structures import PlanningStructures
 
 log = get_logger(__name__)
-
-
-@dataclass
-class ArcPlanSpec:
-    """One arc: start and stop gantry angles, direction, collimator and couch."""
-
-    start_deg: float
-    stop_deg: float
-    direction: str          # "CW" or "CC" (DICOM GantryRotationDirection)
-    collimator_deg: float
-    couch_deg: float = 0.0
-
-    @property
-    def span_deg(self) -> float:
-        d = (self.stop_deg - self.start_deg) % 360.0 if self.direction == "CW" else \
-            (self.start_deg - self.stop_deg) % 360.0
-        return d if d > 0 else 360.0
-
-    def angle(self, t_deg) -> np.ndarray:
-        """Gantry angle after rotating ``t_deg`` from the start."""
-        sign = 1.0 if self.direction == "CW" else -1.0
-        return (self.start_deg + sign * np.asarray(t_deg, float)) % 360.0
-
-
-def default_arcs(n_arcs: int) -> list[ArcPlanSpec]:
-    arcs = [ArcPlanSpec(181.0, 179.0, "CW", 30.0), ArcPlanSpec(179.0, 181.0, "CC", 330.0)]
-    return arcs[:max(1, min(n_arcs, 2))]
 
 
 @dataclass
@@ -114,72 +93,24 @@ def _common_grid(grids: list[BeamletGrid], mlc: MLCModel, beamlet_mm: float) -> 
     return out
 
 
-def _aperture(grid: BeamletGrid, left: np.ndarray, right: np.ndarray, mlc: MLCModel, jaw_x, jaw_y) -> Aperture:
-    """Full-MLC aperture from per-row leaf positions (rows outside the grid closed under the jaws)."""
-    park = 0.5 * (jaw_x[0] + jaw_x[1])
-    x1 = np.full(mlc.n_pairs, park - 0.5 * mlc.min_gap_mm)
-    x2 = np.full(mlc.n_pairs, park + 0.5 * mlc.min_gap_mm)
-    yc = 0.5 * (grid.y_edges_mm[1:] + grid.y_edges_mm[:-1])
-    pairs = np.searchsorted(mlc.leaf_boundaries_mm, yc) - 1
-    lft = np.asarray(left, float)
-    rgt = np.asarray(right, float)
-    # rounded leaf ends: the tips stand DLG/2 inside the optimised edges, so that the delivered
-    # fluence (the forward dose models the DLG) has the edges the DAO optimised (as the sequencer)
-    h = 0.5 * float(mlc.dlg_mm)
-    if h > 0.0:
-        opened = rgt - lft > mlc.min_gap_mm
-        mid = 0.5 * (lft + rgt)
-        lft = np.where(opened, np.minimum(lft + h, mid), lft)
-        rgt = np.where(opened, np.maximum(rgt - h, mid), rgt)
-    closed = rgt - lft < mlc.min_gap_mm
-    mid = 0.5 * (lft + rgt)
-    lft = np.where(closed, mid - 0.5 * mlc.min_gap_mm, lft)
-    rgt = np.where(closed, mid + 0.5 * mlc.min_gap_mm, rgt)
-    x1[pairs] = lft
-    x2[pairs] = rgt
-    return Aperture(x1, x2, tuple(jaw_x), tuple(jaw_y))
-
-
-def arc_beam(name: str, arc: ArcPlanSpec, iso, mlc: MLCModel, sector_deg: float, cp_spacing_deg: float,
-             apertures: list[Aperture], mu: np.ndarray) -> Beam:
-    """Control points every ``cp_spacing_deg`` from sector apertures and MU (see the module docstring)."""
-    n_sec = len(apertures)
-    per = max(1, int(round(sector_deg / cp_spacing_deg)))
-    # CP k sits at k * sector_deg / per from the start; sector s spans CPs s*per .. (s+1)*per.
-    n_cp = n_sec * per + 1
-    t = np.arange(n_cp) * (arc.span_deg / (n_sec * per))
-    gantry = arc.angle(t)
-    aps = []
-    for k in range(n_cp):
-        u = k / per - 0.5   # position in sector units relative to the first sector centre
-        s0 = int(np.clip(np.floor(u), 0, n_sec - 1))
-        s1 = int(np.clip(s0 + 1, 0, n_sec - 1))
-        f = float(np.clip(u - s0, 0.0, 1.0)) if s1 != s0 else 0.0
-        if u < 0:
-            s0, s1, f = 0, 0, 0.0
-        aps.append(apertures[s0].interpolate(apertures[s1], f) if f > 0 else apertures[s0].copy())
-    interval_mu = np.repeat(np.asarray(mu, float) / per, per)
-    cum = np.concatenate([[0.0], np.cumsum(interval_mu)])
-    total = float(cum[-1])
-    cps = [ControlPoint(float(gantry[k]), aps[k], float(cum[k] / total)) for k in range(n_cp)]
-    return Beam(name, cps, total, mlc, tuple(iso), arc.collimator_deg, arc.couch_deg, technique=Technique.VMAT,
-                arc_direction=arc.direction)
-
-
 def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arcs: int, cp_spacing_deg: float,
               beamlet_mm: float, model, mlc: MLCModel, limits: DeliveryLimits, prescription_gy: float,
               n_fractions: int, timings: Timings, sector_deg: float = 6.0, optimizer=None,
               progress=None) -> VmatResult:
     """Arc sectors, influence matrix, DAO and control points (see the module docstring)."""
     iso = tuple(float(v) for v in isocenter_for(ps.target))
-    arcs = default_arcs(n_arcs)
+    # the case's patient position for the collision check, the sector beamlets and the arcs alike
+    position = case.patient_position or "HFS"
+    with timed("vmat: arcs (collision check)", log, timings):
+        arcs = vmat_arcs(n_arcs, iso, case.body, cp_spacing_deg=cp_spacing_deg, patient_position=position)
+        width, arcs, n_sectors = arc_sectors(arcs, sector_deg)
     sectors_all: list[ArcSector] = []
     geoms, grids, arc_of = [], [], []
     with timed("vmat: sector beamlet grids", log, timings):
-        for a, arc in enumerate(arcs):
-            n_sec = int(round(arc.span_deg / sector_deg))
+        for a, (arc, n_sec) in enumerate(zip(arcs, n_sectors)):
             centres = arc.angle((np.arange(n_sec) + 0.5) * arc.span_deg / n_sec)
-            g_arc = [BeamGeometry(float(g), arc.collimator_deg, arc.couch_deg, iso) for g in centres]
+            g_arc = [BeamGeometry(float(g), arc.collimator_deg, arc.couch_deg, iso, patient_position=position)
+                     for g in centres]
             gr = [beamlet_grid_for_target(ps.target, g, mlc, beamlet_mm=beamlet_mm, margin_mm=3.0) for g in g_arc]
             geoms += g_arc
             grids += gr
@@ -191,7 +122,6 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
     log.info("VMAT influence matrix: %d sectors, %d x %d, %.1f M non-zeros", len(geoms), im.matrix.shape[0],
              im.matrix.shape[1], im.nnz / 1e6)
     D = sp.csc_matrix(im.matrix)
-    width = arcs[0].span_deg / int(round(arcs[0].span_deg / sector_deg))
     travel = float(max_leaf_travel_mm(limits, width))
     dose_rows = np.zeros(D.shape[0])
     beams: list[Beam] = []
@@ -224,25 +154,26 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
             jaw_y = (float(g0.y_edges_mm[min(open_rows)]) - 5.0, float(g0.y_edges_mm[max(open_rows) + 1]) + 5.0)
         else:
             jaw_x, jaw_y = (-5.0, 5.0), (-5.0, 5.0)
-        aps = [_aperture(grids[s], res["left"][s], res["right"][s], mlc, jaw_x, jaw_y) for s in idx]
+        aps = [sector_aperture(grids[s], res["left"][s], res["right"][s], mlc, jaw_x, jaw_y) for s in idx]
         apertures_of.append(aps)
         mu = np.asarray([res["mu"][s] for s in idx])
         beams.append(arc_beam(f"Arc{a + 1} {arc.direction} {arc.start_deg:.0f}-{arc.stop_deg:.0f}", arc, iso, mlc,
-                              width, cp_spacing_deg, aps, mu))
+                              aps, mu, patient_position=position))
         info["arcs"].append({"name": beams[-1].name, "sectors": len(idx), "mu": round(float(mu.sum()), 1),
                              "control_points": len(beams[-1].control_points)})
     info["iterations"] = res["iterations"]
     old_beams = beams
     mu_all, final_gy, dose_rows, stats = _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg,
                                                              np.asarray(res["mu"], float), res["dose"], model,
-                                                             limits, prescription_gy, n_fractions, timings)
+                                                             limits, prescription_gy, n_fractions, timings,
+                                                             progress)
     info["dao_model_vs_delivered"] = stats
     res["mu"] = mu_all
     beams = []
     for a, arc in enumerate(arcs):
         idx = by_arc[a]
-        beams.append(arc_beam(old_beams[a].name, arc, iso, mlc, width, cp_spacing_deg, apertures_of[a],
-                              mu_all[idx]))
+        beams.append(arc_beam(old_beams[a].name, arc, iso, mlc, apertures_of[a], mu_all[idx],
+                              patient_position=position))
         info["arcs"][a]["mu"] = round(float(mu_all[idx].sum()), 1)
     # MU per degree of every control-point interval is the sector's MU over its width; the final
     # normalisation multiplies all MU by one factor, which keeps the plan deliverable within:
@@ -260,29 +191,8 @@ def plan_vmat(case: Case, ps: PlanningStructures, problem: PlanProblem, *, n_arc
     return VmatResult(beam_set, dose_rows, info, notes, final_gy)
 
 
-def sector_beams(beam: Beam, per: int) -> list[Beam]:
-    """Each optimisation sector of an arc made by :func:`arc_beam` as a beam of its own, at 1 MU.
-
-    Sector ``s`` is delivered between control points ``s * per`` and ``(s + 1) * per`` (its MU
-    spread evenly over them), so the arc's dose is ``sum_s MU_s x dose(sector_beams[s])`` exactly:
-    linear in the sector MU for fixed apertures.
-    """
-    cps = beam.control_points
-    n_sec = (len(cps) - 1) // per
-    if n_sec * per + 1 != len(cps):
-        raise InputError(f"beam '{beam.name}': {len(cps)} control points is not {per} per sector plus one")
-    out = []
-    for s in range(n_sec):
-        seg = cps[s * per:(s + 1) * per + 1]
-        out.append(Beam(f"{beam.name} sector {s + 1}",
-                        [ControlPoint(cp.gantry_deg, cp.aperture, k / per) for k, cp in enumerate(seg)],
-                        1.0, beam.mlc, beam.isocenter_mm, beam.collimator_deg, beam.couch_deg,
-                        technique=Technique.VMAT, arc_direction=beam.arc_direction))
-    return out
-
-
 def _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg, mu, dao_rows, model, limits,
-                          prescription_gy, n_fractions, timings):
+                          prescription_gy, n_fractions, timings, progress=None):
     """Final dose of every sector from its control points, then the sector MU re-optimised on it.
 
     The DAO's dose model (beamlet matrix at the sector centre, 30 mm lateral cut-off, leaf
@@ -301,10 +211,11 @@ def _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg, mu, d
     with timed("vmat: final dose of each sector (fluence maps, forward engine)", log, timings):
         g = forward_dose_by_beam(case.density, case.grid, BeamSet(subs, n_fractions, prescription_gy),
                                  vox.indices, model=model, max_gantry_step_deg=FINAL_GANTRY_STEP_DEG,
-                                 max_leaf_step_mm=FINAL_LEAF_STEP_MM, arc_bin_deg=min(width, 4.0) + 1e-6)
+                                 max_leaf_step_mm=FINAL_LEAF_STEP_MM, arc_bin_deg=min(width, 4.0) + 1e-6,
+                                 progress=progress)
         g = g.astype(np.float32)
     with timed("vmat: sector MU on the delivered dose", log, timings):
-        w, rows_gy, before = _resolve_mu(g, vox, ps, problem, mu, limits, width)
+        w, rows_gy, before = _resolve_mu(g, vox, ps, problem, mu, limits, width, progress)
         final = vox.to_grid(w.astype(np.float32) @ g, case.grid.shape)
     stats = dose_difference_pct_rx(before, dao_rows, problem)
     log.info("VMAT: DAO model vs delivered (target mean %+.2f %% Rx, p95 %.2f %% Rx); MU %.0f -> %.0f",
@@ -312,7 +223,7 @@ def _resolve_on_delivered(case, ps, problem, beams, width, cp_spacing_deg, mu, d
     return w, final, rows_gy, stats
 
 
-def _resolve_mu(g, vox, ps, problem, mu, limits, width):
+def _resolve_mu(g, vox, ps, problem, mu, limits, width, progress=None):
     """Sector MU re-solved on the sectors' delivered dose ``g`` (sub-beams x final-dose voxels).
 
     Returns the MU, the dose at the optimisation voxels, and the dose there at the DAO's MU.
@@ -336,7 +247,8 @@ def _resolve_mu(g, vox, ps, problem, mu, limits, width):
     lo, hi = _sector_mu_per_deg(limits)
     lb = np.full(mu.size, lo * width)
     ub = np.full(mu.size, hi * width)
-    w = penalty_solve(a, pens, lims, x0=mu, x_lb=lb, x_ub=ub, rounds=rec.resolve_rounds, normalize=True).x
+    w = penalty_solve(a, pens, lims, x0=mu, x_lb=lb, x_ub=ub, rounds=rec.resolve_rounds, normalize=True,
+                      progress=progress).x
     return w, a[:n_opt] @ w, a[:n_opt] @ mu
 
 
