@@ -6,7 +6,7 @@ import pytest
 
 from sbrtplan.errors import ProtocolError
 from sbrtplan.protocols import (ApplyTo, Comparator, ConversionPolicy, Metric, Priority, Scheme, Stage, Unit,
-                                list_protocols, load_protocol, rtog_class, rtog_limits)
+                                list_protocols, load_protocol, rtog_class, rtog_goal, rtog_limits)
 
 
 def _find(goals, structure, label):
@@ -224,7 +224,7 @@ def test_rtog_interpolation_and_classes():
     assert not small.in_range and small.r50_none == 5.9
     assert not rtog_limits(200.0).in_range and rtog_limits(200.0).d2cm_none_pct == 77.0
     g = [g for g in load_protocol("bone_spine").goals_for("27/3") if g.metric is Metric.R50][0]
-    r = g.with_rtog_limit(200.0)
+    r = rtog_goal(g, 200.0)
     assert r.limit.value == 2.9 and "outside the table" in r.note
 
 

@@ -307,7 +307,7 @@ def test_normalisation_follows_the_protocol_priorities_and_names_what_binds(spin
     scale).  The coverage scale is the larger of the two coverage goals' (V90%Rx >= 99 % reaches into
     the PRV here, so it needs more than V100).
     """
-    from sbrtplan.workflow.pipeline import normalisation
+    from sbrtplan.workflow.normalisation import normalisation
     from sbrtplan.workflow.recipe import default_recipe
 
     case, ps = spine
@@ -316,7 +316,7 @@ def test_normalisation_follows_the_protocol_priorities_and_names_what_binds(spin
     dose = np.zeros(case.grid.shape, np.float32)
     dose[ps.target.weights > 0] = 26.0
     dose[case.structures["SpinalCord_PRV02"].mask] = 12.5
-    info = normalisation(dose, case, ps, protocol, sch, (), default_recipe())
+    info = normalisation(dose, case, ps, protocol, sch, (), default_recipe()).as_dict()
     b = info["binding"]
     assert b is not None and "SpinalCord_PRV02" in b["goal"] and "D1.2cc" in b["goal"] and b["priority"] == 1
     assert b["excess_pct"] == pytest.approx(100 * (12.5 * info["coverage_scale"] / 12.3 - 1), abs=0.1)

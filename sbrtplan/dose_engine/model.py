@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .water import water_dose_relative
 
 FORMAT_TAG = "sbrtplan-beam-model/1"
 DEFAULT_MODEL_NAME = "generic-6MV-sf"
@@ -244,6 +245,11 @@ class BeamModel:
     provenance: dict = field(default_factory=dict)
     mlc_models: dict = field(default_factory=dict)
 
+    @property
+    def is_gaussian(self) -> bool:
+        """True for the Gaussian pencil-beam kind (the water-phantom formulas and kernels need it)."""
+        return self.kind is ModelKind.GAUSSIAN and self.gaussian is not None
+
     def __post_init__(self) -> None:
         self.kind = ModelKind(self.kind)
         if self.kind is ModelKind.GAUSSIAN and self.gaussian is None:
@@ -293,7 +299,6 @@ class BeamModel:
         if self.kind is ModelKind.MATRAD_SVD:
             return 1.0
         if self._scale_cache is None:
-            from .water import water_dose_relative  # local import: water depends on this module
             c = self.calibration
             rel = water_dose_relative(self, c.field_mm, c.field_mm, c.ssd_mm, np.array([c.depth_mm]),
                                       np.zeros(1), np.zeros(1), scale=1.0)[0]

@@ -21,11 +21,13 @@ inverse-square factor and the Gy/MU scale.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
 
-from .model import BeamModel, ModelKind
+if TYPE_CHECKING:  # the model imports this module through water.py (its Gy/MU calibration is a water dose)
+    from .model import BeamModel
 
 MAX_COMPONENTS = 4
 MAX_TERMS = MAX_COMPONENTS + 2
@@ -39,7 +41,7 @@ def pack_gaussian(model: BeamModel, scale: float | None = None) -> np.ndarray:
 
     ``scale`` overrides the Gy/MU factor (1 gives the model's relative units).
     """
-    if model.kind is not ModelKind.GAUSSIAN or model.gaussian is None:
+    if not model.is_gaussian:
         raise ValueError("pack_gaussian needs a Gaussian beam model")
     g = model.gaussian
     k = len(g.components)

@@ -10,14 +10,18 @@ them (tested).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .model import BeamModel, ModelKind
 from .pencil import pack_gaussian, water_points
+
+if TYPE_CHECKING:  # the model imports this module (its Gy/MU calibration is a water dose)
+    from .model import BeamModel
 
 
 def _check(model: BeamModel) -> None:
-    if model.kind is not ModelKind.GAUSSIAN:
+    if not model.is_gaussian:
         raise ValueError(f"water-phantom formulas need a Gaussian beam model, got {model.kind.value}")
 
 

@@ -21,7 +21,7 @@ from .._log import Timings, get_logger, timed
 from ..case import Dose, Grid, Structure, StructureRole
 from ..errors import InputError, ProtocolError, StructureError
 from ..protocols import (ALPHA_BETA_MICHIGAN_GY, ALPHA_BETA_TUMOUR_GY, Goal, Metric, Protocol,
-                         Scheme, Stage, Unit, bed_gy, eqd2_gy, load_protocol)
+                         Scheme, Stage, Unit, bed_gy, eqd2_gy, load_protocol, rtog_goal)
 from .conformity import PlanIndices, plan_indices
 from .dvh import DVH, DoseField, compute_dvh
 from .matching import RoleMatch, goal_structures, match_roles, rename_structures
@@ -161,7 +161,7 @@ def evaluate_goals(goals: list[Goal], ctx: _Context) -> list[GoalResult]:
                 out.append(GoalResult(g, None, None, None, "", Status.NOT_EVALUABLE,
                                       "not evaluable: structure missing (prescription target)"))
                 continue
-            g = goal.with_rtog_limit(ctx.dvh(ptv).volume_cc)
+            g = rtog_goal(goal, ctx.dvh(ptv).volume_cc)
         if g.metric is Metric.BED_RX:
             val, unit = _evaluate_one(g, None, ctx)
             out.append(_result(g, ctx.match.target.name if ptv else "prescription", val, unit, ""))

@@ -12,8 +12,7 @@ import math
 from .._json import json_safe, write_json
 from .._log import atomic_output
 from .compliance import GoalResult, PlanReport, Status
-
-SCHEMA_VERSION = "1.1"
+from .results import SCHEMA_VERSION
 
 
 def metrics_dict(report: PlanReport) -> dict:

@@ -20,6 +20,9 @@ from .conformity import PlanIndices
 from .dvh import DVH
 from .reirradiation import ReirradiationResult
 
+#: Version of the ``metrics.json`` layout (``evaluation.compare`` refuses another major version).
+SCHEMA_VERSION = "1.1"
+
 
 class Status(str, enum.Enum):
     PASS = "pass"
@@ -177,8 +180,6 @@ class PlanReport:
         return not self.hard_failures and not bed_fail and cov_ok
 
     def as_dict(self) -> dict:
-        from .report import SCHEMA_VERSION
-
         n_eval = [r for r in self.goals if r.status is not Status.NOT_EVALUABLE]
         out = {
             "schema_version": SCHEMA_VERSION,

@@ -5,8 +5,7 @@ Public API
 VoxelRegion,
 MaxDose, MinDose, MeanDose, UpperDVH, LowerDVH, QuadOverdose, QuadUnderdose, ProfileOverdose, LinearMean, Smoothness,
 Term, ConstraintKind,
-OptimizationStage, KeepMode, SolverMethod, prioritized_solve, OptimizationResult, StageResult,
-normalize_to_coverage, Normalization
+OptimizationStage, KeepMode, SolverMethod, prioritized_solve, OptimizationResult, StageResult
 
 Beam-angle selection (group lasso): select_beams, QuadraticPenalty, SelectionResult
 VMAT direct aperture optimisation: vmat_dao, ArcSector, DAOResult, sectors_from_influence
@@ -21,7 +20,7 @@ never protocols: the translation of protocol goals into terms lives in
 """
 
 from .problem import KeepMode, OptimizationResult, OptimizationStage, SolverMethod, StageResult
-from .prioritized import Normalization, normalize_to_coverage, prioritized_solve
+from .prioritized import prioritized_solve
 from .regions import VoxelRegion
 from .beam_selection import QuadraticPenalty, SelectionResult, select_beams
 from .dao import ArcSector, DAOResult, sectors_from_influence, vmat_dao
@@ -31,7 +30,7 @@ from .terms import (ConstraintKind, LinearMean, LowerDVH, MaxDose, MeanDose, Min
 
 __all__ = ["VoxelRegion", "MaxDose", "MinDose", "MeanDose", "UpperDVH", "LowerDVH", "QuadOverdose", "ProfileOverdose",
            "QuadUnderdose", "LinearMean", "Smoothness", "Term", "ConstraintKind", "OptimizationStage", "KeepMode",
-           "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult", "normalize_to_coverage", "Normalization",
+           "SolverMethod", "prioritized_solve", "OptimizationResult", "StageResult",
            "select_beams", "QuadraticPenalty", "SelectionResult", "vmat_dao", "ArcSector", "DAOResult",
            "sectors_from_influence", "Penalty", "Limit", "FluenceRegularizer", "beamlet_neighbour_pairs",
            "penalty_solve"]

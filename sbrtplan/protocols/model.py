@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..errors import ProtocolError
+from .radiobiology import isoeffective_dose_gy
 
 
 class Unit(str, enum.Enum):
@@ -318,7 +319,7 @@ class Goal:
     comparator : Comparator
     limit : Quantity or None
         ``None`` only when ``rtog_level`` is set (limit read from the RTOG table
-        at the PTV volume; see :meth:`with_rtog_limit`).
+        at the PTV volume; see :func:`~sbrtplan.protocols.rtog.rtog_goal`).
     priority : Priority
     parameter : Quantity, optional
         The ``x`` of D_x cc / D_x % / V_x Gy / coverage V_x %Rx / volume spared below x Gy.
@@ -426,21 +427,6 @@ class Goal:
         if p.unit is Unit.PCT_RX:
             return p.value / 100.0 * rx_gy
         raise ProtocolError(f"goal '{self.label}': parameter unit {p.unit.value} is not a dose")
-
-    def with_rtog_limit(self, ptv_volume_cc: float) -> "Goal":
-        """A copy whose limit is the RTOG 0813/0915 table value at ``ptv_volume_cc``."""
-        if self.rtog_level is None:
-            return self
-        from .rtog import rtog_limits
-
-        lim = rtog_limits(ptv_volume_cc)
-        value = lim.limit(self.metric, self.rtog_level)
-        unit = Unit.PCT_RX if self.metric is Metric.D2CM else Unit.RATIO
-        note = self.note
-        if not lim.in_range:
-            note = (note + "; " if note else "") + (f"PTV {ptv_volume_cc:.1f} cc outside the table's "
-                                                    f"1.8-163 cc range: nearest row used")
-        return replace(self, limit=Quantity(value, unit), note=note)
 
 
 @dataclass(frozen=True)
@@ -708,8 +694,6 @@ class Protocol:
 
     def _convert(self, goal: Goal, from_n: int, to_n: int) -> Goal:
         """Convert a goal's absolute-dose numbers from ``from_n`` to ``to_n`` fractions."""
-        from .radiobiology import isoeffective_dose_gy
-
         ab = self.alpha_beta_for(goal)
 
         def conv(q: Quantity | None) -> Quantity | None:

@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import InputError, ProtocolError
+from .tables import load_table
 
 ALPHA_BETA_TUMOUR_GY = 10.0
 ALPHA_BETA_CORD_BONE_GY = 2.0
@@ -138,8 +139,6 @@ def discount_pct_for(limit: ReirradiationLimit, interval_months: float) -> float
 @lru_cache(maxsize=1)
 def michigan_table() -> tuple[ReirradiationLimit, ...]:
     """The University of Michigan cumulative EQD2 table shipped with the package."""
-    from .library import load_table
-
     data = load_table("michigan_reirradiation")
     over3 = float(data.get("discount_over_3y_pct", 50))
     rows = []

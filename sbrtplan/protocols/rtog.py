@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
 from ..errors import InputError, ProtocolError
-from .model import Metric, RtogLevel
+from .tables import load_table
+from .model import Goal, Metric, Quantity, RtogLevel, Unit
 
 
 class RtogClass(str, enum.Enum):
@@ -22,8 +23,6 @@ class RtogClass(str, enum.Enum):
 
 @lru_cache(maxsize=1)
 def _table() -> np.ndarray:
-    from .library import load_table
-
     data = load_table("rtog_0813_0915")
     rows = np.asarray(data["rows"], dtype=float)
     if rows.ndim != 2 or rows.shape[1] != 7 or np.any(np.diff(rows[:, 0]) <= 0):
@@ -122,3 +121,21 @@ def rtog_class(ptv_cc: float, r100: float, r50: float, d2cm_pct: float) -> RtogA
     lim = rtog_limits(ptv_cc)
     return RtogAssessment(lim.classify(Metric.CI_RTOG, r100), lim.classify(Metric.R50, r50),
                           lim.classify(Metric.D2CM, d2cm_pct), lim)
+
+
+def rtog_goal(goal: Goal, ptv_volume_cc: float) -> Goal:
+    """A copy of ``goal`` whose limit is the RTOG 0813/0915 table value at ``ptv_volume_cc``.
+
+    ``goal`` itself when it names no RTOG level.  A PTV outside the table's 1.8-163 cc range uses
+    the nearest row, and the goal's note says so.
+    """
+    if goal.rtog_level is None:
+        return goal
+    lim = rtog_limits(ptv_volume_cc)
+    value = lim.limit(goal.metric, goal.rtog_level)
+    unit = Unit.PCT_RX if goal.metric is Metric.D2CM else Unit.RATIO
+    note = goal.note
+    if not lim.in_range:
+        note = (note + "; " if note else "") + (f"PTV {ptv_volume_cc:.1f} cc outside the table's "
+                                                f"1.8-163 cc range: nearest row used")
+    return replace(goal, limit=Quantity(value, unit), note=note)

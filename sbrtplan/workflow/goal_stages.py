@@ -46,7 +46,7 @@ import numpy as np
 
 from .._log import get_logger
 from ..errors import ProtocolError
-from ..protocols import Comparator, Goal, Metric, Priority, Stage, rtog_limits
+from ..protocols import Comparator, Goal, Metric, Priority, Stage, rtog_goal, rtog_limits
 from .recipe import PlanningRecipe, StageRecipe, default_recipe
 from ..optimizer import (KeepMode, LinearMean, LowerDVH, MaxDose, MeanDose, OptimizationStage, QuadOverdose,
                          QuadUnderdose, Smoothness, Term, UpperDVH, VoxelRegion)
@@ -190,7 +190,7 @@ def stages_from_goals(goals: list[tuple[Goal, VoxelRegion | None]], *, prescript
         if st is Stage.REPORT:
             continue
         if goal.metric.is_plan_index:
-            g = goal.with_rtog_limit(target.volume_cc) if goal.limit is None else goal
+            g = rtog_goal(goal, target.volume_cc) if goal.limit is None else goal
             if g.metric is Metric.R50 and g.limit is not None:
                 r50 = g.limit.value if r50 is None else min(r50, g.limit.value)
             if g.metric is Metric.D2CM and g.limit is not None:

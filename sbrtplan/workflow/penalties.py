@@ -46,7 +46,7 @@ beamlets, see :class:`optimizer.penalty.FluenceRegularizer`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,6 +57,7 @@ from ..protocols import rtog_limits
 from ..protocols.model import Metric, Priority, Unit
 from .problem import PlanProblem
 from .structures import PlanningStructures
+from .targets import is_per_target_goal
 
 # Tuning values: the planning recipe's ``penalties`` section (``workflow.recipe``; shipped values and
 # one-line meanings in ``workflow/recipes/default.yaml``).  How they were measured:
@@ -186,7 +187,6 @@ def falloff_profile(ps: PlanningStructures, problem: PlanProblem) -> FalloffProf
     clearly below it.
     """
     if ps.parts:  # several targets: each one's profile on its own share (workflow.targets)
-        from .targets import multi_target_falloff
         return multi_target_falloff(ps, problem)
     r = problem.recipe.penalties
     vox = problem.voxels
@@ -214,7 +214,6 @@ def plan_penalties(ps: PlanningStructures, problem: PlanProblem, *,
     ``problem.recipe.penalties``.
     """
     if ps.parts:  # several targets: each one's penalties at its prescription, merged (workflow.targets)
-        from .targets import multi_target_penalties
         return multi_target_penalties(ps, problem, d2cm_rows=d2cm_rows)
     r = problem.recipe.penalties
     rx = problem.prescription_gy
@@ -368,3 +367,64 @@ def _hotspot_goal(problem: PlanProblem) -> tuple[float, float] | None:
             cc = goal.parameter.value if goal.metric is Metric.D_CC else 0.035
             return goal.limit_in_gy(problem.prescription_gy), float(cc)
     return None
+
+
+# --------------------------------------------------------------------- several targets
+def multi_target_penalties(ps, problem, *, d2cm_rows=None):
+    """Penalties and limits of a plan of several targets: each target's at its prescription, merged.
+
+    The organ limits come with the primary (highest dose) target.  Inside the optimiser the dose is
+    normalised to the primary target's coverage goal (``optimizer.penalty_solve(normalize=True)``);
+    every other target's coverage goal, hot spots and dose-volume bounds are measured on that dose
+    (capped by the organ limits), so a target that lags behind the primary is re-weighted with the
+    coverage's priority (normalised to the least covered target instead, that target always meets
+    its goal exactly and the imbalance is never seen).  The plan's final normalisation
+    (``workflow.target_eval``) meets every target's goal where the hard limits allow.  The RTOG D2cm limit rows
+    (``d2cm_rows``: final-dose voxels 2 cm or more from every target, whose share is not known here)
+    are limited at the primary target's D2cm, the most lenient of the targets' values (the others'
+    D2cm is evaluated, not constrained).
+    """
+    pens, lims, covers = [], [], []
+    organs = {r.name for g, r in problem.parts[0].goal_regions
+              if r is not None and not is_per_target_goal(g, ps.protocol)}
+    for i, (part, sub) in enumerate(zip(ps.parts, problem.parts)):
+        p, lm = plan_penalties(part, sub, d2cm_rows=d2cm_rows if i == 0 else None)
+        # the target's own terms carry its name (the organ limits of the sum come with the first target)
+        for x in p:
+            if not any(x.name.startswith(o + " ") for o in organs):
+                x.name = f"{part.target.name}: {x.name}"
+        for x in lm:
+            if not any((x.label or "").startswith(o + " ") for o in organs):
+                x.label = f"{part.target.name}: {x.label or x.penalty.name}"
+        pens += p
+        lims += lm
+        covers += [x for x in lm if x.lower]
+    if not covers:
+        return pens, lims
+    primary = covers[0]
+    organ_caps = [x for x in lims if x.priority == 0 and not x.lower and not x.mean]
+    for x in lims:
+        if x is primary:
+            continue
+        x.normalizes = False
+        if x.lower or x.normalized_by is not None:
+            x.normalized_by = primary
+            x.scale_caps = organ_caps
+    return pens, lims
+
+
+@dataclass
+class FalloffParts:
+    """The fall-off profiles of several targets, concatenated (rows of each target's share)."""
+
+    rows: np.ndarray
+    reference_gy: np.ndarray
+    far: np.ndarray
+    owner: list = field(default_factory=list)
+
+
+def multi_target_falloff(ps, problem):
+    """Each target's fall-off profile (``penalties.falloff_profile``) on its own share, concatenated."""
+    fs = [falloff_profile(part, sub) for part, sub in zip(ps.parts, problem.parts)]
+    return FalloffParts(np.concatenate([f.rows for f in fs]), np.concatenate([f.reference_gy for f in fs]),
+                        np.concatenate([f.far for f in fs]), [p.target.name for p in ps.parts])

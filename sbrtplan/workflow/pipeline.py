@@ -11,7 +11,7 @@ Stages (each timed; ``progress(stage, done, total)`` is called between them):
 5. IMRT (beam selection, fluence, sequencing, segment weights) or VMAT
    (arc sectors, direct aperture optimisation, control points);
 6. final dose from the deliverable apertures with the forward engine;
-7. normalisation (:func:`normalisation`): MU scaled in the protocol's priority
+7. normalisation (:mod:`~sbrtplan.workflow.normalisation`): MU scaled in the protocol's priority
    order: to the coverage goals (V100 and V90), never beyond a limit of higher
    priority (hard organ limits, PTV maximum: coverage yields, and the binding
    limit is named in ``metrics.json``), never moved by a lower one (hot spots);
@@ -31,14 +31,16 @@ from ..beams import BeamSet, DeliveryLimits, MLCModel, check_deliverability, est
 from ..case import Case, Dose, resample_case
 from ..dose_engine.model import default_beam_model
 from ..errors import StructureError
-from ..evaluation import PlanReport, Status, evaluate_plan
+from ..evaluation import evaluate_plan
 from ..protocols import Protocol, load_protocol
-from ..protocols.model import Goal, Metric, Priority, Unit
 from ..dose_engine import forward_dose
 from .goals import resolve_goals
+from .normalisation import normalisation
 from .plan import Plan, PlanOptions, PlanTechnique
 from .problem import build_problem, dose_difference_pct_rx
 from .structures import build_planning_structures
+from .target_eval import evaluate_targets, target_metrics
+from .targets import course
 
 log = get_logger(__name__)
 
@@ -61,119 +63,6 @@ def _dose_grid_case(case: Case, grid_mm: float) -> Case:
 
         cg.patient = replace(cg.patient, series_instance_uid=None, ct_sop_instance_uids=[])
     return cg
-
-
-def _coverage_aims(protocol: Protocol, scheme, recipe) -> list[tuple[Goal, float, float]]:
-    """The primary coverage goals as (goal, dose level % Rx, volume % aimed at), highest level first.
-
-    ``V100%Rx >= 95 %`` is aimed at 95.5 % and ``V90%Rx >= 99 %`` at 99.5 % (the recipe's
-    ``penalties.coverage_margin_pct``, at most ``penalties.coverage_aim_max_pct``); the fallback
-    rules (``V100 >= 90 %`` to meet organ limits) are what a capped normalisation reaches, not aims.
-    """
-    r = recipe.penalties
-    out = []
-    for g in protocol.coverage_for(scheme).primary:
-        if g.metric is not Metric.COVERAGE or g.limit is None:
-            continue
-        if g.parameter is not None and g.parameter.unit is not Unit.PCT_RX:
-            continue
-        level = 100.0 if g.parameter is None else float(g.parameter.value)
-        out.append((g, level, min(float(g.limit.value) + r.coverage_margin_pct, r.coverage_aim_max_pct)))
-    return sorted(out, key=lambda t: -t[1])
-
-
-def _coverage_level_pct(protocol: Protocol, scheme) -> tuple[float, float]:
-    """(dose level in % Rx, volume % to normalise to) from the protocol's prescription coverage goal.
-
-    The goal ``V100%Rx >= v %`` of the primary coverage rule (with 0.5 % to spare, at most 98 %);
-    used by the plans of several targets (``workflow.target_eval``); one target's plan is normalised
-    by :func:`normalisation`.
-    """
-    goals = [g for g in protocol.coverage_for(scheme).primary if g.metric is Metric.COVERAGE and g.limit is not None]
-    at_rx = [g for g in goals if g.parameter is None or (g.parameter.unit is Unit.PCT_RX and g.parameter.value >= 100.0)]
-    if not at_rx:
-        return 100.0, 95.0
-    g = at_rx[0]
-    level = 100.0 if g.parameter is None else float(g.parameter.value)
-    return level, min(float(g.limit.value) + 0.5, 98.0)
-
-
-def _weighted_quantile_dose(dose: np.ndarray, structure, volume_pct: float) -> float:
-    """Dose received by at least ``volume_pct`` % of ``structure`` (sub-voxel occupancy weighted)."""
-    w = structure.weights.ravel()
-    sel = np.flatnonzero(w > 0)
-    d = dose.ravel()[sel]
-    ww = w[sel].astype(float)
-    order = np.argsort(-d)
-    cum = np.cumsum(ww[order]) / ww.sum()
-    k = int(np.searchsorted(cum, volume_pct / 100.0))
-    return float(d[order][min(k, d.size - 1)])
-
-
-_SCALABLE = (Metric.DMAX, Metric.D_CC, Metric.D_PCT, Metric.DMEAN)
-
-
-def _goal_text(r) -> str:
-    return f"{r.structure or r.goal.structure} {r.goal.metric_label} {r.goal.comparator.value} {r.limit:g} {r.unit}"
-
-
-def normalisation(dose: np.ndarray, case: Case, ps, protocol: Protocol, scheme, conditions, recipe) -> dict:
-    """The plan's MU scale, in the protocols' priority order (what ``metrics.json`` reports).
-
-    1. Coverage (priority 3): the scale at which every primary coverage goal is met as aimed
-       (``V100%Rx >= 95 %`` at 95.5 %, ``V90%Rx >= 99 %`` at 99.5 %): the largest of their scales.
-    2. Limits of higher priority (hard organ limits, priority 1; target bounds such as PTV Dmax
-       <= 140 %, priority 2) cap it: a dose-scaled limit that would fail at the coverage scale
-       lowers the scale to ``penalties.normalisation_cap`` x its limit; coverage yields (the protocol's
-       fallback decides whether the plan stays acceptable).  The binding limit and its excess at
-       the coverage scale are reported.
-    3. Goals of lower priority (hot spot outside the GTV/ITV, conformity: priority 4) never move
-       the scale; those that fail at it are reported with their excess.
-
-    Returns a dict: ``scale``, ``coverage_scale``, ``set_by`` (the coverage goal that sets the
-    coverage scale), ``binding`` (None or the capping goal with ``value_at_coverage_scale``,
-    ``limit``, ``unit``, ``excess_pct``, ``priority``) and ``unmet_lower_priority``.
-    """
-    rx = scheme.total_gy
-    aims = _coverage_aims(protocol, scheme, recipe)
-    if not aims:
-        aims = [(None, 100.0, 95.0)]
-    scales = []
-    for g, level, vol in aims:
-        d_cov = _weighted_quantile_dose(dose, ps.target, vol)
-        scales.append((level / 100.0 * rx / d_cov if d_cov > 0 else 1.0, g, level, vol))
-    s_cov, g_cov, level, vol = max(scales, key=lambda t: t[0])
-    set_by = f"{ps.target.name} V{level:g}%Rx >= {vol:g}%" + (f" (goal {g_cov.limit_label})" if g_cov else "")
-    report = evaluate_plan(Dose(case.grid, dose * s_cov), case.structures, protocol, scheme, target=ps.target.name,
-                           conditions=conditions)
-    cov_priority = min((int(g.priority) for g, _, _ in aims if g is not None), default=int(Priority.COVERAGE))
-    cap, binding = 1.0, None
-    for r in report.goals:
-        g = r.goal
-        if (r.status is not Status.FAIL or not g.mandatory or not g.comparator.is_upper_bound
-                or int(g.priority) >= cov_priority or g.metric not in _SCALABLE or r.unit not in ("Gy", "%Rx")
-                or not r.value or not r.limit):
-            continue
-        c = recipe.penalties.normalisation_cap * r.limit / r.value
-        if c < cap:
-            cap = c
-            binding = {"goal": _goal_text(r), "priority": int(g.priority), "priority_class": g.priority.name.lower(),
-                       "value_at_coverage_scale": round(float(r.value), 3), "limit": float(r.limit), "unit": r.unit,
-                       "excess_pct": round(100.0 * (r.value / r.limit - 1.0), 2)}
-    s = s_cov * cap
-    unmet = []
-    for r in report.goals:
-        g = r.goal
-        if (not g.comparator.is_upper_bound or int(g.priority) <= cov_priority or g.metric not in _SCALABLE
-                or r.unit not in ("Gy", "%Rx") or r.value is None or r.limit is None):
-            continue
-        v = r.value * cap
-        if v >= r.limit if g.comparator.value == "<" else v > r.limit:
-            unmet.append({"goal": _goal_text(r), "priority": int(g.priority), "priority_class": g.priority.name.lower(),
-                          "value": round(float(v), 3), "limit": float(r.limit), "unit": r.unit,
-                          "excess_pct": round(100.0 * (v / r.limit - 1.0), 2)})
-    return {"scale": float(s), "coverage_scale": float(s_cov), "set_by": set_by, "binding": binding,
-            "unmet_lower_priority": unmet}
 
 
 def _scale_beams(beam_set: BeamSet, s: float) -> BeamSet:
@@ -222,7 +111,6 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str | None
     if opts.grid_mm > 2.0 + 1e-9:
         log.warning("dose grid %.2f mm is coarser than the 2 mm the SBRT standards require", opts.grid_mm)
     protocol = load_protocol(protocol) if isinstance(protocol, str) else protocol
-    from .targets import course
     sch, target, targets = course(protocol, scheme, opts.target, opts.targets)  # several targets: workflow.targets
     model = model or default_beam_model()
     limits = limits or DeliveryLimits()
@@ -304,37 +192,32 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str | None
                                            voxel_indices=cg.body.flat_indices() if cg.body is not None else None),
                               dtype=np.float32).reshape(cg.grid.shape)
     step(5)
-    norm_info = None
     with timed("normalisation", log, timings):
-        if ps.parts:  # several targets: every coverage goal, the binding hard limit named (workflow.target_eval)
-            from .target_eval import normalisation_scale
-            s = normalisation_scale(cg, ps, protocol, dose, fractions=sch.fractions, conditions=opts.conditions,
-                                    notes=notes)
-        else:
-            norm_info = normalisation(dose, cg, ps, protocol, sch, opts.conditions, opts.recipe)
-            s = norm_info["scale"]
-            b = norm_info["binding"]
-            if b is not None:
-                notes.append(f"normalisation limited by {b['goal']} ({b['priority_class']}, above coverage): "
-                             f"{b['value_at_coverage_scale']:g} {b['unit']} at the coverage scale "
-                             f"{norm_info['coverage_scale']:.3f} ({b['excess_pct']:+.1f} %), so the MU are scaled by "
-                             f"{s:.3f} and coverage yields")
+        norm = normalisation(dose, cg, ps, protocol, sch, opts.conditions, opts.recipe)
+        s = norm.scale
+        b = norm.binding
+        if b is not None:
+            notes.append(f"normalisation limited by {b['goal']} ({b['priority_class']}, above coverage): "
+                         f"{b['value_at_coverage_scale']:g} {b['unit']} at the coverage scale "
+                         f"{norm.coverage_scale:.3f} ({b['excess_pct']:+.1f} %), so the MU are scaled by "
+                         f"{s:.3f} and coverage yields" +
+                         (f" (below the coverage goal: {', '.join(norm.below_coverage)})" if norm.below_coverage
+                          else ""))
         # an arc's MU per degree must stay inside the machine's range after scaling; the DAO reports
         # which common scale keeps every control point deliverable
         mu_range = (extra.get("dao") or {}).get("deliverable_mu_scale_range")
+        norm_info = norm.as_dict()
         if mu_range and not mu_range[0] <= s <= mu_range[1]:
             notes.append(f"MU scale {s:.3f} limited to {mu_range[0]:.3f}-{mu_range[1]:.3f} so that every "
                          f"control point keeps its MU per degree inside the machine's range")
             s = min(max(s, mu_range[0]), mu_range[1])
-            if norm_info is not None:
-                norm_info["machine_mu_range"] = [float(mu_range[0]), float(mu_range[1])]
-        if norm_info is not None:
-            norm_info["scale"] = float(s)
-            notes.append(f"MU scaled by {s:.4f} ({norm_info['set_by']} at {norm_info['coverage_scale']:.4f})")
-            for u in norm_info["unmet_lower_priority"]:
-                notes.append(f"{u['goal']} not met at the normalised dose: {u['value']:g} {u['unit']} "
-                             f"({u['excess_pct']:+.1f} %); {u['priority_class']} ranks below coverage, so the "
-                             f"normalisation does not trade coverage for it")
+            norm_info["machine_mu_range"] = [float(mu_range[0]), float(mu_range[1])]
+        norm_info["scale"] = float(s)
+        notes.append(f"MU scaled by {s:.4f} ({norm.set_by} at {norm.coverage_scale:.4f})")
+        for u in norm.unmet_lower_priority:
+            notes.append(f"{u['goal']} not met at the normalised dose: {u['value']:g} {u['unit']} "
+                         f"({u['excess_pct']:+.1f} %); {u['priority_class']} ranks below coverage, so the "
+                         f"normalisation does not trade coverage for it")
         dose *= np.float32(s)
         opt_rows = np.asarray(opt_rows) * s
         beam_set = _scale_beams(beam_set, s)
@@ -343,7 +226,6 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str | None
     with timed("evaluation", log, timings):
         final = Dose(cg.grid, dose, description=f"sbrtplan {opts.technique.value} final dose")
         if ps.parts:  # several targets: each at its prescription on its share, organs on the sum
-            from .target_eval import evaluate_targets
             report = evaluate_targets(final, cg, ps, protocol, fractions=sch.fractions, conditions=opts.conditions,
                                       plan_timings=timings.as_dict())
         else:
@@ -357,7 +239,6 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str | None
     optimizer_dose = Dose(cg.grid, opt_full.reshape(cg.grid.shape), description="optimiser dose (optimisation voxels)")
     metrics = report.as_dict()
     if ps.parts:  # per-lesion indices and every target's prescription (workflow.target_eval)
-        from .target_eval import target_metrics
         metrics.update(target_metrics(report, ps))
     p = Plan(case=cg, protocol_name=protocol.name, scheme=sch.short, options=opts, beam_set=beam_set, dose=final,
              optimizer_dose=optimizer_dose, report=report, metrics=metrics, qa=qa, timings_s=timings.as_dict(),
@@ -369,11 +250,14 @@ def plan(case: Case, protocol: Protocol | str = "bone_spine", scheme: str | None
                        "optimizer_vs_delivered": dose_difference_pct_rx(final.dose_gy.ravel()[problem.voxels.indices],
                                                                            opt_rows, problem),
                        "planning_structures": ps.derived, **extra}
-    if norm_info is not None:
-        t = metrics.get("targets", {}).get(ps.target.name, {})
-        norm_info["coverage"] = {"V100_pct": t.get("V100_pct"), "V90_pct": t.get("V90_pct"),
-                                 "status": (metrics.get("coverage") or {}).get("status")}
-        metrics["normalisation"] = norm_info
+    names = [q.target.name for q in ps.parts] if ps.parts else [ps.target.name]
+    tm = metrics.get("targets", {})
+    norm_info["coverage"] = {"status": (metrics.get("coverage") or {}).get("status"),
+                             **({"V100_pct": tm.get(names[0], {}).get("V100_pct"),
+                                 "V90_pct": tm.get(names[0], {}).get("V90_pct")} if not ps.parts else
+                                {"targets": {n: {"V100_pct": tm.get(n, {}).get("V100_pct"),
+                                                 "V90_pct": tm.get(n, {}).get("V90_pct")} for n in names}})}
+    metrics["normalisation"] = norm_info
     metrics["qa"] = qa
     metrics["timings_s"] = timings.as_dict()
     metrics.setdefault("notes", []).extend(notes)

@@ -18,6 +18,7 @@ from .goal_stages import stages_from_goals
 from .goals import ResolvedGoals
 from .recipe import PlanningRecipe, default_recipe
 from .structures import PlanningStructures
+from .targets import merge_stages, part_goal_pairs
 from .voxels import OptimizationVoxels, organ_structures, optimization_voxels, region_for
 
 log = get_logger(__name__)
@@ -78,8 +79,6 @@ def build_problem(case: Case, ps: PlanningStructures, resolved: ResolvedGoals, p
     target = reg(ps.optimization_target)
     if ps.parts:
         # several targets: each its own goals, prescription and stages on the shared voxels
-        from .targets import merge_stages, part_goal_pairs
-
         subs, stage_lists = [], []
         for i, part in enumerate(ps.parts):
             sp = part_goal_pairs(resolved.pairs, ps.protocol, part, primary=i == 0)

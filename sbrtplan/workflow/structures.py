@@ -22,8 +22,10 @@ import numpy as np
 from .._log import get_logger
 from ..case import Case, Structure, StructureRole, intersect, prv, ptv_minus, ring, subtract, union
 from ..errors import StructureError
+from ..evaluation import split_by_nearest_target
 from ..evaluation.matching import RoleMatch, find_prv, match_roles
 from ..protocols import Protocol
+from .targets import restricted, target_structures
 
 log = get_logger(__name__)
 
@@ -100,8 +102,6 @@ def build_planning_structures(case: Case, protocol: Protocol, target: str | None
     PlanningStructures
     """
     if targets is not None and len(targets) > 1:
-        from .targets import build_target_structures
-
         return build_target_structures(case, protocol, targets)
     derived: list[str] = []
     match = match_roles(protocol, case.structures, target=target)
@@ -166,3 +166,59 @@ def build_planning_structures(case: Case, protocol: Protocol, target: str | None
     match = match_roles(protocol, case.structures, target=ptv.name)
     return PlanningStructures(target=ptv, optimization_target=opt_target, boost=boost, hotspot_free=hot_free,
                               rings=rings, match=match, derived=derived)
+
+
+def build_target_structures(case: Case, protocol: Protocol, targets) -> PlanningStructures:
+    """Planning structures of every target, each restricted to its share (see the module docstring).
+
+    ``targets``: TargetPrescription, highest dose first (:func:`plan_scheme`).  Returns the plan's
+    :class:`PlanningStructures`: ``target`` is the union of the
+    targets (beam placement, optimisation voxels), ``parts`` one per target.
+    """
+    structs = target_structures(case.structures, targets)
+    parts = [build_planning_structures(case, protocol, s.name) for s in structs]
+    owner = split_by_nearest_target([p.target for p in parts])
+    # a voxel inside targets belongs to the highest dose level containing it (a boost inside its PTV:
+    # the nearest-surface rule would give the boost's interior to the larger PTV); outside every
+    # target, and for disjoint targets, the rule is the evaluation's
+    for i in reversed(range(len(parts))):
+        owner[parts[i].target.mask] = i
+    in_any = np.logical_or.reduce([p.target.mask for p in parts])
+    boosts = [p.boost for p in parts if p.boost is not None]
+    body = case.body
+    outer = body.mask if body is not None else np.ones(case.grid.shape, bool)
+    hot_free_mask = outer & ~np.logical_or.reduce([b.mask for b in boosts]) if boosts else outer.copy()
+    derived: list[str] = []
+    for i, (p, t) in enumerate(zip(parts, targets)):
+        share = owner == i
+        p.rx_gy = t.dose_gy
+        p.share = share
+        p.falloff_mask = share & ~in_any
+        rings = []
+        for r in p.rings:
+            rr = restricted(r, p.falloff_mask)
+            if rr.mask.any():
+                case.add_structure(rr, replace=True)
+                rings.append(rr)
+        p.rings = rings
+        others = in_any & ~p.target.mask
+        hf = Structure(f"zNoHotspot_{p.target.name}", case.grid, hot_free_mask & share & ~others,
+                       StructureRole.CONTROL)
+        case.add_structure(hf, replace=True)
+        p.hotspot_free = hf
+        derived += [d for d in p.derived if d not in derived and d in case.structures] + [hf.name]
+    hot_free = Structure("zNoHotspot", case.grid, hot_free_mask, StructureRole.CONTROL)
+    case.add_structure(hot_free, replace=True)
+    target = union(*[p.target for p in parts], name="zTargets", role=StructureRole.CONTROL)
+    opt = union(*[p.optimization_target for p in parts], name="zTargets!", role=StructureRole.CONTROL)
+    boost = (boosts[0] if len(boosts) == 1 else union(*boosts, name="zBoosts", role=StructureRole.CONTROL)) \
+        if boosts else None
+    overlap = [(a.target.name, b.target.name) for k, a in enumerate(parts) for b in parts[k + 1:]
+               if (a.target.mask & b.target.mask).any()]
+    if overlap:
+        log.info("overlapping targets (integrated boost): %s", ", ".join(f"{a} and {b}" for a, b in overlap))
+    log.info("%d targets: %s", len(parts), ", ".join(f"{p.target.name} {p.rx_gy:g} Gy ({p.target.volume_cc:.1f} cc)"
+                                                     for p in parts))
+    return PlanningStructures(target=target, optimization_target=opt, boost=boost, hotspot_free=hot_free,
+                              rings=[r for p in parts for r in p.rings], match=parts[0].match,
+                              derived=derived + ["zNoHotspot"], parts=parts, protocol=protocol)

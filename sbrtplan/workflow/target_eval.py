@@ -15,15 +15,16 @@ import numpy as np
 from .._log import get_logger
 from ..case import Case, Dose, Structure, StructureRole
 from ..evaluation import CoverageVerdict, PlanReport, evaluate_plan, lesion_indices
-from ..protocols import Metric, Protocol, Scheme
+from ..protocols import Protocol, Scheme
 from .targets import is_per_target_goal, target_protocol
 
 log = get_logger(__name__)
 
-__all__ = ["evaluate_targets", "normalisation_scale", "target_metrics"]
+__all__ = ["evaluate_targets", "part_scheme", "target_metrics"]
 
 
-def _scheme(part, fractions: int) -> Scheme:
+def part_scheme(part, fractions: int) -> Scheme:
+    """Target ``part``'s own scheme: its prescription over the course's fractions."""
     return Scheme(float(part.rx_gy), int(fractions))
 
 
@@ -57,7 +58,7 @@ def evaluate_targets(dose: Dose, case: Case, ps, protocol: Protocol, *, fraction
     normalisation needs only the goals)."""
     reports = []
     for part in ps.parts:
-        sch = _scheme(part, fractions)
+        sch = part_scheme(part, fractions)
         reports.append(evaluate_plan(dose, _own_structures(case, ps, part), target_protocol(protocol, sch), sch,
                                      target=part.target.name, conditions=conditions))
     first = reports[0]
@@ -105,48 +106,6 @@ def evaluate_targets(dose: Dose, case: Case, ps, protocol: Protocol, *, fraction
                                         body=case.body, dvhs=[dvhs.get(p.target.name) for p in ps.parts]
                                         if all(p.target.name in dvhs for p in ps.parts) else None)
     return report
-
-
-def _binding_hard_limit(report: PlanReport):
-    """(scale, result): the largest dose scale keeping every failing hard upper dose limit met, and the
-    limit that sets it (``pipeline._upper_dose_cap``'s rule; (1, None) when none fails)."""
-    best, which = 1.0, None
-    for r in report.hard_failures:
-        g = r.goal
-        if (g.comparator.is_upper_bound and r.value and r.limit and r.unit in ("Gy", "%Rx")
-                and g.metric in (Metric.DMAX, Metric.D_CC, Metric.D_PCT, Metric.DMEAN)):
-            c = 0.995 * r.limit / r.value
-            if c < best:
-                best, which = c, r
-    return best, which
-
-
-def normalisation_scale(case: Case, ps, protocol: Protocol, dose: np.ndarray, *, fractions: int, conditions,
-                        notes: list[str]) -> float:
-    """The plan's MU scale: the smallest meeting every target's coverage goal, lowered until no hard limit
-    of the sum fails (the binding limit and the targets left below their goal are named in ``notes``)."""
-    from .pipeline import _coverage_level_pct, _weighted_quantile_dose
-
-    need = []
-    for part in ps.parts:
-        sch = _scheme(part, fractions)
-        level, vol = _coverage_level_pct(target_protocol(protocol, sch), sch)
-        d = _weighted_quantile_dose(dose, part.target, vol)
-        need.append(((level / 100.0 * part.rx_gy) / d if d > 0 else 1.0, part, level, vol))
-    s, part, level, vol = max(need, key=lambda t: t[0])
-    report = evaluate_targets(Dose(case.grid, dose * s), case, ps, protocol, fractions=fractions,
-                              conditions=conditions, complete=False)
-    cap, which = _binding_hard_limit(report)
-    msg = (f"MU scaled by {s * cap:.4f}: {vol:g}% of {part.target.name} (the least covered target) receives "
-           f"{level:g}% of its {part.rx_gy:g} Gy")
-    if which is not None:
-        short = [p.target.name for p, sc in ((t[1], t[0]) for t in need) if sc > s * cap * 1.0001]
-        msg = (f"normalisation limited by the hard limit {which.structure} {which.goal.metric_label} < "
-               f"{which.limit:g} {which.unit} ({which.value:.4g} {which.unit} at full coverage): scale {s:.4f} "
-               f"reduced by {cap:.4f}; below the coverage goal: {', '.join(short) or 'none'}")
-    notes.append(msg)
-    log.info(msg)
-    return s * cap
 
 
 def target_metrics(report: PlanReport, ps) -> dict:

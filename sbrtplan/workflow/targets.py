@@ -20,11 +20,12 @@ dose.  The rules:
   (a boost inside its PTV): a voxel inside targets belongs to the highest dose level containing it.
 * **Optimisation**: the per-target terms of :mod:`~sbrtplan.workflow.penalties` side by side, the
   organ limits once; inside the optimiser the dose is normalised to the highest level's coverage
-  and the other targets' goals are measured on that dose (:func:`multi_target_penalties`).
-* **Normalisation** (:mod:`sbrtplan.workflow.target_eval`): one MU scale for the plan, the
-  smallest that meets every target's coverage goal, lowered where a hard limit of the sum would
-  fail (the protocol's priority order: a hard limit is never traded for coverage); the binding
-  limit is named in the plan's notes.
+  and the other targets' goals are measured on that dose
+  (:func:`~sbrtplan.workflow.penalties.multi_target_penalties`).
+* **Normalisation** (:mod:`sbrtplan.workflow.normalisation`, the same rule as for one target):
+  one MU scale for the plan, the smallest that meets every target's coverage goals, lowered where a
+  limit of higher priority (hard limits of the sum, each target's bounds) would fail; the binding
+  limit and the targets left below their goal are named in ``metrics.json``.
 
 The single-target planner is reused: each target gets the planning structures, penalties and
 stages of :mod:`~sbrtplan.workflow.structures`, :mod:`~sbrtplan.workflow.penalties` and
@@ -34,21 +35,20 @@ target's share and merges them into one problem.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .._log import get_logger
-from ..case import Case, Structure, StructureRole, union
-from ..errors import InputError, StructureError
-from ..evaluation import split_by_nearest_target
+from ..case import Structure
+from ..errors import InputError, ProtocolError, StructureError
 from ..protocols import Protocol, Scheme, SchemeOption
 
 log = get_logger(__name__)
 
 __all__ = ["TargetPrescription", "parse_target_arg", "targets_from_yaml", "load_targets_file", "check_targets",
-           "plan_scheme", "target_structures", "build_target_structures", "is_per_target_goal"]
+           "plan_scheme", "target_structures", "is_per_target_goal", "restricted", "part_goal_pairs", "merge_stages"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,6 @@ class TargetPrescription:
 
 
 def _scheme(text, where: str) -> Scheme:
-    from ..errors import ProtocolError
-
     try:
         return Scheme.parse(str(text).strip())
     except ProtocolError:
@@ -196,69 +194,12 @@ def is_per_target_goal(goal, protocol: Protocol) -> bool:
 
 
 # --------------------------------------------------------------------- planning structures
-def _restrict(s: Structure, keep: np.ndarray, name: str | None = None) -> Structure:
+def restricted(s: Structure, keep: np.ndarray, name: str | None = None) -> Structure:
+    """``s`` restricted to the voxels ``keep`` (a target's share), partial volumes kept."""
     w = s.weights * keep
     out = Structure(name or s.name, s.grid, s.mask & keep, s.role, fraction=w.astype(np.float32),
                     metadata=dict(s.metadata))
     return out
-
-
-def build_target_structures(case: Case, protocol: Protocol, targets) -> "PlanningStructures":
-    """Planning structures of every target, each restricted to its share (see the module docstring).
-
-    ``targets``: TargetPrescription, highest dose first (:func:`plan_scheme`).  Returns the plan's
-    :class:`~sbrtplan.workflow.structures.PlanningStructures`: ``target`` is the union of the
-    targets (beam placement, optimisation voxels), ``parts`` one per target.
-    """
-    from .structures import PlanningStructures, build_planning_structures
-
-    structs = target_structures(case.structures, targets)
-    parts = [build_planning_structures(case, protocol, s.name) for s in structs]
-    owner = split_by_nearest_target([p.target for p in parts])
-    # a voxel inside targets belongs to the highest dose level containing it (a boost inside its PTV:
-    # the nearest-surface rule would give the boost's interior to the larger PTV); outside every
-    # target, and for disjoint targets, the rule is the evaluation's
-    for i in reversed(range(len(parts))):
-        owner[parts[i].target.mask] = i
-    in_any = np.logical_or.reduce([p.target.mask for p in parts])
-    boosts = [p.boost for p in parts if p.boost is not None]
-    body = case.body
-    outer = body.mask if body is not None else np.ones(case.grid.shape, bool)
-    hot_free_mask = outer & ~np.logical_or.reduce([b.mask for b in boosts]) if boosts else outer.copy()
-    derived: list[str] = []
-    for i, (p, t) in enumerate(zip(parts, targets)):
-        share = owner == i
-        p.rx_gy = t.dose_gy
-        p.share = share
-        p.falloff_mask = share & ~in_any
-        rings = []
-        for r in p.rings:
-            rr = _restrict(r, p.falloff_mask)
-            if rr.mask.any():
-                case.add_structure(rr, replace=True)
-                rings.append(rr)
-        p.rings = rings
-        others = in_any & ~p.target.mask
-        hf = Structure(f"zNoHotspot_{p.target.name}", case.grid, hot_free_mask & share & ~others,
-                       StructureRole.CONTROL)
-        case.add_structure(hf, replace=True)
-        p.hotspot_free = hf
-        derived += [d for d in p.derived if d not in derived and d in case.structures] + [hf.name]
-    hot_free = Structure("zNoHotspot", case.grid, hot_free_mask, StructureRole.CONTROL)
-    case.add_structure(hot_free, replace=True)
-    target = union(*[p.target for p in parts], name="zTargets", role=StructureRole.CONTROL)
-    opt = union(*[p.optimization_target for p in parts], name="zTargets!", role=StructureRole.CONTROL)
-    boost = (boosts[0] if len(boosts) == 1 else union(*boosts, name="zBoosts", role=StructureRole.CONTROL)) \
-        if boosts else None
-    overlap = [(a.target.name, b.target.name) for k, a in enumerate(parts) for b in parts[k + 1:]
-               if (a.target.mask & b.target.mask).any()]
-    if overlap:
-        log.info("overlapping targets (integrated boost): %s", ", ".join(f"{a} and {b}" for a, b in overlap))
-    log.info("%d targets: %s", len(parts), ", ".join(f"{p.target.name} {p.rx_gy:g} Gy ({p.target.volume_cc:.1f} cc)"
-                                                     for p in parts))
-    return PlanningStructures(target=target, optimization_target=opt, boost=boost, hotspot_free=hot_free,
-                              rings=[r for p in parts for r in p.rings], match=parts[0].match,
-                              derived=derived + ["zNoHotspot"], parts=parts, protocol=protocol)
 
 
 # --------------------------------------------------------------------- optimisation problem
@@ -279,74 +220,10 @@ def part_goal_pairs(pairs, protocol: Protocol, part, primary: bool) -> list:
             elif (s.mask & own).any():
                 out.append((goal, s))       # this target's GTV/CTV/ITV
         else:
-            r = _restrict(s, part.share, f"{s.name}@{part.target.name}")
+            r = restricted(s, part.share, f"{s.name}@{part.target.name}")
             if r.mask.any():
                 out.append((goal, r))
     return out
-
-
-def multi_target_penalties(ps, problem, *, d2cm_rows=None):
-    """Penalties and limits of a plan of several targets: each target's at its prescription, merged.
-
-    The organ limits come with the primary (highest dose) target.  Inside the optimiser the dose is
-    normalised to the primary target's coverage goal (``optimizer.penalty_solve(normalize=True)``);
-    every other target's coverage goal, hot spots and dose-volume bounds are measured on that dose
-    (capped by the organ limits), so a target that lags behind the primary is re-weighted with the
-    coverage's priority (normalised to the least covered target instead, that target always meets
-    its goal exactly and the imbalance is never seen).  The plan's final normalisation
-    (``workflow.target_eval``) meets every target's goal where the hard limits allow.  The RTOG D2cm limit rows
-    (``d2cm_rows``: final-dose voxels 2 cm or more from every target, whose share is not known here)
-    are limited at the primary target's D2cm, the most lenient of the targets' values (the others'
-    D2cm is evaluated, not constrained).
-    """
-    from .penalties import plan_penalties
-
-    pens, lims, covers = [], [], []
-    organs = {r.name for g, r in problem.parts[0].goal_regions
-              if r is not None and not is_per_target_goal(g, ps.protocol)}
-    for i, (part, sub) in enumerate(zip(ps.parts, problem.parts)):
-        p, lm = plan_penalties(part, sub, d2cm_rows=d2cm_rows if i == 0 else None)
-        # the target's own terms carry its name (the organ limits of the sum come with the first target)
-        for x in p:
-            if not any(x.name.startswith(o + " ") for o in organs):
-                x.name = f"{part.target.name}: {x.name}"
-        for x in lm:
-            if not any((x.label or "").startswith(o + " ") for o in organs):
-                x.label = f"{part.target.name}: {x.label or x.penalty.name}"
-        pens += p
-        lims += lm
-        covers += [x for x in lm if x.lower]
-    if not covers:
-        return pens, lims
-    primary = covers[0]
-    organ_caps = [x for x in lims if x.priority == 0 and not x.lower and not x.mean]
-    for x in lims:
-        if x is primary:
-            continue
-        x.normalizes = False
-        if x.lower or x.normalized_by is not None:
-            x.normalized_by = primary
-            x.scale_caps = organ_caps
-    return pens, lims
-
-
-@dataclass
-class FalloffParts:
-    """The fall-off profiles of several targets, concatenated (rows of each target's share)."""
-
-    rows: np.ndarray
-    reference_gy: np.ndarray
-    far: np.ndarray
-    owner: list = field(default_factory=list)
-
-
-def multi_target_falloff(ps, problem):
-    """Each target's fall-off profile (``penalties.falloff_profile``) on its own share, concatenated."""
-    from .penalties import falloff_profile
-
-    fs = [falloff_profile(part, sub) for part, sub in zip(ps.parts, problem.parts)]
-    return FalloffParts(np.concatenate([f.rows for f in fs]), np.concatenate([f.reference_gy for f in fs]),
-                        np.concatenate([f.far for f in fs]), [p.target.name for p in ps.parts])
 
 
 def merge_stages(stage_lists: list[list]) -> list:
