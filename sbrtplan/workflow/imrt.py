@@ -311,10 +311,11 @@ def generate_apertures(D, beam_offsets: np.ndarray, grids, mlc: MLCModel, penalt
     dose = np.zeros(n_rows)
     res = None
     it = 0
-    t_start = time.perf_counter()
+    cpu_start = time.process_time()   # processor time: the plan does not depend on the machine's load
     for it in range(rec.generation_iterations_factor * int(max_segments)):
-        if it and time.perf_counter() - t_start > rec.aperture_time_limit_s:
-            log.warning("aperture generation: stopped at its %.0f s budget after %d pricing rounds (%d apertures)",
+        if it and time.process_time() - cpu_start > rec.aperture_time_limit_s:
+            log.warning("aperture generation: stopped at its %.0f s processor-time budget after %d pricing rounds "
+                        "(%d apertures)",
                         rec.aperture_time_limit_s, it, len(openings))
             break
         _, g_rows = obj.value_and_grad(dose)

@@ -121,8 +121,9 @@ class PenaltyRecipe:
 class ImrtRecipe:
     """IMRT beam selection, aperture generation and segment weights (``workflow.imrt``)."""
 
-    fluence_time_limit_s: float = _v("s: wall-clock budget of the prioritised fluence stages", 1.0, 86400.0)
-    segment_time_limit_s: float = _v("s: wall-clock budget of the prioritised segment-weight solve", 1.0, 86400.0)
+    fluence_time_limit_s: float = _v("processor s: budget of the prioritised fluence stages", 1.0, 86400.0)
+    segment_time_limit_s: float = _v("processor s: budget of the prioritised segment-weight solve",
+                                     1.0, 86400.0)
     min_beam_separation_deg: float = _v("deg: smallest angle between two automatically selected beams",
                                         0.0, 180.0)
     selection_pool_factor: int = _v("the lasso path runs until this many times n_beams candidates are active",
@@ -132,7 +133,7 @@ class ImrtRecipe:
     generation_iterations_factor: int = _v("pricing rounds at most this multiple of the segments per beam",
                                            1, 100, int)
     reweight_every: int = _v("violated limits are re-weighted every this many pricing rounds", 1, 1000, int)
-    aperture_time_limit_s: float = _v("s: wall-clock budget of the pricing rounds", 1.0, 86400.0)
+    aperture_time_limit_s: float = _v("processor s: budget of the pricing rounds", 1.0, 86400.0)
     fluence_rounds: int = _v("re-weighting rounds of the penalty path after the last aperture", 1, 1000, int)
 
 
