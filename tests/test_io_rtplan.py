@@ -301,3 +301,26 @@ def test_plan_without_meterset_or_photons_is_rejected(case, tmp_path):
     ds.save_as(tmp_path / "electron.dcm")
     with pytest.raises(InputError, match="photons only"):
         read_rtplan(tmp_path / "electron.dcm")
+
+
+def test_several_targets_get_one_dose_reference_each(tmp_path):
+    """A course of two dose levels (PTV 27 Gy with a GTV boost to 30 Gy, 3 fx): the RTPLAN
+    holds one TARGET dose reference per target on its ROI, all in the fraction group, and the reader
+    the recompute uses returns both levels, highest first; a bad level is refused before writing."""
+    from _bad_input_factory import _beam_set
+    from sbrtplan.io import read_prescription, write_rtstruct
+
+    case = make_phantom("spine", spacing_mm=4.0)
+    write_rtstruct(case, tmp_path / "rs.dcm")
+    bs = _beam_set(case)
+    write_rtplan(bs, tmp_path / "rp.dcm", case=case, target_name="PTV", targets=[("PTV", 27.0), ("GTV", 30.0)])
+    ds = pydicom.dcmread(tmp_path / "rp.dcm")
+    assert [str(d.DoseReferenceStructureType) for d in ds.DoseReferenceSequence] == ["VOLUME", "VOLUME"]
+    assert [int(r.ReferencedDoseReferenceNumber)
+            for r in ds.FractionGroupSequence[0].ReferencedDoseReferenceSequence] == [1, 2]
+    rx = read_prescription(tmp_path / "rp.dcm", tmp_path / "rs.dcm")
+    assert [(lv.roi_name, lv.dose_gy) for lv in rx.levels] == [("GTV", 30.0), ("PTV", 27.0)]
+    for bad in ([("PTV", float("nan"))], [("PTV", 0.0)], [("PTV",)], [(3, 27.0)]):
+        with pytest.raises(InputError, match="targets"):
+            write_rtplan(bs, tmp_path / "bad.dcm", case=case, targets=bad)
+        assert not (tmp_path / "bad.dcm").exists()

@@ -425,3 +425,9 @@ def test_two_level_spine_plan_keeps_every_hard_limit_of_the_sum(tmp_path):
     write_plan(p, tmp_path / "out")
     m2 = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m2["prescription"]["dose_gy"] == 27.0 and "lesions" in m2
+    # ... and one dose reference per target, each on its ROI, read back as the recompute reads a plan
+    from sbrtplan.io import read_prescription
+
+    rx = read_prescription(tmp_path / "out" / "RTPLAN.dcm", tmp_path / "out" / "RTSTRUCT.dcm")
+    assert [(lv.roi_name, lv.dose_gy) for lv in rx.levels] == [("PTV1", 27.0), ("PTV2", 24.0)]
+    assert rx.fractions == 3

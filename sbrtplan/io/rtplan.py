@@ -18,6 +18,7 @@ Patient Setup, RT Fraction Scheme (MU per beam) and RT Beams with ``ASYMX``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +151,8 @@ def _beam_dataset(beam: Beam, number: int, machine_name: str, tolerance_table: b
 
 
 def write_rtplan(beam_set: BeamSet, path, *, case: Case, rtstruct_uid: str | None = None, plan_label: str = "SBRT",
-                 target_name: str | None = None, tolerance_table: bool = True) -> str:
+                 target_name: str | None = None, tolerance_table: bool = True,
+                 targets: Sequence[tuple[str, float]] | None = None) -> str:
     """Write ``beam_set`` as a DICOM RT Plan.
 
     Parameters
@@ -173,6 +175,10 @@ def write_rtplan(beam_set: BeamSet, path, *, case: Case, rtstruct_uid: str | Non
         RTSTRUCT contains it, otherwise a SITE).
     tolerance_table : bool
         Include a tolerance table (referenced by every beam).
+    targets : sequence of (str, float), optional
+        Several targets of one course, each with its total prescription dose in Gy (a plan of
+        several targets, ``workflow.targets``): one TARGET dose reference per target, all named by
+        the fraction group.  Default: ``target_name`` at ``beam_set.prescription_gy``.
 
     Returns
     -------
@@ -183,6 +189,10 @@ def write_rtplan(beam_set: BeamSet, path, *, case: Case, rtstruct_uid: str | Non
         raise InputError(f"RTPLAN '{path}': the beam set has no beams")
     if beam_set.n_fractions < 1:
         raise InputError(f"RTPLAN '{path}': number of fractions must be >= 1, got {beam_set.n_fractions}")
+    for t in targets or ():
+        if (not isinstance(t, (tuple, list)) or len(t) != 2 or not isinstance(t[0], str)
+                or not isinstance(t[1], (int, float)) or not np.isfinite(t[1]) or t[1] <= 0):
+            raise InputError(f"RTPLAN '{path}': targets: expected (ROI name, prescription Gy > 0) pairs, got {t!r}")
     with timed(f"write RTPLAN {Path(path).name}", log):
         ds = new_file_dataset(case, RT_PLAN_STORAGE, "RTPLAN", series_description=f"sbrtplan {plan_label}"[:64],
                               series_number=int(case.metadata.get("rtplan_series_number", 3)))
@@ -207,19 +217,22 @@ def write_rtplan(beam_set: BeamSet, path, *, case: Case, rtstruct_uid: str | Non
             ds.RTPlanGeometry = "TREATMENT_DEVICE"
         # RT Prescription
         ds.PrescriptionDescription = f"{beam_set.prescription_gy:g} Gy / {beam_set.n_fractions} fx"[:64]
-        dref = Dataset()
-        dref.DoseReferenceNumber = 1
-        dref.DoseReferenceUID = new_uid()
-        name = target_name or "target"
-        if target_name is not None and target_name in roi_numbers:
-            dref.DoseReferenceStructureType = "VOLUME"
-            dref.ReferencedROINumber = int(roi_numbers[target_name])
-        else:
-            dref.DoseReferenceStructureType = "SITE"
-        dref.DoseReferenceDescription = str(name)[:64]
-        dref.DoseReferenceType = "TARGET"
-        dref.TargetPrescriptionDose = ds_str(beam_set.prescription_gy, 4)
-        ds.DoseReferenceSequence = DicomSequence([dref])
+        levels = list(targets) if targets else [(target_name, float(beam_set.prescription_gy))]
+        drefs = []
+        for number, (roi_name, dose_gy) in enumerate(levels, start=1):
+            dref = Dataset()
+            dref.DoseReferenceNumber = number
+            dref.DoseReferenceUID = new_uid()
+            if roi_name is not None and roi_name in roi_numbers:
+                dref.DoseReferenceStructureType = "VOLUME"
+                dref.ReferencedROINumber = int(roi_numbers[roi_name])
+            else:
+                dref.DoseReferenceStructureType = "SITE"
+            dref.DoseReferenceDescription = str(roi_name or "target")[:64]
+            dref.DoseReferenceType = "TARGET"
+            dref.TargetPrescriptionDose = ds_str(dose_gy, 4)
+            drefs.append(dref)
+        ds.DoseReferenceSequence = DicomSequence(drefs)
         # RT Tolerance Tables
         if tolerance_table:
             tt = Dataset()
@@ -248,9 +261,12 @@ def write_rtplan(beam_set: BeamSet, path, *, case: Case, rtstruct_uid: str | Non
         fg.NumberOfFractionsPlanned = int(beam_set.n_fractions)
         fg.NumberOfBeams = len(beam_set.beams)
         fg.NumberOfBrachyApplicationSetups = 0
-        rdr = Dataset()
-        rdr.ReferencedDoseReferenceNumber = 1
-        fg.ReferencedDoseReferenceSequence = DicomSequence([rdr])
+        rdrs = []
+        for number in range(1, len(drefs) + 1):
+            rdr = Dataset()
+            rdr.ReferencedDoseReferenceNumber = number
+            rdrs.append(rdr)
+        fg.ReferencedDoseReferenceSequence = DicomSequence(rdrs)
         refs = []
         for i, beam in enumerate(beam_set.beams, start=1):
             r = Dataset()

@@ -64,8 +64,11 @@ def write_plan(plan: Plan, out_dir, *, title: str | None = None, mat_format: str
         ss_uid = write_rtstruct(case, out / "RTSTRUCT.dcm")
         paths["RTSTRUCT"] = out / "RTSTRUCT.dcm"
         tick(1)
+        # a plan of several targets prescribes each at its own dose level (one dose reference each)
+        levels = [(t["name"], float(t["dose_gy"]))
+                  for t in ((plan.metrics.get("prescription") or {}).get("targets") or [])]
         plan_uid = write_rtplan(plan.beam_set, out / "RTPLAN.dcm", case=case, rtstruct_uid=ss_uid,
-                                target_name=plan.report.target)
+                                target_name=plan.report.target, targets=levels or None)
         paths["RTPLAN"] = out / "RTPLAN.dcm"
         tick(2)
         # 16-bit dose (resolution max/65535, ~0.5 mGy at 30 Gy): the form every DICOM validator accepts
