@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .._fields import number_field
 from ..errors import ProtocolError
 
 FORMAT = "sbrtplan-seed-protocol/1"
@@ -99,15 +100,7 @@ def list_seed_protocols() -> tuple[str, ...]:
 
 
 def _num(obj: dict, key: str, where: str, lo: float, hi: float) -> float:
-    try:
-        v = float(obj[key])
-    except KeyError:
-        raise ProtocolError(f"seed protocol '{where}': missing '{key}'") from None
-    except (TypeError, ValueError):
-        raise ProtocolError(f"seed protocol '{where}': '{key}' must be a number, got {obj[key]!r}") from None
-    if not (math.isfinite(v) and lo <= v <= hi):
-        raise ProtocolError(f"seed protocol '{where}': '{key}' must be in [{lo:g}, {hi:g}], got {v:g}")
-    return v
+    return number_field(obj, key, f"seed protocol '{where}'", lo, hi, error=ProtocolError)
 
 
 def load_seed_protocol(spec: str | Path) -> SeedProtocol:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._fields import number_field
 from ..errors import InputError
 
 FORMAT = "sbrtplan-tg43-source/1"
@@ -93,15 +94,7 @@ def _increasing(v: np.ndarray, key: str, where: str) -> None:
 
 
 def _number(obj: dict, key: str, where: str, lo: float = 0.0, hi: float = math.inf) -> float:
-    if key not in obj:
-        raise InputError(f"source file '{where}': missing '{key}'")
-    try:
-        v = float(obj[key])
-    except (TypeError, ValueError):
-        raise InputError(f"source file '{where}': '{key}' must be a number, got {obj[key]!r}") from None
-    if not (math.isfinite(v) and lo < v < hi):
-        raise InputError(f"source file '{where}': '{key}' must be in ({lo:g}, {hi:g}), got {v:g}")
-    return v
+    return number_field(obj, key, f"source file '{where}'", lo, hi, open_interval=True)
 
 
 def derive_phi_an(f_r_cm: np.ndarray, f_theta_deg: np.ndarray, f_table: np.ndarray, active_length_cm: float,

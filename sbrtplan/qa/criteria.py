@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from .._fields import number_field
 from ..errors import InputError
 
 
@@ -77,13 +78,7 @@ class QACriteria:
 
 
 def _pos(d: dict, key: str, where: str) -> float:
-    try:
-        v = float(d[key])
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{where}: '{key}' must be a number, got {d.get(key)!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise InputError(f"{where}: '{key}' must be positive and finite, got {v}")
-    return v
+    return number_field(d, key, where, 0.0, math.inf, open_interval=True)
 
 
 def _criterion(d: dict, where: str) -> GammaCriterion:

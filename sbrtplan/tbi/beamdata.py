@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 from scipy.interpolate import RegularGridInterpolator
 
+from .._fields import number_field
 from ..errors import InputError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -106,15 +107,7 @@ class TbiBeamData:
 
 # ------------------------------------------------------------------- loading
 def _num(d: dict, key: str, where: str, lo: float, hi: float) -> float:
-    if key not in d:
-        raise InputError(f"TBI beam data {where}: missing '{key}'")
-    try:
-        v = float(d[key])
-    except (TypeError, ValueError):
-        raise InputError(f"TBI beam data {where}.{key}: expected a number, got {d[key]!r}") from None
-    if not (math.isfinite(v) and lo <= v <= hi):
-        raise InputError(f"TBI beam data {where}.{key}: {v:g} outside the allowed range [{lo:g}, {hi:g}]")
-    return v
+    return number_field(d, key, f"TBI beam data {where}.{key}", lo, hi)   # the dotted path names the field
 
 
 def _arr(d: dict, key: str, where: str, lo: float, hi: float, increasing: bool = False, ndim: int = 1) -> np.ndarray:
