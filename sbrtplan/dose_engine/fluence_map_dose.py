@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fluence import FluenceMap, beam_jobs, unwrapped_gantry
-from .geometry_kernels import voxel_frame
+from .geometry_kernels import beam_params, sorted_bisect_right, voxel_frame
 from .pencil import gaussian_terms
 from .raytrace import fan_lookup
 
@@ -172,19 +172,6 @@ def _fd_kernel(pts, bps, gp, mode, fp, table, entry, lengths, linv, data, lvs, r
 
 # ------------------------------------------------------------------ tables
 @njit(cache=True)
-def _fd_count_le(a, x):
-    """Number of entries of the sorted array ``a`` that are <= x."""
-    lo, hi = 0, a.size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True)
 def _fd_row_level(starts, q):
     """Level ``l`` with ``starts[l] <= q < starts[l + 1]`` (a few dozen levels: a linear scan)."""
     l = 0
@@ -220,8 +207,8 @@ def _fd_blur(fl_t, xe, ye, lv, sig, full_mu, full, data):
         c = r2 / max(sig[l, 0], 1e-6)
         reach = _ERF_SAT / c
         gxf[q] = 0.5 * (math.erf((full[1] - u) * c) - math.erf((full[0] - u) * c))
-        ca = max(_fd_count_le(xe, u - reach) - 1, 0)
-        cb = min(_fd_count_le(xe, u + reach), nc)
+        ca = max(sorted_bisect_right(xe, u - reach) - 1, 0)
+        cb = min(sorted_bisect_right(xe, u + reach), nc)
         if ca >= cb:
             continue
         e0 = math.erf((xe[ca] - u) * c)
@@ -241,8 +228,8 @@ def _fd_blur(fl_t, xe, ye, lv, sig, full_mu, full, data):
         c = r2 / max(sig[l, 1], 1e-6)
         reach = _ERF_SAT / c
         gy = full_mu * 0.5 * (math.erf((full[3] - v) * c) - math.erf((full[2] - v) * c))
-        ra = max(_fd_count_le(ye, v - reach) - 1, 0)
-        rb = min(_fd_count_le(ye, v + reach), nr)
+        ra = max(sorted_bisect_right(ye, v - reach) - 1, 0)
+        rb = min(sorted_bisect_right(ye, v + reach), nr)
         py = np.zeros(max(rb - ra, 1))
         if ra < rb:
             e0 = math.erf((ye[ra] - v) * c)
@@ -440,7 +427,6 @@ def forward_fluence(density, grid, beam_set, model, voxel_indices, *, arc_bin_de
     from .._log import get_logger, timed
     from ..errors import GeometryError, InputError
     from .fluence import accumulate_fluence, control_point_states
-    from .geometry_kernels import beam_params
     from .influence import Correction, _check_inputs, _fan_for, _voxel_set
     from .pencil import pack_gaussian, scaling_lengths
 
