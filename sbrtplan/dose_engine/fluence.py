@@ -376,8 +376,9 @@ def beam_jobs(beam, bin_deg: float) -> list[tuple[float, list[tuple[int, float, 
     control-point interval.  An arc is cut into bins of consecutive control-point intervals spanning
     at most ``bin_deg`` (an interval longer than that is split into equal parts): each bin is one map
     at its central gantry angle holding those intervals whole (meterset, leaves and gantry are linear
-    within an interval).  Bins follow the control points, so arcs -- or optimisation sectors -- over
-    the same control-point angles get maps at the same angles (their evaluations share the source
+    within an interval).  Bins follow the control points and are formed in ascending gantry angle
+    whatever the arc's direction, so arcs -- or optimisation sectors, clockwise or not -- over the
+    same control-point angles get maps at the same angles (their evaluations share the source
     position), and a sector of ``bin_deg`` is one map.
     """
     mu_int = beam.segment_mu()
@@ -393,32 +394,38 @@ def beam_jobs(beam, bin_deg: float) -> list[tuple[float, list[tuple[int, float, 
                     for k, (a, b, m) in enumerate(zip(g[:-1], g[1:], mu_int)) if m > 0]
         return [(float(beam.control_points[0].gantry_deg),
                  [(k, 0.0, 1.0, float(m)) for k, m in enumerate(mu_int) if m > 0])]
+    # bins in ascending gantry angle whatever the direction: two arcs (or sectors) over the same
+    # control-point angles in opposite directions get their maps at the same angles, so they share
+    # the ray tracing and each point's kernel terms (forward dose)
     b = float(bin_deg)
-    out = []
-    cur: list = []
-    lo = hi = None
-
-    def flush():
-        if cur:
-            out.append(((0.5 * (lo + hi)) % 360.0, list(cur)))
-            cur.clear()
-
+    pieces = []
     for k in range(theta.size - 1):
         a0, a1 = theta[k], theta[k + 1]
         n = max(1, int(math.ceil(abs(a1 - a0) / b - 1e-9)))
         for q in range(n):
             ta, tb = q / n, (q + 1) / n
             x0, x1 = a0 + (a1 - a0) * ta, a0 + (a1 - a0) * tb
-            if mu_int[k] <= 0:
-                flush()
-                continue
-            if cur and max(abs(x1 - lo), abs(x1 - hi)) > b + 1e-9:
-                flush()
-            if not cur:
-                lo = hi = x0
-            lo, hi = min(lo, x0, x1), max(hi, x0, x1)
-            cur.append((k, ta, tb, float(mu_int[k])))
-    flush()
+            pieces.append((min(x0, x1), max(x0, x1), k, ta, tb))
+    if theta[-1] < theta[0]:
+        pieces.reverse()
+    out = []
+    cur: list = []
+    lo = hi = 0.0
+    for x0, x1, k, ta, tb in pieces:
+        if mu_int[k] <= 0:
+            if cur:
+                out.append(((0.5 * (lo + hi)) % 360.0, cur))
+                cur = []
+            continue
+        if cur and x1 - lo > b + 1e-9:
+            out.append(((0.5 * (lo + hi)) % 360.0, cur))
+            cur = []
+        if not cur:
+            lo, hi = x0, x1
+        lo, hi = min(lo, x0), max(hi, x1)
+        cur.append((k, ta, tb, float(mu_int[k])))
+    if cur:
+        out.append(((0.5 * (lo + hi)) % 360.0, cur))
     return out
 
 

@@ -26,9 +26,9 @@ raster point is summed (the rest is zero to double precision).
 
 Maps sharing the source position (two arcs, sectors of an arc at the same angle) are evaluated
 together: the fan is traced and each point's depth, densities and kernel terms are computed once.
-An arc's maps are binned in ascending gantry angle (:func:`map_jobs`), so that opposed arcs over the
-same control-point angles -- the VMAT plan's two arcs and their sectors -- have their maps at the
-same angles.
+An arc's maps are binned in ascending gantry angle (:func:`~sbrtplan.dose_engine.fluence.beam_jobs`),
+so that opposed arcs over the same control-point angles -- the VMAT plan's two arcs and their
+sectors -- have their maps at the same angles.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .fluence import FluenceMap, beam_jobs, unwrapped_gantry
+from .fluence import FluenceMap, beam_jobs
 from .geometry_kernels import beam_params, sorted_bisect_right, voxel_frame
 from .pencil import gaussian_terms
 from .raytrace import fan_lookup
@@ -355,53 +355,6 @@ def maps_dose(pts: np.ndarray, bps: np.ndarray, gp: np.ndarray, mode: int, fan, 
                linv.astype(np.int64), data, lvs, rect, lad, np.ascontiguousarray(rows, dtype=np.int64), out)
 
 
-def map_jobs(beam, bin_deg: float) -> list[tuple[float, list[tuple[int, float, float, float]]]]:
-    """The fluence maps of a beam, as :func:`~sbrtplan.dose_engine.fluence.beam_jobs`, but an arc's bins
-    are formed in ascending gantry angle whatever its direction.
-
-    Two arcs (or arc sectors) over the same control-point angles in opposite directions then get
-    their maps at the same angles, and the maps of one angle share the ray tracing, each point's depth
-    and its kernel terms (:func:`maps_dose`): with ``beam_jobs`` the bins of a clockwise and a
-    counter-clockwise sector of three control-point intervals start at opposite ends and no map of one
-    shares the other's source position.  The maps themselves are the same kind (whole intervals, or
-    equal parts of an interval longer than ``bin_deg``, at most ``bin_deg`` per map).
-    """
-    theta = unwrapped_gantry(beam) if beam.is_arc and len(beam.control_points) > 1 else None
-    if theta is None:
-        return beam_jobs(beam, bin_deg)
-    mu_int = beam.segment_mu()
-    b = float(bin_deg)
-    pieces = []
-    for k in range(theta.size - 1):
-        a0, a1 = theta[k], theta[k + 1]
-        n = max(1, int(math.ceil(abs(a1 - a0) / b - 1e-9)))
-        for q in range(n):
-            ta, tb = q / n, (q + 1) / n
-            x0, x1 = a0 + (a1 - a0) * ta, a0 + (a1 - a0) * tb
-            pieces.append((min(x0, x1), max(x0, x1), k, ta, tb))
-    if theta[-1] < theta[0]:
-        pieces.reverse()
-    out = []
-    cur: list = []
-    lo = hi = 0.0
-    for x0, x1, k, ta, tb in pieces:
-        if mu_int[k] <= 0:
-            if cur:
-                out.append(((0.5 * (lo + hi)) % 360.0, cur))
-                cur = []
-            continue
-        if cur and x1 - lo > b + 1e-9:
-            out.append(((0.5 * (lo + hi)) % 360.0, cur))
-            cur = []
-        if not cur:
-            lo, hi = x0, x1
-        lo, hi = min(lo, x0), max(hi, x1)
-        cur.append((k, ta, tb, float(mu_int[k])))
-    if cur:
-        out.append(((0.5 * (lo + hi)) % 360.0, cur))
-    return out
-
-
 # ------------------------------------------------------------------ driver
 def _source_key(groups: dict, gantry_deg: float, beam) -> tuple:
     """Key of the source position (gantry, couch, isocentre, patient position) of a map: an existing
@@ -448,7 +401,7 @@ def forward_fluence(density, grid, beam_set, model, voxel_indices, *, arc_bin_de
                 continue
             mlc = model.mlc_for(beam.mlc)
             states = control_point_states(beam)
-            for g, jobs in map_jobs(beam, arc_bin_deg):
+            for g, jobs in beam_jobs(beam, arc_bin_deg):
                 fm = accumulate_fluence(states, jobs, mlc.leaf_boundaries_mm, transmission=mlc.transmission,
                                         dlg_mm=mlc.dlg_mm, tongue_groove_mm=mlc.tongue_groove_mm,
                                         jaw_transmission=model.jaw_transmission, gantry_deg=g)
