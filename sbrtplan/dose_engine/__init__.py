@@ -20,8 +20,9 @@ from .influence import Correction, InfluenceMatrix, default_voxels, dropped_frac
 from .mcc import read_mcc
 from .mucheck import MUCheckReport, MUCheckRow, engine_point_dose, independent_point_dose, mu_check
 from .fluence import FluenceMap, beam_fluence_maps
-from .model import (CALIBRATION_CONVENTIONS, BeamModel, Calibration, ModelKind, default_beam_model, load_beam_model,
-                    load_matrad_machine, parse_calibration, shipped_models)
+from .calibration import CALIBRATION_CONVENTIONS, Calibration, parse_calibration
+from .model import (BeamModel, ModelKind, default_beam_model, load_beam_model, load_matrad_machine,
+                    shipped_models)
 from .raytrace import radiological_depth
 from .water import central_axis_gy_per_mu, output_factor, output_factor_table, pdd, tmr_table, water_dose_relative
 

@@ -47,7 +47,8 @@ import numpy as np
 from .._log import get_logger
 from ..errors import InputError
 from .mcc import CurveType, Scan, read_mcc
-from .model import BeamModel, Calibration, GaussianModel, KernelComponent, ModelKind
+from .calibration import Calibration
+from .model import BeamModel, GaussianModel, KernelComponent, ModelKind
 from .pencil import pack_gaussian, water_points
 
 log = get_logger(__name__)
