@@ -111,7 +111,7 @@ def run_case(label: str, dens, grid, target_pts, voxels, n_beams: int, beamlet_m
 def forward_subfield(label: str, dens, grid, voxels, iso, model) -> None:
     """Time of one MLC sub-field of forward dose on the whole voxel set (a VMAT arc is ~180 of them)."""
     from sbrtplan.beams import Aperture, MLCModel
-    from sbrtplan.dose_engine.forward import _s_range, aperture_dose_per_mu
+    from sbrtplan.dose_engine.aperture_dose import _s_range, aperture_dose_per_mu
 
     mlc = MLCModel.hd120()
     ap = Aperture.rectangle(mlc, (-20.0, 20.0), (-15.0, 15.0))

@@ -13,9 +13,10 @@ import pytest
 
 from sbrtplan.beams import Aperture, Beam, BeamSet, ControlPoint, MLCModel, Technique
 from sbrtplan.case import Grid
+from sbrtplan.dose_engine.clarkson import equivalent_path_mm
+from sbrtplan.dose_engine.clarkson_tables import clarkson_tables
 from sbrtplan.dose_engine.model import load_beam_model
-from sbrtplan.dose_engine.mucheck import (MUCheckReport, clarkson_tables, engine_point_dose, equivalent_path_mm,
-                                          independent_point_dose, mu_check)
+from sbrtplan.dose_engine.mucheck import MUCheckReport, engine_point_dose, independent_point_dose, mu_check
 from sbrtplan.dose_engine.pencil import pack_gaussian, water_points
 from sbrtplan.dose_engine.water import central_axis_gy_per_mu
 from sbrtplan.errors import InputError
@@ -470,7 +471,7 @@ def test_path_mean_densities_slab():
     into a lung slab that starts 50 mm below the surface: all lung for L = 10 mm, 20 mm
     of water and 60 of lung for L = 80 mm, the whole 110 mm inside for L = 500 mm
     (0.01: the 0.125 mm sampling against 1 mm voxels)."""
-    from sbrtplan.dose_engine.mucheck import path_mean_densities
+    from sbrtplan.dose_engine.clarkson import path_mean_densities
 
     g = Grid((3, 200, 3), (1.0, 1.0, 1.0), (-1.0, -99.5, -1.0))     # y faces -100 .. 100
     rho = np.ones(g.shape, dtype=np.float32)

@@ -20,6 +20,7 @@ from sbrtplan.beams import Aperture, Beam, BeamGeometry, BeamSet, ControlPoint, 
 from sbrtplan.beams.arcs import make_arc
 from sbrtplan.case import Grid
 from sbrtplan.dose_engine import aperture_dose_per_mu, forward_dose, load_beam_model
+from sbrtplan.dose_engine import aperture_dose as apd
 from sbrtplan.dose_engine import forward as fwd
 
 H = 3.0
@@ -145,7 +146,7 @@ def test_apertures_with_different_collimators_share_one_evaluation(box, model):
     aps = [Aperture(rng.uniform(-25, -5, mlc.n_pairs), rng.uniform(5, 25, mlc.n_pairs), (-25.0, 25.0), (-20.0, 20.0))
            for _ in range(2)]
     geoms = [BeamGeometry(70.0, collimator_deg=30.0), BeamGeometry(70.0, collimator_deg=330.0)]
-    together = fwd._apertures_dose(dens, grid, pts[::3], geoms, aps, mlc.leaf_boundaries_mm, mlc.transmission,
+    together = apd._apertures_dose(dens, grid, pts[::3], geoms, aps, mlc.leaf_boundaries_mm, mlc.transmission,
                                    model, scales=[100.0, 50.0])
     alone_all = (aperture_dose_per_mu(dens, grid, pts, geoms[0], aps[0], mlc.leaf_boundaries_mm, mlc.transmission,
                                       model, scale=100.0)
@@ -155,7 +156,7 @@ def test_apertures_with_different_collimators_share_one_evaluation(box, model):
     _assert_shared_fan_agrees(together, alone, _gradient_mm(grid, alone_all, idx))
     assert np.max(np.abs(together - alone)) > 0          # one fan for both: not the same computation
     with pytest.raises(Exception, match="share the source"):
-        fwd._apertures_dose(dens, grid, pts, [geoms[0], BeamGeometry(80.0)], aps, mlc.leaf_boundaries_mm,
+        apd._apertures_dose(dens, grid, pts, [geoms[0], BeamGeometry(80.0)], aps, mlc.leaf_boundaries_mm,
                             mlc.transmission, model)
 
 
@@ -172,7 +173,7 @@ def test_point_doses_match_the_tabulated_computation(box, model):
     big = aperture_dose_per_mu(dens, grid, pts, geom, ap, mlc.leaf_boundaries_mm, mlc.transmission, model)
     pick = np.random.default_rng(5).choice(idx.size, 40, replace=False)
     few = aperture_dose_per_mu(dens, grid, pts[pick], geom, ap, mlc.leaf_boundaries_mm, mlc.transmission, model)
-    assert pts.shape[0] > fwd._FEW_POINTS >= pick.size
+    assert pts.shape[0] > apd._FEW_POINTS >= pick.size
     assert np.max(np.abs(few - big[pick])) <= 3e-3 * big.max()
 
 
@@ -189,7 +190,7 @@ def test_few_points_of_apertures_sharing_a_source(box, model):
     pick = idx[np.random.default_rng(3).choice(idx.size, 8, replace=False)]
     many = forward_dose(dens, grid, bs, model=model, voxel_indices=idx, method="control_points").ravel()[pick]
     few = forward_dose(dens, grid, bs, model=model, voxel_indices=pick, method="control_points").ravel()[pick]
-    assert pick.size <= fwd._FEW_POINTS < idx.size
+    assert pick.size <= apd._FEW_POINTS < idx.size
     assert np.max(np.abs(few - many)) <= 3e-3 * many.max()
 
 

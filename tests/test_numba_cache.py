@@ -53,9 +53,10 @@ FACTORY_HELPERS = {"sort", "argsort", "sorted", "median", "nanmedian", "unique",
 
 #: Parts of the package that still break the cross-module inline rule (only that rule: the factory-helper
 #: and unique-name rules hold everywhere).  The dose engine's kernels inline the geometry, pencil and ray
-#: tracing primitives of their sibling modules (geometry_kernels, pencil, raytrace) into forward, influence,
-#: mucheck and fluence_map_dose; a kernel is then served stale from the cache only when a callee module
-#: changes without its caller (a development edit; an install rewrites every file).  Open in issue 20.
+#: tracing primitives of their sibling modules (geometry_kernels, pencil, raytrace) into aperture_dose,
+#: influence, clarkson_tables and fluence_map_dose; a kernel is then served stale from the cache only when a
+#: callee module changes without its caller (a development edit; an install rewrites every file).  Open in
+#: issue 20.
 PENDING = {
     "sbrtplan/dose_engine/": "cross-module inlined primitives of the dose engine (open, issue 20)",
 }

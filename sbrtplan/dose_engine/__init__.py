@@ -15,7 +15,8 @@ Independent MU check (Clarkson): mu_check, MUCheckReport, MUCheckRow, independen
 """
 
 from .commission import MeasuredOutputFactor, commission, evaluate_model, read_output_factors
-from .forward import aperture_dose_per_mu, fluence_dose, forward_dose, forward_dose_by_beam
+from .aperture_dose import aperture_dose_per_mu
+from .forward import fluence_dose, forward_dose, forward_dose_by_beam
 from .influence import Correction, InfluenceMatrix, default_voxels, dropped_fraction, influence_matrix
 from .mcc import read_mcc
 from .mucheck import MUCheckReport, MUCheckRow, engine_point_dose, independent_point_dose, mu_check

@@ -41,7 +41,7 @@ The fluence of a map is then
 ``open`` the MU-weighted open time of the leaves within the jaws, ``jaws``
 that of the jaw opening alone and ``full`` the collimator's whole field
 (+-200 mm), the same model as the static-aperture dose of
-:mod:`sbrtplan.dose_engine.forward`.
+:mod:`sbrtplan.dose_engine.aperture_dose`.
 """
 
 from __future__ import annotations

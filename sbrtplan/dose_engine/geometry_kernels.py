@@ -31,7 +31,7 @@ MODE_NONE = 2
 
 # numba's np.searchsorted is built by a factory whose instances share one symbol name; cached
 # kernels of different modules can then bind to each other's helper (see CONTRIBUTING, "Kernels").
-# These two are the dose engine's bisections (forward, mucheck and the ranges below call them).
+# These two are the dose engine's bisections (aperture_dose, clarkson and the ranges below call them).
 @njit(cache=True)
 def sorted_bisect_left(a, x):
     """First index i with a[i] >= x in the ascending ``a`` (np.searchsorted side='left')."""
