@@ -11,6 +11,7 @@ Geometry: Technique, Field, parse_technique, make_fields
 Planning: TbiRequest, TbiPlan, plan_tbi(case, request, beam=None, rules=None, progress=None, timings=None),
           region_summary(plan)
 Dose formula: open_dose_per_mu, equivalent_square_cm, water_depth_cm
+Lung shielding: LungShielding, design_lung_shielding (AP/PA lung blocks, lateral lung compensators)
 Outputs: metrics_dict(plan), write_outputs(plan, out_dir, *, rtplan=True, report=True) -> dict of paths
 Quality indicators: quality_indicators(metrics_list) -> dict
 Cohorts (``sbrtplan batch``): cohort_tbi_options, tbi_plan_to_directory, cohort_quality_indicators
@@ -20,6 +21,7 @@ from .batch import cohort_quality_indicators, cohort_tbi_options, tbi_plan_to_di
 from .beamdata import DEFAULT_BEAM_DATA, Attenuator, TbiBeamData, load_beam_data
 from .dosecalc import equivalent_square_cm, open_dose_per_mu, water_depth_cm
 from .geometry import Field, Technique, make_fields, parse_technique
+from .lungs import LungShielding, design_lung_shielding
 from .outputs import metrics_dict, quality_indicators, write_outputs
 from .plan import TbiPlan, TbiRequest, plan_tbi, region_summary
 from .rules import RuleResult, TbiRules, load_rules
@@ -28,4 +30,4 @@ __all__ = ["TbiBeamData", "Attenuator", "load_beam_data", "DEFAULT_BEAM_DATA", "
            "Technique", "Field", "parse_technique", "make_fields", "TbiRequest", "TbiPlan", "plan_tbi",
            "region_summary", "open_dose_per_mu", "equivalent_square_cm", "water_depth_cm", "metrics_dict",
            "write_outputs", "quality_indicators", "cohort_tbi_options", "tbi_plan_to_directory",
-           "cohort_quality_indicators"]
+           "cohort_quality_indicators", "LungShielding", "design_lung_shielding"]

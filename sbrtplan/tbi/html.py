@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .._log import atomic_output  # noqa: E402
+from .lungs import attenuator_of  # noqa: E402
 from .plan import TbiPlan  # noqa: E402
 
 _CSS = """body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1300px}
@@ -85,17 +86,20 @@ def _block_figure(plan: TbiPlan) -> str:
         return "<p class='note'>No blocks.</p>"
     fields = sorted({b.field_name for b in plan.blocks})
     fig, axes = plt.subplots(1, len(fields), figsize=(5 * len(fields), 5), squeeze=False)
-    scale = plan.beam.block.distance_cm / plan.request.distance_cm
     for ax, fname in zip(axes[0], fields):
+        planes = set()
         for b in (b for b in plan.blocks if b.field_name == fname):
+            att = attenuator_of(plan.beam, b)      # block screen, or the tray for a lateral lung compensator
+            scale = att.distance_cm / plan.request.distance_cm
+            planes.add(f"{att.distance_cm:g} cm (x{scale:.3f})")
             uu = (b.u0_mm + (np.arange(b.mask.shape[0]) + 0.5) * b.pixel_mm) * scale / 10.0
             vv = (b.v0_mm + (np.arange(b.mask.shape[1]) + 0.5) * b.pixel_mm) * scale / 10.0
             ax.contour(vv, uu, b.mask.astype(float), levels=[0.5], colors="k")
             iu, iv = np.nonzero(b.mask)
-            ax.text(float(vv[iv].mean()), float(uu[iu].mean()), f"{b.name}\n{b.thickness_mm:g} mm {plan.beam.block.material}",
-                    ha="center", va="center", fontsize=7)
+            ax.text(float(vv[iv].mean()), float(uu[iu].mean()), f"{b.meta.get('kind', b.name)}\n{b.thickness_mm:g} mm "
+                    f"{att.material}", ha="center", va="center", fontsize=7)
         ax.set_aspect("equal")
-        ax.set_title(f"{fname}: block screen at {plan.beam.block.distance_cm:g} cm (x{scale:.3f})", fontsize=9)
+        ax.set_title(f"{fname}: drawn at {', '.join(sorted(planes))}", fontsize=9)
         ax.set_xlabel("transverse (cm)")
         ax.set_ylabel("patient axis (cm, head +)")
     return _png(fig)

@@ -17,6 +17,7 @@ import numpy as np
 from .._json import write_json
 from .._log import atomic_output, get_logger
 from ..errors import InputError
+from .lungs import attenuator_of
 from .plan import TbiPlan, region_summary
 
 log = get_logger(__name__)
@@ -53,11 +54,15 @@ def metrics_dict(plan: TbiPlan, timings: dict | None = None) -> dict:
                         "midline_dose_gy": _r(sd.final_gy_per_fx * n),
                         "under_organ_blocks": list(sd.under_blocks)})
     mag = comp.distance_cm / req.distance_cm
-    blocks = [{"name": b.name, "field": b.field_name, "material": beam.block.material, "thickness_mm": _r(b.thickness_mm, 1),
-               "transmission": _r(b.transmission, 4), "fractions": b.meta.get("fractions"),
-               "area_at_treatment_plane_cm2": _r(b.area_cm2, 1),
-               "area_at_block_screen_cm2": _r(b.area_cm2 * (beam.block.distance_cm / req.distance_cm) ** 2, 1),
-               "block_screen_distance_cm": beam.block.distance_cm} for b in plan.blocks]
+    blocks = []
+    for b in plan.blocks:
+        att = attenuator_of(beam, b)       # a lateral lung compensator is cut from compensator sheets on the tray
+        blocks.append({"name": b.name, "kind": b.meta.get("kind", f"{b.name} block"), "field": b.field_name,
+                       "material": att.material, "thickness_mm": _r(b.thickness_mm, 1),
+                       "transmission": _r(b.transmission, 4), "fractions": b.meta.get("fractions"),
+                       "area_at_treatment_plane_cm2": _r(b.area_cm2, 1),
+                       "area_at_block_screen_cm2": _r(b.area_cm2 * (att.distance_cm / req.distance_cm) ** 2, 1),
+                       "block_screen_distance_cm": att.distance_cm})
     rules = [r.as_dict() for r in plan.rules_results]
     midline_ok = all(r["passed"] for r in rules if r["rule"].startswith("midline dose within limit"))
     lung_blocks = [b for b in plan.blocks if b.name == "lung"]
@@ -81,7 +86,7 @@ def metrics_dict(plan: TbiPlan, timings: dict | None = None) -> dict:
                         "tray_distance_cm": comp.distance_cm, "magnification_tray_over_midline": _r(mag, 4)},
         "blocks": blocks,
         "lung": {"mean_dose_gy": _r(plan.mld_gy), "mean_dose_without_blocks_gy": _r(plan.mld_open_gy),
-                 "block_fractions": plan.lung_block_fractions},
+                 "block_fractions": plan.lung_block_fractions, "shielding": plan.lung_shielding or None},
         "dose_rate": {"machine_mu_per_min": plan.dose_rate_mu_per_min,
                       "midline_cgy_per_min": _r(plan.midline_dose_rate_cgy_min, 2)},
         "organs": plan.organ_doses,

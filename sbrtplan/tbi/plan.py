@@ -21,8 +21,9 @@ from ..evaluation import compute_dvh
 from ..io import body_outline
 from .beamdata import TbiBeamData, load_beam_data
 from .blocks import BlockShape, design_outline
-from .dosecalc import block_factor, block_field_fraction, equivalent_square_cm, open_dose_per_mu, water_depth_cm
+from .dosecalc import block_factor, equivalent_square_cm, open_dose_per_mu, water_depth_cm
 from .geometry import Field, Technique, check_outline, make_fields
+from .lungs import LungShielding, PointsDose, attenuator_of, design_lung_shielding
 from .regions import Sample, region_of_slices, sample_points
 from .rules import RuleResult, TbiRules, check_distance, check_field, check_spoiler, field_size_cm, load_rules
 
@@ -83,6 +84,7 @@ class TbiPlan:
     body_v90: float
     body_v110: float
     prescription_point: dict
+    lung_shielding: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -163,6 +165,18 @@ def _slice_widths_cm(body: np.ndarray, spacing_mm, beam_axis: str) -> np.ndarray
 def _round_step(mm: np.ndarray, step: float, up: bool = False) -> np.ndarray:
     f = np.ceil if up else np.rint
     return f(np.asarray(mm) / step - (1e-9 if up else 0.0)) * step
+
+
+def _lung_note(shielding: LungShielding, rules: TbiRules) -> str:
+    """Why the mean lung dose is where it is (for a failing MLD rule)."""
+    if shielding.limited_by_midline:
+        return (f"{shielding.kind} limited to {shielding.thickness_mm:g} mm (the MLD design asks for "
+                f"{shielding.design_thickness_mm:g} mm): the lungs and the mediastinum share the lateral rays and the "
+                f"chest midline may not fall below {(1 - rules.lateral_lung_midline_floor_fraction) * 100:g} % of the "
+                "prescription; AP/PA fields with lung blocks can reach the MLD goal")
+    if not shielding.blocks:
+        return "no lung shielding"
+    return f"{shielding.kind} insufficient ({shielding.thickness_mm:g} mm)"
 
 
 # --------------------------------------------------------------------- plan
@@ -287,54 +301,29 @@ def plan_tbi(case: Case, request: TbiRequest, beam: TbiBeamData | None = None, r
 
     open_course = course(None, None, 0)
 
-    # -------------------------------------------------------- lung blocks
+    # ------------------------------------------- lung blocks / compensators
     blocks: list[BlockShape] = []
-    factors = {f.name: np.ones(len(body_pts)) for f in fields}          # lung blocks
+    factors = {f.name: np.ones(len(body_pts)) for f in fields}          # lung shielding
     organ_factors = {f.name: np.ones(len(body_pts)) for f in fields}    # organ blocks on request
     n_block_fx = n_fx if request.lung_block_fractions is None else int(request.lung_block_fractions)
     mld_open = mld = None
     lung_idx = None
+    shielding = LungShielding(kind=None)
     if lungs is not None:
         lung_idx = lungs[zyx[:, 0], zyx[:, 1], zyx[:, 2]]
         if lung_idx.any():
             mld_open = float(open_course[lung_idx].mean())
-    want_lung_blocks = (request.technique is Technique.AP_PA and lung_idx is not None and lung_idx.any()
-                        and (request.lung_block_mm is None or request.lung_block_mm > 0) and n_block_fx > 0)
-    if want_lung_blocks:
-        with timed("TBI lung blocks", log, timings):
-            step("lung blocks")
-            lung_pts = g.patient_from_index(np.argwhere(lungs))
-            gpart = {}
-            for f in fields:
-                shape = design_outline("lung", f, lung_pts, rules.lung_block_margin_cm * 10.0)
-                if shape is None:
-                    continue
-                d, _, u, v = vox[f.name]
-                under, sqb = shape.lookup(u, v)
-                gf = np.zeros(len(body_pts))
-                gf[under] = block_field_fraction(beam, d[under], sq_vox[under], sqb[under])
-                gpart[f.name] = (shape, gf)
-            if gpart:
-                blk = beam.block
-                if request.lung_block_mm is None:
-                    # MLD is linear in the block transmission T:  MLD(T) = A - (1 - T) B
-                    a = float(open_course[lung_idx].mean())
-                    b = sum(float((n_block_fx * vox[f.name][1] * gpart[f.name][1])[lung_idx].mean()) / 100.0
-                            for f in fields if f.name in gpart)
-                    t_need = 1.0 if a <= rules.mld_design_gy else max(0.0, 1.0 - (a - rules.mld_design_gy) / b)
-                    thick = float(_round_step(blk.thickness_mm(t_need), blk.step_mm, up=True)) if t_need < 1 else 0.0
-                    thick = min(thick, blk.max_thickness_mm or thick)
-                else:
-                    thick = float(request.lung_block_mm)
-                if thick > 0:
-                    t = float(blk.transmission(thick))
-                    for f in fields:
-                        if f.name in gpart:
-                            shape, gf = gpart[f.name]
-                            shape.thickness_mm, shape.transmission = thick, t
-                            shape.meta["fractions"] = n_block_fx
-                            factors[f.name] = factors[f.name] * (1.0 - (1.0 - t) * gf)
-                            blocks.append(shape)
+            with timed("TBI lung shielding", log, timings):
+                step("lung blocks")
+                t_comp = comp.transmission(comp_mm)
+                midline = PointsDose({f.name: (per_field[f.name][0], mu * per_field[f.name][1] * t_comp,
+                                               *f.plane_uv_mm(pts)) for f in fields}, sq)
+                shielding = design_lung_shielding(
+                    beam, rules, request.technique, fields, g.patient_from_index(np.argwhere(lungs)),
+                    PointsDose({f.name: vox[f.name] for f in fields}, sq_vox), lung_idx, n_fx, n_block_fx,
+                    request.lung_block_mm, midline=midline, prescription_gy=request.prescription_gy)
+            factors.update(shielding.factors)
+            blocks.extend(shielding.blocks)
     # ------------------------------------------------ organ blocks on request
     organ_block_n = {}
     for name, thick in request.organ_blocks_mm.items():
@@ -412,16 +401,20 @@ def plan_tbi(case: Case, request: TbiRequest, beam: TbiBeamData | None = None, r
                              f"<= {rules.dose_aim_fraction * 100:g} %", worst <= rules.dose_aim_fraction + 1e-9,
                              note))
     if mld is not None:
-        report.append(RuleResult("mean lung dose (goal)", mld, f"< {rules.mld_goal_gy:g} Gy", mld < rules.mld_goal_gy))
+        why = _lung_note(shielding, rules)
+        report.append(RuleResult("mean lung dose (goal)", mld, f"< {rules.mld_goal_gy:g} Gy", mld < rules.mld_goal_gy,
+                                 "" if mld < rules.mld_goal_gy else why))
         report.append(RuleResult("mean lung dose (limit)", mld, f"<= {rules.mld_limit_gy:g} Gy",
                                  mld <= rules.mld_limit_gy,
-                                 "" if mld <= rules.mld_limit_gy else "lung block insufficient: MLD above 8 Gy"))
+                                 "" if mld <= rules.mld_limit_gy
+                                 else f"MLD above {rules.mld_limit_gy:g} Gy" + (f": {why}" if why else "")))
     else:
         report.append(RuleResult("mean lung dose (goal)", "not evaluable", f"< {rules.mld_goal_gy:g} Gy", True,
                                  "no lung contours in the case"))
     for b in blocks:
-        ok = b.thickness_mm <= (beam.block.max_thickness_mm or np.inf)
-        report.append(RuleResult(f"{b.name} block {b.field_name}: single uniform thickness",
+        att = attenuator_of(beam, b)
+        ok = b.thickness_mm <= (att.max_thickness_mm or np.inf)
+        report.append(RuleResult(f"{b.meta.get('kind', b.name + ' block')} {b.field_name}: single uniform thickness",
                                  b.thickness_mm, f"uniform within {beam.block.tolerance_mm:g} mm (fabrication QA)", ok,
                                  f"transmission {b.transmission:.3f} (to be measured)"))
     report.append(RuleResult("midline dose rate", midline_rate, f"{lo_r:g}-{hi_r:g} cGy/min",
@@ -456,7 +449,8 @@ def plan_tbi(case: Case, request: TbiRequest, beam: TbiBeamData | None = None, r
                    rules_results=report, dvhs=dvhs, organ_doses=organ_doses, mld_gy=mld, mld_open_gy=mld_open,
                    body_v90=v90, body_v110=v110,
                    prescription_point={"region": s_ref.region, "point_mm": [round(float(c), 1) for c in s_ref.point_mm],
-                                       "separation_cm": round(s_ref.separation_cm, 2)})
+                                       "separation_cm": round(s_ref.separation_cm, 2)},
+                   lung_shielding=shielding.as_dict())
 
 
 def region_summary(plan: TbiPlan) -> list[dict]:

@@ -36,6 +36,7 @@ class TbiRules:
     sample_step_cm: float
     lung_block_margin_cm: float
     mld_design_gy: float
+    lateral_lung_midline_floor_fraction: float
     scatter_length_cm: float
     dose_grid_mm: float
     dvh_structures: tuple[str, ...]
@@ -69,7 +70,9 @@ def load_rules(path=None) -> TbiRules:
             dose_rate_floor_cgy_min=float(r["dose_rate_floor_cgy_min"]),
             spoiler_cm=tuple(tuple(float(v) for v in row) for row in r["spoiler_cm"]),
             sample_step_cm=float(c["sample_step_cm"]), lung_block_margin_cm=float(c["lung_block_margin_cm"]),
-            mld_design_gy=float(c["mld_design_gy"]), scatter_length_cm=float(c["scatter_length_cm"]),
+            mld_design_gy=float(c["mld_design_gy"]),
+            lateral_lung_midline_floor_fraction=float(c["lateral_lung_midline_floor_fraction"]),
+            scatter_length_cm=float(c["scatter_length_cm"]),
             dose_grid_mm=float(c["dose_grid_mm"]),
             dvh_structures=tuple(str(s) for s in c["dvh_structures"]))
     except (OSError, KeyError, TypeError, ValueError, IndexError, yaml.YAMLError) as e:
