@@ -130,6 +130,9 @@ def test_bad_inputs_name_the_problem():
         prioritized_solve(ph["D"], [OptimizationStage("s", [(LinearMean(ph["body"]), 1.0)])], x_lb=np.ones(3))
     with pytest.raises(InputError, match="volume"):
         UpperDVH(ph["organ"], 10.0)
+    # a row listed twice would count its voxel twice in every mean and DVH of the region
+    with pytest.raises(InputError, match="Cord.*unique"):
+        VoxelRegion("Cord", np.array([3, 5, 3]), np.ones(3), 1.0)
     with pytest.raises(InputError, match="Cord"):
         MaxDose(ph["organ"], -1.0)
     with pytest.raises(InputError, match="sparse"):

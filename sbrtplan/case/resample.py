@@ -27,7 +27,7 @@ Three kinds of resampling:
   spacing, over the whole CT, a structure's box or an explicit region) and
   resamples everything onto it.
 
-Separable kernels run in numba over the slowest axis; the oblique path uses
+Separable kernels are gathered passes in numpy, one per tap; the oblique path uses
 ``scipy.ndimage.map_coordinates`` chunked by destination slices so that
 memory stays bounded.
 """
@@ -37,7 +37,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-from numba import njit, prange
 from scipy import ndimage
 
 from .._log import Timings, get_logger, timed
@@ -115,41 +114,28 @@ def _box_weights(f: np.ndarray, width: float, n: int) -> tuple[np.ndarray, np.nd
     return idx, w, inside
 
 
-@njit(parallel=True, cache=True)
-def _apply_axis(a, axis, idx, w):  # pragma: no cover - compiled
-    """Resample float32 array ``a`` along ``axis``: out[.., d, ..] = sum_k w[d, k] a[.., idx[d, k], ..]."""
-    n0, n1, n2 = a.shape
-    nd, K = w.shape
-    if axis == 0:
-        out = np.zeros((nd, n1, n2), dtype=np.float32)
-        for d in prange(nd):
-            for k in range(K):
-                wk = w[d, k]
-                if wk != 0.0:
-                    s = idx[d, k]
-                    for j in range(n1):
-                        for i in range(n2):
-                            out[d, j, i] += wk * a[s, j, i]
-    elif axis == 1:
-        out = np.zeros((n0, nd, n2), dtype=np.float32)
-        for z in prange(n0):
-            for d in range(nd):
-                for k in range(K):
-                    wk = w[d, k]
-                    if wk != 0.0:
-                        s = idx[d, k]
-                        for i in range(n2):
-                            out[z, d, i] += wk * a[z, s, i]
-    else:
-        out = np.zeros((n0, n1, nd), dtype=np.float32)
-        for z in prange(n0):
-            for j in range(n1):
-                for d in range(nd):
-                    acc = 0.0
-                    for k in range(K):
-                        acc += w[d, k] * a[z, j, idx[d, k]]
-                    out[z, j, d] = acc
-    return out
+def _apply_axis(a: np.ndarray, axis: int, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Resample float32 array ``a`` along ``axis``: out[.., d, ..] = sum_k w[d, k] a[.., idx[d, k], ..].
+
+    One gathered pass per tap (two for linear interpolation), in numpy: no kernel to compile.
+    Products are float32; the last axis accumulates them in float64, the others in float32
+    (the arithmetic of the compiled kernel this replaced, to the bit).
+    """
+    nd, n_taps = w.shape
+    shape = list(a.shape)
+    shape[axis] = nd
+    wide = axis == a.ndim - 1
+    out = np.zeros(shape, dtype=np.float64 if wide else np.float32)
+    bshape = [1] * a.ndim
+    bshape[axis] = nd
+    for k in range(n_taps):
+        wk = w[:, k].reshape(bshape)
+        taken = np.take(a, idx[:, k], axis=axis)
+        if wide:
+            out += (wk * taken).astype(np.float64)
+        else:
+            out += wk * taken
+    return out.astype(np.float32, copy=False)
 
 
 def _dst_axis_positions(dst: Grid) -> list[np.ndarray]:

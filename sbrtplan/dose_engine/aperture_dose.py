@@ -56,7 +56,7 @@ _FAN_MARGIN_MM = 60.0
 _NEGLIGIBLE_SIGMAS = 6.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _frac(lo, hi, x, c):
     """Fraction of a Gaussian (centre x, 1/(sqrt(2) sigma) = c) inside [lo, hi]."""
     return 0.5 * (_erf_sat((hi - x) * c) - _erf_sat((lo - x) * c))
@@ -78,7 +78,7 @@ _NO_TABLE_PARAMS = np.array([0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 1e30, 1.0, 2.0])
 _NO_TABLES = np.zeros((2, 2, 2, 2), dtype=np.float32)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _table_at(tables, f, tp, u, v, sig):
     u0, du, nu, v0, dv, nv = tp[0], tp[1], int(tp[2]), tp[3], tp[4], int(tp[5])
     fu = (u - u0) / du
@@ -106,7 +106,7 @@ def _table_at(tables, f, tp, u, v, sig):
     return r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _aperture_sum(u, v, nt, nk, amp, sx, sy, yb, x1, x2, jaw, p_lo, p_hi, t_mlc, t_jaw, full, tables, tp):
     """Relative fluence of one aperture blurred by the point's kernel terms, summed with their amplitudes.
 

@@ -64,7 +64,7 @@ _ERF_STEP = 0.005
 _ERF_TABLE = np.array([math.erf(t) for t in np.arange(-_ERF_LIMIT, _ERF_LIMIT + 0.5 * _ERF_STEP, _ERF_STEP)])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _mc_erf(t, table):
     """erf(t) from ``table`` (``_ERF_TABLE``)."""
     if t <= -_ERF_LIMIT:
@@ -77,7 +77,7 @@ def _mc_erf(t, table):
     return (1.0 - w) * table[i] + w * table[i + 1]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _mc_window(lo, hi, x, c, table):
     """Fraction of a Gaussian (centre x, ``c = 1 / (sqrt(2) sigma)``; ``c = 0``: no blur) inside [lo, hi]."""
     if hi <= lo:

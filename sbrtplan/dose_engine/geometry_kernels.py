@@ -58,7 +58,7 @@ def sorted_bisect_right(a, x):
     return lo
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def voxel_frame(px, py, pz, bp):
     """BEV frame of a point. ``bp`` = [iso(3), R(9, row-major), sad, source(3)].
 
@@ -90,14 +90,14 @@ def beam_params(geometry) -> np.ndarray:
                            np.asarray(geometry.source_mm, float)]).astype(np.float64)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _range(centers, lo, hi):
     a = sorted_bisect_left(centers, lo)
     b = sorted_bisect_right(centers, hi)
     return a, b
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _erf_sat(z):
     """erf, skipping the call where it is 1 to within 2e-8 (|z| > 4)."""
     if z > 4.0:
@@ -188,7 +188,7 @@ def gaussian_voxel(px, py, pz, bp, gp, mode, fp, table, entry, lengths, n_len, x
     return n
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _bilinear3(tab, fx, fy, n):
     ix = int(math.floor(fx))
     iy = int(math.floor(fy))

@@ -152,7 +152,7 @@ class InfluenceMatrix:
 # column of the final CSC arrays, so the fill pass writes each value straight to its place (rows
 # sorted within columns) without an intermediate CSR block or a transposition.
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _xyz(idx, nx, nyx, aff):
     k = idx // nyx
     rem = idx - k * nyx
@@ -226,7 +226,10 @@ def _fill_gaussian(vox, nx, nyx, aff, cursor0, bp, gp, mode, fp, table, entry, l
                 data[p] = vals[k]
                 rows[p] = i
                 cur[c] = p + 1
-        cursor_end[ch] = cur
+        # element by element: an array slice assignment makes numba compile its shape-mismatch error
+        # message (string formatting), seconds of compilation on a fresh installation
+        for c in range(n_cols):
+            cursor_end[ch, c] = cur[c]
 
 
 @njit(cache=True, parallel=True)
@@ -250,7 +253,10 @@ def _fill_matrad(vox, nx, nyx, aff, cursor0, bp, mp, fp, table, entry, xc, yc, a
                 data[p] = vals[k]
                 rows[p] = i
                 cur[c] = p + 1
-        cursor_end[ch] = cur
+        # element by element: an array slice assignment makes numba compile its shape-mismatch error
+        # message (string formatting), seconds of compilation on a fresh installation
+        for c in range(n_cols):
+            cursor_end[ch, c] = cur[c]
 
 
 # ----------------------------------------------------------------- helpers

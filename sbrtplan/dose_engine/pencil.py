@@ -71,7 +71,7 @@ def scaling_lengths(gp: np.ndarray) -> np.ndarray:
     return np.array([gp[_HEAD + _STRIDE * i + 5] for i in range(k)], dtype=np.float64)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def n_components(gp):
     return int(gp[3])
 
@@ -132,14 +132,14 @@ def gaussian_terms(gp, depth_mm, dist_axis_mm, rho_bar, amp, sx, sy):
     return k + 2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def horn(gp, u, v):
     """Off-axis fluence factor at isocentre-plane position (u, v) mm."""
     r2 = (u * u + v * v) * 1e-4
     return 1.0 + gp[9] * r2 + gp[10] * r2 * r2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def rect_fraction(lo, hi, x, sigma):
     """Fraction of a Gaussian (centre x, width sigma) inside [lo, hi]."""
     c = 1.0 / (SQRT2 * sigma)

@@ -44,7 +44,7 @@ def grid_frame(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return origin, m, spacing, shape
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _to_index(p0, p1, p2, origin, m, spacing):
     q0 = p0 - origin[0]
     q1 = p1 - origin[1]
@@ -303,7 +303,7 @@ def trace_fan(density: np.ndarray, grid: Grid, geometry, u_range_mm, v_range_mm,
     return FanTable(u0, v0, du, dv, nu, nv, s0, float(step_mm), table, entry)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def fan_lookup(fp, table, entry, u, v, s, lengths, n_len, out_means):
     """Interpolate the fan table at (u, v, s).
 
@@ -366,7 +366,7 @@ def fan_lookup(fp, table, entry, u, v, s, lengths, n_len, out_means):
     return rad, ent
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _fan_at(table, r00, r01, r10, r11, w00, w01, w10, w11, s, s0, ds, ns):
     fs = (s - s0) / ds
     k = int(math.floor(fs))

@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _eval_trilinear(dose, z, y, x):
     """Trilinear interpolation of ``dose`` at fractional index (z, y, x), clamped to the grid."""
     nz, ny, nx = dose.shape

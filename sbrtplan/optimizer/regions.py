@@ -49,6 +49,9 @@ class VoxelRegion:
         if not np.issubdtype(rows.dtype, np.integer):
             raise InputError(f"region '{self.name}': rows must be integers, got dtype {rows.dtype}")
         self.rows = rows.astype(np.int64, copy=False)
+        if np.unique(self.rows).size != self.rows.size:
+            raise InputError(f"region '{self.name}': rows must be unique, got "
+                             f"{self.rows.size - np.unique(self.rows).size} repeated")
         w = np.asarray(self.weights, dtype=np.float64)
         if w.shape != self.rows.shape:
             raise InputError(f"region '{self.name}': weights must have one entry per row "
