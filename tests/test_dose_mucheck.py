@@ -505,3 +505,25 @@ def test_low_dose_beam_is_judged_on_the_plan_dose(model, water_column):
     share = ind[1] / (ind[0] + ind[1])
     bad = mu_check(bs, rho, g, [ind[0], ind[1] - 0.04 * (ind[0] + ind[1])], model=model)
     assert share < 0.1 and not bad.rows[1].passed
+
+
+def test_plan_qa_checks_the_plans_own_beam_model(water_tank):
+    """The workflow's QA (``workflow.pipeline.plan_qa``) computes the main dose with the model the
+    plan was made with: with the scans-only model ``generic-6MV`` its main dose is that model's
+    engine dose, which differs from the default model's for a 1 x 1 cm field (the two models' 1 cm outputs
+    differ by several per cent: README, tests/test_dose_commission.py)."""
+    from sbrtplan.beams import DeliveryLimits
+    from sbrtplan.case import Case
+    from sbrtplan.dose_engine import default_beam_model
+    from sbrtplan.workflow.pipeline import plan_qa
+
+    g, rho = water_tank
+    iso_y = SURFACE_Y + 100.0
+    b = _beam(Aperture.rectangle(MLC, (-5.0, 5.0), (-5.0, 5.0)), iso_y, mu=200.0)
+    case = Case(name="water", grid=g, hu=np.zeros(g.shape, np.float32), density=rho)
+    scans_only = load_beam_model("generic-6MV")
+    qa = plan_qa(BeamSet([b], 3, 30.0), DeliveryLimits(), case, scans_only)
+    main = qa["mu_check"]["beams"][0]["main_gy"]
+    assert main == pytest.approx(engine_point_dose(b, rho, g, (0, iso_y, 0), model=scans_only), rel=1e-9)
+    other = engine_point_dose(b, rho, g, (0, iso_y, 0), model=default_beam_model())
+    assert abs(main / other - 1.0) > 0.03
