@@ -143,3 +143,42 @@ def test_capped_coverage_hands_the_rounds_to_the_next_priority():
     assert hot_pen.weight > 0.01                                # the next priority acted
     res2 = penalty_solve(D, pens, [cover, hot], x0=res.x, rounds=2)
     assert cover_pen.weight == pytest.approx(2.0)               # a warm start does not restart the cap
+
+
+def test_dense_products_split_between_threads_equal_the_whole_product():
+    """The MU re-solve's dense ``A x`` is computed in two row blocks side by side: the result is the
+    whole product to the bit (the split is on a multiple of 64 rows, one BLAS thread as in L-BFGS-B)."""
+    from sbrtplan.optimizer.first_order import single_thread_blas
+    from sbrtplan.optimizer.penalty import DenseOps
+
+    rng = np.random.default_rng(7)
+    a = rng.random((70001, 37))
+    x = rng.random(37)
+    ops = DenseOps(a)
+    assert ops._half > 0 and ops._half % 64 == 0
+    with single_thread_blas():
+        assert np.array_equal(ops.matvec(x), a @ x)
+        g = rng.random(a.shape[0])
+        assert np.array_equal(ops.rmatvec(g), a.T @ g)
+
+
+def test_sparse_gradients_are_the_full_gradients_on_the_terms_rows():
+    """Every region term's (rows, values) gradient, scattered, is its full gradient, and the value is
+    the same: the aperture optimiser adds the former instead of the latter."""
+    from sbrtplan.optimizer import VoxelRegion
+    from sbrtplan.optimizer.terms import LowerDVH, MaxDose, MeanDose, MinDose, QuadOverdose, UpperDVH
+
+    rng = np.random.default_rng(8)
+    n = 500
+    dose = rng.random(n) * 30.0
+    region = VoxelRegion("organ", rng.choice(n, 120, replace=False), rng.random(120) + 0.1, 12.0)
+    for term in (MaxDose(region, 20.0), MinDose(region, 10.0), MeanDose(region, 5.0),
+                 UpperDVH(region, 18.0, volume_cc=1.0), LowerDVH(region, 12.0, volume_pct=95.0),
+                 QuadOverdose(region, 15.0)):
+        v_full, g_full = term.value_and_grad(dose)
+        v, rows, g = term.value_and_sparse_grad(dose)
+        assert v == v_full
+        scattered = np.zeros(n)
+        scattered[rows] = g
+        assert np.array_equal(scattered, g_full), term.label
+        assert np.all(g_full[np.setdiff1d(np.arange(n), rows)] == 0.0)

@@ -67,8 +67,17 @@ class _StageObjective:
             raise InputError("vmat_dao: the stages have no objective or constraint terms")
         self._groups: list[list[int]] | None = None
 
+    @staticmethod
+    def _sparse(term, dose_gy: np.ndarray):
+        # (value, rows or None, gradient on those rows): region terms return their own rows only
+        f = getattr(term, "value_and_sparse_grad", None)
+        if f is not None:
+            return f(dose_gy)
+        v, g = term.value_and_grad(dose_gy)
+        return v, None, g
+
     def _group(self, idx: list[int], dose_gy: np.ndarray) -> list:
-        return [self.terms[i].value_and_grad(dose_gy) for i in idx]
+        return [self._sparse(self.terms[i], dose_gy) for i in idx]
 
     def value_and_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
         # The terms are independent (each reads the dose, none writes it) and their sorts, sparse
@@ -85,7 +94,7 @@ class _StageObjective:
             cost, results = [], []
             for t in self.terms:
                 t0 = time.perf_counter()
-                results.append(t.value_and_grad(dose_gy))
+                results.append(self._sparse(t, dose_gy))
                 cost.append(time.perf_counter() - t0)
             groups: list[list[int]] = [[], []]
             load = [0.0, 0.0]
@@ -104,9 +113,12 @@ class _StageObjective:
                     results[i] = r
         val = 0.0
         grad = np.zeros(len(dose_gy))
-        for v, g in results:
+        for v, rows, g in results:
             val += float(v)
-            grad += g
+            if rows is None:
+                grad += g
+            else:
+                grad[rows] += g      # unique rows: the same sum as adding the full-length gradient
         return val, grad
 
 

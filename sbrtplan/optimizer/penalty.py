@@ -21,6 +21,8 @@ solve it exactly, and the final plan is always checked against every goal.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -283,19 +285,44 @@ class DenseOps:
 
     float64 (L-BFGS-B's line search needs the objective smooth to ~1e-10; float32 products make it
     stop early); BLAS does the products (a few apertures per beam make the matrix dense: a sparse
-    format would cost more than it saves).
+    format would cost more than it saves).  BLAS runs on one thread here (L-BFGS-B's small vector
+    updates are slower with threads, ``first_order.single_thread_blas``), so ``A x`` of a tall
+    matrix is split in two row blocks computed side by side; the split falls on a multiple of
+    64 rows, where every row's dot product is computed exactly as in the whole product.
+    ``A^T g`` is not split: two partial sums would change its rounding.
     """
 
     def __init__(self, A: np.ndarray):
         self._a = np.ascontiguousarray(A, dtype=np.float64)   # no copy when already so
         self.shape = self._a.shape
+        half = (self.shape[0] // 2) // 64 * 64
+        self._half = half if half >= _SPLIT_MIN_ROWS else 0
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
-        return self._a @ np.asarray(x, np.float64)
+        x = np.asarray(x, np.float64)
+        pool = _product_pool() if self._half else None
+        if pool is None:
+            return self._a @ x
+        h = self._half
+        lower = pool.submit(np.matmul, self._a[h:], x)
+        return np.concatenate([self._a[:h] @ x, lower.result()])
 
     def rmatvec(self, g: np.ndarray) -> np.ndarray:
         # the transpose is a view: BLAS reads it in place (no second copy of the matrix)
         return self._a.T @ np.asarray(g, np.float64)
+
+
+#: Rows below which a dense product is not split between two threads (the hand-over costs more).
+_SPLIT_MIN_ROWS = 32768
+_PRODUCT_POOL: list = []
+
+
+def _product_pool():
+    """One worker thread for the second row block of dense products (None on a single core)."""
+    if not _PRODUCT_POOL:
+        n = os.cpu_count() or 1
+        _PRODUCT_POOL.append(ThreadPoolExecutor(1, thread_name_prefix="dense-products") if n > 1 else None)
+    return _PRODUCT_POOL[0]
 
 
 def _operator(D):

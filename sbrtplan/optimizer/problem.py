@@ -104,6 +104,11 @@ class WeightedTerm:
         v, g = self.term.value_and_grad(dose_gy)
         return self.weight * v, self.weight * g
 
+    def value_and_sparse_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray | None, np.ndarray]:
+        """``weight x`` :meth:`Term.value_and_sparse_grad` (the gradient on the term's rows)."""
+        v, rows, g = self.term.value_and_sparse_grad(dose_gy)
+        return self.weight * v, rows, self.weight * g
+
 
 @dataclass(eq=False)
 class KeptObjective:

@@ -155,6 +155,16 @@ class Term:
         """Exact penalty and a (sub)gradient with respect to the dose of all rows."""
         raise NotImplementedError
 
+    def value_and_sparse_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray | None, np.ndarray]:
+        """:meth:`value_and_grad` with the gradient as ``(rows, values)``: ``rows`` the (unique) rows where
+        it may be non-zero, ``None`` when ``values`` is the gradient of all rows.
+
+        The aperture optimiser sums the gradients of many region terms at every step; adding each
+        on its own rows saves a full-length vector per term (the sum is the same, term by term).
+        """
+        v, g = self.value_and_grad(dose_gy)
+        return v, None, g
+
     @property
     def penalty_power(self) -> int:
         """1 for penalties in Gy, 2 for penalties in Gy^2 (objective scaling)."""
@@ -200,12 +210,24 @@ class _RegionTerm(Term):
     def _d(self, dose_gy: np.ndarray) -> np.ndarray:
         # select the region's rows first: converting the whole (float32) dose vector to float64
         # at every evaluation cost more than the term itself
-        return np.asarray(dose_gy)[self.region.rows].astype(float, copy=False)
+        return np.take(np.asarray(dose_gy), self.region.rows).astype(float, copy=False)
 
     def _scatter(self, n: int, g_local: np.ndarray) -> np.ndarray:
         g = np.zeros(n)
         g[self.region.rows] = g_local      # rows are unique (VoxelRegion checks)
         return g
+
+    def _local_value_and_grad(self, dose_gy: np.ndarray) -> tuple[float, np.ndarray]:
+        """Penalty and its gradient at the region's rows (``region.rows`` order)."""
+        raise NotImplementedError
+
+    def value_and_grad(self, dose_gy):
+        v, gl = self._local_value_and_grad(dose_gy)
+        return v, self._scatter(len(dose_gy), gl)
+
+    def value_and_sparse_grad(self, dose_gy):
+        v, gl = self._local_value_and_grad(dose_gy)
+        return v, self.region.rows, gl
 
     @property
     def constraint_limit(self) -> float:
@@ -220,20 +242,20 @@ class _RegionTerm(Term):
 
 @dataclass(eq=False)
 class _QuadUpper(_RegionTerm):
-    def value_and_grad(self, dose_gy):
+    def _local_value_and_grad(self, dose_gy):
         d = self._d(dose_gy)
         e = np.maximum(d - self.dose_gy, 0.0)
         w = self.region.w
-        return float(w @ (e * e)), self._scatter(len(dose_gy), 2.0 * w * e)
+        return float(w @ (e * e)), 2.0 * w * e
 
 
 @dataclass(eq=False)
 class _QuadLower(_RegionTerm):
-    def value_and_grad(self, dose_gy):
+    def _local_value_and_grad(self, dose_gy):
         d = self._d(dose_gy)
         e = np.maximum(self.dose_gy - d, 0.0)
         w = self.region.w
-        return float(w @ (e * e)), self._scatter(len(dose_gy), -2.0 * w * e)
+        return float(w @ (e * e)), -2.0 * w * e
 
 
 @dataclass(eq=False)
@@ -374,13 +396,13 @@ class _MeasureTerm(_RegionTerm):
     def constraint_kind(self):
         return ConstraintKind.SCALAR_UPPER if self.upper else ConstraintKind.SCALAR_LOWER
 
-    def value_and_grad(self, dose_gy):
+    def _local_value_and_grad(self, dose_gy):
         m, gl = self.measure_and_grad(dose_gy)
         e = m - self.dose_gy if self.upper else self.dose_gy - m
         if e <= 0:
-            return 0.0, np.zeros(len(dose_gy))
+            return 0.0, np.zeros(self.region.rows.size)
         s = 2.0 * e if self.upper else -2.0 * e
-        return float(e * e), self._scatter(len(dose_gy), s * gl)
+        return float(e * e), s * gl
 
 
 @dataclass(eq=False)
