@@ -183,3 +183,41 @@ def test_info_then_evaluate_three_times_with_a_fresh_cache(tmp_path, shared_data
         results.append(_metrics_without_timings(json.loads(out.read_text())))
     assert list((tmp_path / "numba-cache").rglob("*subsample_voxels*.nbc")), "the kernel was not cached"
     assert results[1] == results[0] and results[2] == results[0]
+
+
+_LATE_KERNELS = ("_fd_kernel", "_fd_blur", "_fm_accumulate", "subsample_voxels", "_apertures_kernel",
+                 "_ring_weights")
+
+_PLAN_WITH_COMPILE_LOG = r"""
+import json, sys
+from numba.core import event
+compiled = []
+class Listener(event.Listener):
+    def on_start(self, ev):
+        pass
+    def on_end(self, ev):
+        f = getattr(ev.data.get("dispatcher"), "py_func", None)
+        if f is not None:
+            compiled.append(f.__qualname__)
+event.register("numba:compile", Listener())
+from sbrtplan.phantoms import make_phantom
+from sbrtplan.workflow import plan
+p = plan(make_phantom("spine"), "bone_spine", "27/3", "vmat", grid_mm=5.0, allow_missing=True)
+print(json.dumps(compiled))
+"""
+
+
+@pytest.mark.slow
+def test_background_compilation_serves_the_late_stages_of_a_real_plan(tmp_path):
+    """``sbrtplan.workflow.precompile`` (started by ``plan`` and ``demo`` beside the plan) compiles the
+    final-dose, evaluation and MU-check kernels with the signatures a plan uses: after it ran with a
+    fresh cache, a coarse VMAT plan in another process compiles none of them (numba's compile
+    events), so a fresh installation does not compile them on the plan's critical path."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    subprocess.run([sys.executable, "-m", "sbrtplan.workflow.precompile"], env=env, check=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", _PLAN_WITH_COMPILE_LOG], env=env, check=True, timeout=900,
+                         capture_output=True, text=True).stdout
+    compiled = json.loads(out.strip().splitlines()[-1])
+    assert compiled, "the plan compiled nothing: the check would be vacuous (early kernels must compile)"
+    late = [k for k in compiled if k in _LATE_KERNELS]
+    assert not late, f"compiled on the plan's path although precompiled: {late}"

@@ -26,6 +26,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..phantoms import make_phantom
     from ..workflow import plan, write_plan
+    from ..workflow.precompile import start_background_compile
     from ._common import StageBar, print_summary, recipe_kwargs
 
     from ._validate import check_max_memory, check_output_dir, check_plan_memory
@@ -36,6 +37,7 @@ def run(args) -> int:
     protocol = {"spine": "bone_spine", "liver": "liver_hcc"}.get(args.phantom, "bone_spine")
     case = make_phantom(args.phantom)
     check_plan_memory(case, args)  # the dose grid and the influence matrix, before anything is built
+    start_background_compile()     # the late stages' kernels, compiled beside the plan's start
     print(case.summary())
     with StageBar("plan", 8) as bar:
         # The phantom holds the organs near its target; far ones the protocol names (brainstem,

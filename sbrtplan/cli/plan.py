@@ -21,6 +21,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..io import load_case
     from ..workflow import plan, write_plan
+    from ..workflow.precompile import start_background_compile
     from ._common import StageBar, plan_kwargs, print_summary
     from ._validate import check_output_dir, check_plan_memory, check_plan_options
 
@@ -42,6 +43,7 @@ def run(args) -> int:
     if targets:
         target_structures(case.structures, targets)   # every target contoured, a target role, once
     check_plan_memory(case, args)
+    start_background_compile()     # the late stages' kernels, compiled beside the plan's start
     with StageBar("plan", 8) as bar:
         p = plan(case, protocol, args.scheme, args.technique, args.beams, progress=bar, **kwargs)
     with StageBar("write", 7) as wbar:
