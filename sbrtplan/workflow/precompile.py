@@ -6,7 +6,7 @@ stages -- the fluence-map dose of the final dose, the sub-voxel DVH and conformi
 normalisation and the evaluation, the independent MU check -- are compiled here by a second
 process that runs those stages on a tiny water phantom, while the plan builds its structures and
 its influence matrix (single-threaded while its own first kernels compile, so the second core is
-free).  Numba's on-disk cache hands the compiled kernels over: the same functions called with the
+free; the process runs at the lowest scheduling priority, so it takes only what the plan leaves).  Numba's on-disk cache hands the compiled kernels over: the same functions called with the
 same array types give the same signatures.  With a warm cache the process only loads them (a few
 seconds of one core) and exits; a failure there costs the plan nothing but the compilation time.
 
@@ -82,4 +82,8 @@ def start_background_compile() -> subprocess.Popen | None:
 
 
 if __name__ == "__main__":
+    # lowest claim on the processors: the plan's own threads go first, this process takes what
+    # they leave idle (the second core while the plan compiles its first kernels on one)
+    if hasattr(os, "nice"):
+        os.nice(19)
     compile_late_kernels()
