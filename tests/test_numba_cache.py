@@ -221,3 +221,26 @@ def test_background_compilation_serves_the_late_stages_of_a_real_plan(tmp_path):
     assert compiled, "the plan compiled nothing: the check would be vacuous (early kernels must compile)"
     late = [k for k in compiled if k in _LATE_KERNELS]
     assert not late, f"compiled on the plan's path although precompiled: {late}"
+
+
+def test_only_one_background_compile_process_at_a_time():
+    """Planning commands started in quick succession start one compile process each: while one holds
+    the lock, another gives way (it would compile the same kernels at the same time)."""
+    pytest.importorskip("fcntl")
+    from sbrtplan.workflow import precompile
+
+    import time
+
+    # a compile process started by an earlier planning test may still hold the lock: wait for it
+    deadline = time.monotonic() + 600
+    while not precompile._only_instance():
+        assert time.monotonic() < deadline, "another compile process held the lock for 10 minutes"
+        time.sleep(1.0)
+    probe = "from sbrtplan.workflow.precompile import _only_instance; print(_only_instance())"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False"
+    for fh in precompile._LOCK:
+        fh.close()
+    precompile._LOCK.clear()
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True"

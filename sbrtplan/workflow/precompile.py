@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -61,6 +62,29 @@ def compile_late_kernels() -> None:
 
 #: The background process, kept referenced (and so reaped) while this process runs.
 _STARTED: list[subprocess.Popen] = []
+#: The open lock file of a running compile process (held until it exits).
+_LOCK: list = []
+
+
+def _only_instance() -> bool:
+    """Whether no other compile process of this user runs (an exclusive lock; always True without fcntl).
+
+    Planning commands started in quick succession (a test suite, a shell loop) would otherwise start
+    one compile process each, all compiling the same kernels at once.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    fh = open(os.path.join(tempfile.gettempdir(), f"sbrtplan-precompile-{uid}.lock"), "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return False
+    _LOCK.append(fh)
+    return True
 
 
 def start_background_compile() -> subprocess.Popen | None:
@@ -86,4 +110,5 @@ if __name__ == "__main__":
     # they leave idle (the second core while the plan compiles its first kernels on one)
     if hasattr(os, "nice"):
         os.nice(19)
-    compile_late_kernels()
+    if _only_instance():
+        compile_late_kernels()
