@@ -185,8 +185,7 @@ def test_info_then_evaluate_three_times_with_a_fresh_cache(tmp_path, shared_data
     assert results[1] == results[0] and results[2] == results[0]
 
 
-_LATE_KERNELS = ("_dao_range_matvec", "_dao_range_rmatvec", "_dao_cols_matvec", "_dao_cols_rmatvec", "_price_rows",
-                 "_fd_kernel", "_fd_blur", "_fm_accumulate", "subsample_voxels", "_apertures_kernel",
+_LATE_KERNELS = ("_fd_kernel", "_fd_blur", "_fm_accumulate", "subsample_voxels", "_apertures_kernel",
                  "_ring_weights")
 
 _PLAN_WITH_COMPILE_LOG = r"""
@@ -211,7 +210,7 @@ print(json.dumps(compiled))
 @pytest.mark.slow
 def test_background_compilation_serves_the_late_stages_of_a_real_plan(tmp_path):
     """``sbrtplan.workflow.precompile`` (started by ``plan`` and ``demo`` beside the plan) compiles the
-    DAO, final-dose, evaluation and MU-check kernels with the signatures a plan uses: after it ran with a
+    final-dose, evaluation and MU-check kernels with the signatures a plan uses: after it ran with a
     fresh cache, a coarse VMAT plan in another process compiles none of them (numba's compile
     events), so a fresh installation does not compile them on the plan's critical path."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))

@@ -1,13 +1,12 @@
 """Compile the kernels of a plan's late stages in a second process while the plan starts.
 
 A fresh installation compiles its numba kernels on first use, one after the other on the plan's
-critical path (about 27 s of the demo's first run on a 2-core machine).  The kernels of the later
-stages -- the direct aperture optimisation's products and pricing, the fluence-map dose of the
-final dose, the sub-voxel DVH and conformity kernels of the normalisation and the evaluation, the
-independent MU check -- are compiled here by a second process that runs those stages on a tiny
-water phantom, while the plan builds its structures and its influence matrix (single-threaded
-while its own first kernels compile, so the second core is free; the process runs at the lowest
-scheduling priority, so it takes only what the plan leaves).  Numba's on-disk cache hands the compiled kernels over: the same functions called with the
+critical path (about 27 s of the demo's first run on a 2-core machine).  The kernels of the late
+stages -- the fluence-map dose of the final dose, the sub-voxel DVH and conformity kernels of the
+normalisation and the evaluation, the independent MU check -- are compiled here by a second
+process that runs those stages on a tiny water phantom, while the plan builds its structures and
+its influence matrix (single-threaded while its own first kernels compile, so the second core is
+free; the process runs at the lowest scheduling priority, so it takes only what the plan leaves).  Numba's on-disk cache hands the compiled kernels over: the same functions called with the
 same array types give the same signatures.  With a warm cache the process only loads them (a few
 seconds of one core) and exits; a failure there costs the plan nothing but the compilation time.
 
@@ -23,14 +22,10 @@ import tempfile
 
 import numpy as np
 
-import scipy.sparse as sp
-
-from ..beams import (Aperture, Beam, BeamGeometry, BeamSet, ControlPoint, MLCModel, Technique,
-                     beamlet_grid_for_target)
+from ..beams import Aperture, Beam, BeamSet, ControlPoint, MLCModel, Technique
 from ..case import Dose, Grid, Structure, StructureRole
-from ..dose_engine import default_beam_model, forward_dose_by_beam, influence_matrix, mu_check
+from ..dose_engine import default_beam_model, forward_dose_by_beam, mu_check
 from ..evaluation import evaluate_plan
-from ..optimizer import ArcSector, OptimizationStage, QuadOverdose, QuadUnderdose, VoxelRegion, vmat_dao
 
 
 def _water_case() -> tuple[Grid, np.ndarray, dict[str, Structure]]:
@@ -46,33 +41,15 @@ def _water_case() -> tuple[Grid, np.ndarray, dict[str, Structure]]:
     return grid, density, {"PTV": ptv, "External": body}
 
 
-def _direct_aperture_optimisation(grid: Grid, density: np.ndarray, ptv: Structure, mlc: MLCModel, model) -> None:
-    """Two arc sectors through the influence matrix and two DAO iterations (workflow.vmat's calls):
-    the DAO's products and pricing kernels, which a plan needs about 20 s after it starts."""
-    geoms = [BeamGeometry(g, 0.0, 0.0, (0.0, 0.0, 0.0)) for g in (0.0, 6.0)]
-    grids = [beamlet_grid_for_target(ptv, g, mlc, beamlet_mm=5.0, margin_mm=3.0) for g in geoms]
-    vox = np.flatnonzero(density.reshape(-1) > 0).astype(np.int64)
-    im = influence_matrix(density, grid, geoms, grids, vox, model=model)
-    sectors = [ArcSector(g.gantry_deg, bg, slice(int(im.beam_offsets[s]), int(im.beam_offsets[s + 1])))
-               for s, (g, bg) in enumerate(zip(geoms, grids))]
-    rows = np.flatnonzero(ptv.mask.reshape(-1)[vox])
-    region = VoxelRegion("PTV", rows, np.ones(rows.size), float(rows.size) * 0.064)
-    stage = OptimizationStage("warm-up", [(QuadUnderdose(region, 1.0), 1.0), (QuadOverdose(region, 1.1), 1.0)])
-    vmat_dao(sp.csc_matrix(im.matrix), sectors, [stage], n_fractions=1, sector_width_deg=6.0,
-             max_leaf_travel_mm=20.0, leaf_transmission=mlc.transmission, max_iterations=2, refine_passes=1,
-             prioritized_master=False, delivery_samples=2)
-
-
 def compile_late_kernels() -> None:
-    """Run the DAO, final-dose, evaluation and MU-check kernels once on a tiny water phantom."""
+    """Run the final-dose, evaluation and MU-check kernels once on a tiny water phantom."""
     grid, density, structures = _water_case()
     mlc = MLCModel.millennium120()
-    model = default_beam_model()
-    _direct_aperture_optimisation(grid, density, structures["PTV"], mlc, model)
     ap = Aperture.rectangle(mlc, (-20.0, 20.0), (-20.0, 20.0))
     arc = Beam("warm-up arc", [ControlPoint(g, ap, i / 2.0) for i, g in enumerate((0.0, 4.0, 8.0))], mu=100.0,
                mlc=mlc, isocenter_mm=(0.0, 0.0, 0.0), technique=Technique.VMAT, arc_direction="CW")
     beams = BeamSet([arc], n_fractions=1, prescription_gy=1.0)
+    model = default_beam_model()
     vox = np.flatnonzero(density.reshape(-1) > 0).astype(np.int64)
     # the VMAT final dose: fluence maps of each sector (workflow.vmat._resolve_on_delivered)
     per_beam = forward_dose_by_beam(density, grid, beams, vox, model=model, max_gantry_step_deg=1.0,
