@@ -14,7 +14,8 @@ Water formulas: water_dose_relative, central_axis_gy_per_mu, output_factor, pdd,
 Independent MU check (Clarkson): mu_check, MUCheckReport, MUCheckRow, independent_point_dose, engine_point_dose
 """
 
-from .commission import MeasuredOutputFactor, commission, evaluate_model, read_output_factors
+from .commission import commission, evaluate_model
+from .output_factors import MeasuredOutputFactor, read_output_factors
 from .aperture_dose import aperture_dose_per_mu
 from .forward import fluence_dose, forward_dose, forward_dose_by_beam
 from .influence import Correction, InfluenceMatrix, default_voxels, dropped_fraction, influence_matrix

@@ -17,7 +17,6 @@ for the line search), and the objective's terms go to the pool as one group per 
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Protocol, Sequence
 
@@ -26,6 +25,7 @@ import scipy.sparse as sp
 from numba import njit, prange
 
 from ..errors import InputError, OptimizationError
+from .first_order import helper_thread
 
 #: Fixed number of partial sums of the parallel products (their result does not depend on the threads).
 _N_PART = 4
@@ -86,7 +86,7 @@ class _StageObjective:
         # this one -- one hand-over per evaluation (one per term cost more than the terms on a loaded
         # machine).  The sum is taken in the terms' own order, so the result does not depend on the
         # scheduling.
-        pool = _term_pool()
+        pool = helper_thread("dao-terms")
         n = len(self.terms)
         if pool is None or n < 2:
             results = self._group(list(range(n)), dose_gy)
@@ -120,19 +120,6 @@ class _StageObjective:
             else:
                 grad[rows] += g      # unique rows: the same sum as adding the full-length gradient
         return val, grad
-
-
-_POOL: list = []
-
-
-def _term_pool():
-    """One worker thread for the objective's terms beside the caller's (None on a single core)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if not _POOL:
-        n = os.cpu_count() or 1
-        _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="dao-terms") if n > 1 else None)
-    return _POOL[0]
 
 
 def stage_objective(stages: Any) -> DoseObjective:

@@ -47,7 +47,9 @@ parallel numba kernels.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -130,6 +132,20 @@ class MatrixOps:
 
 
 # ----------------------------------------------------------------------------- BLAS threads
+
+_HELPERS: dict[str, ThreadPoolExecutor | None] = {}
+
+
+def helper_thread(name: str) -> ThreadPoolExecutor | None:
+    """One worker thread named ``name`` beside the caller's, created on first use (None on one core).
+
+    Each use has its own worker, so a task of one never waits behind the other's.
+    """
+    if name not in _HELPERS:
+        n = os.cpu_count() or 1
+        _HELPERS[name] = ThreadPoolExecutor(1, thread_name_prefix=name) if n > 1 else None
+    return _HELPERS[name]
+
 
 @contextmanager
 def single_thread_blas() -> Iterator[None]:

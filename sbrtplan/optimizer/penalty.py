@@ -21,8 +21,6 @@ solve it exactly, and the final plan is always checked against every goal.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,7 +29,7 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from .._log import get_logger
-from .first_order import MatrixOps, single_thread_blas
+from .first_order import MatrixOps, helper_thread, single_thread_blas
 
 log = get_logger(__name__)
 
@@ -300,7 +298,7 @@ class DenseOps:
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
-        pool = _product_pool() if self._half else None
+        pool = helper_thread("dense-products") if self._half else None
         if pool is None:
             return self._a @ x
         h = self._half
@@ -314,15 +312,6 @@ class DenseOps:
 
 #: Rows below which a dense product is not split between two threads (the hand-over costs more).
 _SPLIT_MIN_ROWS = 32768
-_PRODUCT_POOL: list = []
-
-
-def _product_pool():
-    """One worker thread for the second row block of dense products (None on a single core)."""
-    if not _PRODUCT_POOL:
-        n = os.cpu_count() or 1
-        _PRODUCT_POOL.append(ThreadPoolExecutor(1, thread_name_prefix="dense-products") if n > 1 else None)
-    return _PRODUCT_POOL[0]
 
 
 def _operator(D):
