@@ -109,6 +109,15 @@ def test_read_only_output_folder(tmp_path, capsys):
         ro.chmod(0o755)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a file system where folders cannot be made (/proc)")
+def test_output_folder_where_no_folder_can_be_made(capsys):
+    """Permission bits allow it (as root, or on a virtual file system) but no folder can be created:
+    refused before planning, not after the plan when the outputs are written."""
+    out = Path("/proc/sbrtplan-out")
+    rc, err = run_cli(["demo", "--out", out], capsys)
+    assert_refused(rc, err, "cannot create a folder", out)
+
+
 EVALUATE_OPTION_CASES = {
     "json-folder": (lambda t: ["--json", t], "is a folder"),
     "json-below-file": (lambda t: ["--json", _make_file(t) / "m.json"], "is a file"),

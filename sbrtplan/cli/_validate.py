@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,12 @@ def _check_writable_parent(p: Path, option: str) -> None:
         raise InputError(f"{option} {p}: {anc} is a file, not a folder")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise InputError(f"{option} {p}: folder {anc} is not writable")
+    # permission bits are not the whole story (a read-only or virtual file system, or a run as
+    # root): create and remove a folder there, so the outputs are not refused only after the plan
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sbrtplan-probe-", dir=anc))
+    except OSError as exc:
+        raise InputError(f"{option} {p}: cannot create a folder in {anc} ({exc.strerror})") from None
 
 
 def check_output_dir(path, option: str = "--out") -> Path:
